@@ -1,0 +1,183 @@
+"""Seed a dev cloud through its own APIs: catalog, users, network, flavors, images, quotas.
+
+Everything here is idempotent (find, then create what is missing), runs through
+openstacksdk as the bootstrap admin, and is what an operator would do by hand on a new
+cloud. It also writes ``clouds.yaml`` with the clouds ``devcloud`` (the hub's project, member
+role) and ``devcloud-admin``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import openstack
+import openstack.config
+import yaml
+
+from . import catalogue
+from .service_plugins import hepsdesk_process_image as process_image
+from .settings import DevCloudSettings
+
+HUB_PROJECT = "hepsdesk"
+HUB_USER = "hepsdesk-hub"
+ADMIN_USER = "admin"
+NETWORK = "hepsdesk-net"
+SUBNET = "hepsdesk-subnet"
+CLOUD = "devcloud"
+ADMIN_CLOUD = "devcloud-admin"
+ENDPOINTS = {  # service type -> (service name, port name, path)
+    "compute": ("nova", "nova-api", "/v2.1"),
+    "placement": ("placement", "placement", ""),
+    "image": ("glance", "glance", ""),
+    "network": ("neutron", "neutron", ""),
+}
+HUB_QUOTAS = {"instances": 100, "cores": 800, "ram": 4 * 1024 * 1024}
+HUB_NETWORK_QUOTAS = {"port": 500, "security_group": 50, "security_group_rule": 500}
+USER_CLOUDS_YAML = Path.home() / ".config" / "openstack" / "clouds.yaml"
+
+
+def clouds(settings: DevCloudSettings, secrets: dict) -> dict:
+    def cloud(user: str, password: str, project: str) -> dict:
+        return {
+            "auth": {"auth_url": settings.auth_url, "username": user, "password": password,
+                     "project_name": project, "user_domain_name": "Default", "project_domain_name": "Default"},
+            "region_name": settings.region,
+            "identity_api_version": 3,
+            "interface": "public",
+        }
+    return {CLOUD: cloud(HUB_USER, secrets["hub"], HUB_PROJECT),
+            ADMIN_CLOUD: cloud(ADMIN_USER, secrets["admin"], "admin")}
+
+
+def write_clouds_yaml(settings: DevCloudSettings, secrets: dict, user_file: Path | None = USER_CLOUDS_YAML) -> None:
+    """Write ``<state>/clouds.yaml`` and merge our two clouds into the user's clouds.yaml,
+    so ``openstack --os-cloud devcloud ...`` works from any directory."""
+    ours = clouds(settings, secrets)
+    _write_private_yaml(settings.clouds_yaml, {"clouds": ours})
+    if user_file is None:
+        return
+    existing = {}
+    if user_file.exists():
+        existing = yaml.safe_load(user_file.read_text()) or {}
+    merged = dict(existing)
+    merged["clouds"] = {**(existing.get("clouds") or {}), **ours}
+    if merged != existing:
+        user_file.parent.mkdir(parents=True, exist_ok=True)
+        _write_private_yaml(user_file, merged)
+
+
+def remove_from_user_clouds_yaml(user_file: Path = USER_CLOUDS_YAML, auth_url: str | None = None) -> None:
+    """Forget our clouds in the user's clouds.yaml (only if they still point at this cloud)."""
+    if not user_file.exists():
+        return
+    data = yaml.safe_load(user_file.read_text()) or {}
+    entries = data.get("clouds") or {}
+    for name in (CLOUD, ADMIN_CLOUD):
+        if name in entries and (auth_url is None or entries[name].get("auth", {}).get("auth_url") == auth_url):
+            del entries[name]
+    _write_private_yaml(user_file, data)
+
+
+def _write_private_yaml(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".clouds-")
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(data, f, default_flow_style=False, sort_keys=False)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def connect(settings: DevCloudSettings, cloud: str = CLOUD) -> openstack.connection.Connection:
+    """An openstacksdk connection to this dev cloud (``devcloud`` or ``devcloud-admin``)."""
+    config = openstack.config.OpenStackConfig(config_files=[str(settings.clouds_yaml)],
+                                              vendor_files=[], load_envvars=False)
+    return openstack.connection.Connection(config=config.get_one(cloud=cloud))
+
+
+def ensure_identity(conn, settings: DevCloudSettings, secrets: dict) -> None:
+    """Service project, service users, the hub's project and user, and the catalog."""
+    roles = {role.name: role for role in conn.identity.roles()}
+    for name in ("admin", "member", "reader", "service"):
+        if name not in roles:
+            roles[name] = conn.identity.create_role(name=name)
+    domain = conn.identity.find_domain("default")
+    service_project = _ensure_project(conn, "service", domain.id, "OpenStack service users")
+    for user in ("nova", "placement", "glance", "neutron"):
+        account = _ensure_user(conn, user, secrets[user], domain.id, service_project.id)
+        for role in ("admin", "service"):
+            conn.identity.assign_project_role_to_user(service_project, account, roles[role])
+    hub_project = _ensure_project(conn, HUB_PROJECT, domain.id, "The hepsdesk JupyterHub's servers")
+    hub_user = _ensure_user(conn, HUB_USER, secrets["hub"], domain.id, hub_project.id)
+    for role in ("member", "reader"):
+        conn.identity.assign_project_role_to_user(hub_project, hub_user, roles[role])
+    services = {service.type: service for service in conn.identity.services()}
+    endpoints = {(e.service_id, e.interface) for e in conn.identity.endpoints()}
+    for service_type, (name, port_name, path) in ENDPOINTS.items():
+        service = services.get(service_type) or conn.identity.create_service(name=name, type=service_type)
+        for interface in ("public", "internal", "admin"):
+            if (service.id, interface) not in endpoints:
+                conn.identity.create_endpoint(service_id=service.id, interface=interface,
+                                              url=settings.url(port_name) + path, region_id=settings.region)
+
+
+def _ensure_project(conn, name: str, domain_id: str, description: str):
+    return (conn.identity.find_project(name, domain_id=domain_id)
+            or conn.identity.create_project(name=name, domain_id=domain_id, description=description))
+
+
+def _ensure_user(conn, name: str, password: str, domain_id: str, project_id: str):
+    user = conn.identity.find_user(name, domain_id=domain_id)
+    if user is None:
+        return conn.identity.create_user(name=name, password=password, domain_id=domain_id,
+                                         default_project_id=project_id)
+    return conn.identity.update_user(user, password=password)
+
+
+def ensure_network(conn, settings: DevCloudSettings) -> None:
+    network = conn.network.find_network(NETWORK)
+    if network is None:
+        network = conn.network.create_network(
+            name=NETWORK, is_shared=True, provider_network_type="flat", provider_physical_network="physnet1",
+            description="Loopback network of the dev cloud: every server gets its own 127.x.y.z address")
+    if conn.network.find_subnet(SUBNET) is None:
+        prefix = settings.network_cidr.split("/")[0].rsplit(".", 2)[0]
+        conn.network.create_subnet(
+            name=SUBNET, network_id=network.id, ip_version=4, cidr=settings.network_cidr, gateway_ip=None,
+            is_dhcp_enabled=False, allocation_pools=[{"start": f"{prefix}.0.10", "end": f"{prefix}.255.250"}])
+
+
+def ensure_flavors(conn, settings: DevCloudSettings) -> None:
+    existing = {flavor.name for flavor in conn.compute.flavors(is_public=None)}
+    for spec in catalogue.flavors(settings.gpus):
+        if spec.name in existing:
+            continue
+        flavor = conn.compute.create_flavor(name=spec.name, vcpus=spec.vcpus, ram=spec.ram_mb, disk=spec.disk_gb,
+                                            is_public=True, description=spec.description)
+        if spec.extra_specs:
+            conn.compute.create_flavor_extra_specs(flavor, spec.extra_specs)
+
+
+def ensure_images(conn, settings: DevCloudSettings) -> None:
+    for spec in catalogue.IMAGES:
+        image = conn.image.find_image(spec.name)
+        if image is not None and image.status == "active":
+            continue
+        if image is not None:
+            conn.image.delete_image(image)
+        manifest = process_image.make_manifest(
+            spec.name, env={"HEPSDESK_IMAGE": spec.name, "HEPSDESK_BEAMLINE": spec.beamline},
+            beamline=spec.beamline, software=list(spec.software))
+        with tempfile.TemporaryDirectory() as tmp:
+            blob = os.path.join(tmp, "image.tar")
+            process_image.write_base_image(blob, manifest)
+            conn.image.create_image(
+                name=spec.name, filename=blob, disk_format=process_image.DISK_FORMAT,
+                container_format=process_image.CONTAINER_FORMAT, visibility="public", wait=True,
+                **spec.properties)
+
+
+def ensure_quotas(conn) -> None:
+    project = conn.identity.find_project(HUB_PROJECT, domain_id="default")
+    conn.set_compute_quotas(project.id, **HUB_QUOTAS)
+    conn.set_network_quotas(project.id, **HUB_NETWORK_QUOTAS)

@@ -1,0 +1,134 @@
+"""The ``hepsdesk`` command.
+
+    hepsdesk devcloud up [--state-dir DIR] [--gpus A100:4] [--port-offset N]
+    hepsdesk devcloud down [--purge]
+    hepsdesk devcloud status [--json]
+    hepsdesk devcloud logs [SERVICE] [-n LINES] [-f]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from .settings import DEFAULT_STATE_DIR, DevCloudSettings, SettingsError, parse_gpus
+
+
+def _settings(args: argparse.Namespace, **overrides) -> DevCloudSettings:
+    return DevCloudSettings.load(args.state_dir, **overrides)
+
+
+def _devcloud(args: argparse.Namespace, **overrides):
+    from .devcloud import DevCloud
+
+    return DevCloud(_settings(args, **overrides))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    gpus = parse_gpus(args.gpus) if args.gpus is not None else None
+    cloud = _devcloud(args, port_offset=args.port_offset, gpus=gpus,
+                      venv_dir=args.venv_dir)
+    report = cloud.up()
+    if not report.already_running:
+        print(f"dev cloud up in {report.total_s:.0f} s; state in {cloud.settings.state_dir}", file=sys.stderr)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    cloud = _devcloud(args)
+    stopped = cloud.down(purge=args.purge)
+    what = ", ".join(stopped) if stopped else "nothing was running"
+    print(f"stopped: {what}" + ("; state removed" if args.purge else ""), file=sys.stderr)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cloud = _devcloud(args)
+    entries = cloud.status()
+    if args.json:
+        print(json.dumps(entries, indent=2))
+    else:
+        width = max(len(e["service"]) for e in entries)
+        for e in entries:
+            mark = "healthy" if e["healthy"] else ("UNHEALTHY" if e["running"] else "stopped")
+            pid = f"pid {e['pid']}" if e["pid"] else ""
+            print(f"{e['service']:<{width}}  {mark:<9}  {pid:<10}  {e['detail']}")
+    return 0 if all(e["healthy"] for e in entries) else 3
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    cloud = _devcloud(args)
+    names = [args.service] if args.service else list(cloud.services)
+    for name in names:
+        lines = cloud.log_lines(name, args.lines)
+        if len(names) > 1:
+            print(f"==> {cloud.processes.log_path(name)} <==")
+        print("\n".join(lines))
+    if args.follow and args.service:
+        path = cloud.processes.log_path(args.service)
+        with open(path) as f:
+            f.seek(0, os.SEEK_END)
+            try:
+                while True:
+                    line = f.readline()
+                    if line:
+                        sys.stdout.write(line)
+                        sys.stdout.flush()
+                    else:
+                        time.sleep(0.3)
+            except KeyboardInterrupt:
+                pass
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hepsdesk", description="hepsdesk: JupyterHub + OpenStack analysis desktops")
+    commands = parser.add_subparsers(dest="command", required=True)
+    devcloud = commands.add_parser("devcloud", help="the embedded single-node OpenStack for development and tests")
+    devcloud_commands = devcloud.add_subparsers(dest="devcloud_command", required=True)
+
+    def add(name: str, handler, help_: str) -> argparse.ArgumentParser:
+        sub = devcloud_commands.add_parser(name, help=help_, description=help_)
+        sub.add_argument("--state-dir", default=os.environ.get("HEPSDESK_DEVCLOUD_STATE", DEFAULT_STATE_DIR),
+                         help="where the cloud keeps its databases, logs and disks (default: %(default)s)")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    up = add("up", cmd_up, "install (first time), start and seed the dev cloud; a no-op when it is up")
+    up.add_argument("--gpus", default=None,
+                    help="fake GPU inventory of the compute node, MODEL:COUNT[,MODEL:COUNT] or 'none' "
+                         "(default A100:4; kept for later runs)")
+    up.add_argument("--port-offset", type=int, default=None,
+                    help="shift every port (5000, 8774, ...) by N, to run beside services using them")
+    up.add_argument("--venv-dir", default=None, help="the OpenStack services' virtualenv "
+                                                     "(default: ~/.cache/hepsdesk/openstack-<pins>)")
+    down = add("down", cmd_down, "stop every process the dev cloud started")
+    down.add_argument("--purge", action="store_true", help="also delete the cloud's state (servers, images, databases)")
+    status = add("status", cmd_status, "show each service's health (exit status 3 if any is unhealthy)")
+    status.add_argument("--json", action="store_true", help="print a JSON list, one object per service")
+    logs = add("logs", cmd_logs, "show the services' logs")
+    logs.add_argument("service", nargs="?", help="one service (default: the tail of every log)")
+    logs.add_argument("-n", "--lines", type=int, default=40)
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (with SERVICE)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .devcloud import DevCloudError
+
+    try:
+        return args.handler(args)
+    except (DevCloudError, SettingsError) as e:
+        print(f"hepsdesk: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("hepsdesk: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""A guest workload for the tests: a web server on the server's own loopback address.
+
+The user-data reads the address from cloud-init's instance data, remembers its first boot in
+a file on the VM's disk (so a test can tell a preserved disk from a fresh one) and serves
+``/srv/www`` on port 8080 in the background, so cloud-init finishes.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+
+WEB_USER_DATA = """#!/bin/sh
+ADDR=$(python3 -c 'import json; print(json.load(open("/run/cloud-init/instance-data.json"))["v1"]["local_ipv4"])')
+mkdir -p /srv/www
+[ -f /srv/www/first-boot ] || od -An -N8 -tx1 /dev/urandom | tr -d ' \\n' > /srv/www/first-boot
+echo "$(hostname) booted $(date +%s%N)" > /srv/www/boot
+cd /srv/www && nohup python3 -m http.server --bind "$ADDR" 8080 > /var/log/web.log 2>&1 &
+echo web server started on "$ADDR"
+"""
+PORT = 8080
+
+
+def address(server) -> str:
+    return server.addresses["hepsdesk-net"][0]["addr"]
+
+
+def get(addr: str, path: str = "/boot", timeout: float = 2.0) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://{addr}:{PORT}{path}", timeout=timeout) as response:
+            return response.read().decode()
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def wait_answer(addr: str, path: str = "/boot", timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = get(addr, path)
+        if body is not None:
+            return body
+        time.sleep(0.3)
+    raise AssertionError(f"nothing answered on http://{addr}:{PORT}{path} within {timeout:.0f} s")
+
+
+def wait_silent(addr: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if get(addr, timeout=0.5) is None:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"http://{addr}:{PORT} still answers after {timeout:.0f} s")
