@@ -32,7 +32,7 @@ def mariadb_initialized(settings: DevCloudSettings) -> bool:
 def initialize_mariadb(settings: DevCloudSettings) -> None:
     datadir = settings.path("mariadb")
     datadir.mkdir(parents=True, exist_ok=True)
-    _run(settings, "mariadb-init", [
+    run_logged(settings, "mariadb-init", [
         "mariadb-install-db", "--no-defaults", f"--datadir={datadir}", f"--user={os_user()}",
         "--auth-root-authentication-method=socket", f"--auth-root-socket-user={os_user()}",
         "--skip-test-db"])
@@ -115,10 +115,12 @@ def _run_sequence(settings: DevCloudSettings, name: str, steps: list[list[str]])
     for argv in steps:
         # create_cell exits 2 when the cell already exists: that is what we want.
         ok = (0, 2) if argv[-3:-1] == ["create_cell", "--name"] else (0,)
-        _run(settings, f"{name}-db", argv, ok_codes=ok)
+        run_logged(settings, f"{name}-db", argv, ok_codes=ok)
 
 
-def _run(settings: DevCloudSettings, log_name: str, argv: list[str], ok_codes: tuple[int, ...] = (0,)) -> None:
+def run_logged(settings: DevCloudSettings, log_name: str, argv: list[str], ok_codes: tuple[int, ...] = (0,)) -> None:
+    """Run a set-up command with its output appended to ``logs/<log_name>.log``; on failure
+    raise with the command (passwords hidden) and the tail of that log."""
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.logs_dir / f"{log_name}.log"
     with open(log_path, "ab") as log:

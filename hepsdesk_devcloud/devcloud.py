@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from . import bootstrap, configs, databases, installer
-from .processes import ProcessTable, port_owner, tail_lines
+from .processes import START_MARKER, ProcessTable, port_owner, tail_lines
 from .progress import StepProgress
 from .service_plugins.hepsdesk_procinfo import is_same_process
 from .services import Health, Service, build_services
@@ -65,19 +65,33 @@ class UpReport:
 class DevCloud:
     """One dev cloud, identified by its state directory."""
 
-    def __init__(self, settings: DevCloudSettings, stream: TextIO | None = None):
+    def __init__(self, settings: DevCloudSettings, stream: TextIO | None = None,
+                 user_clouds_yaml: Path | None = bootstrap.USER_CLOUDS_YAML):
+        """``user_clouds_yaml``: the clouds.yaml to register ``devcloud``/``devcloud-admin`` in
+        (so ``openstack --os-cloud devcloud`` works anywhere); None for throw-away clouds."""
         self.settings = settings
         self.stream = stream or sys.stderr
+        self.user_clouds_yaml = user_clouds_yaml
         self.processes = ProcessTable(settings.run_dir, settings.logs_dir)
         self.services: dict[str, Service] = {s.name: s for s in build_services(settings)}
         for binary in ("nova-conductor", "nova-scheduler", "nova-compute"):
             self.services[binary].check = self._nova_service_check(binary)
         self._admin = None
         self._admin_lock = threading.Lock()
+        self._services_lock = threading.Lock()
+        self._services_cache: list = []
+        self._services_fetched = 0.0
+        self._up_started = time.monotonic()
 
     # -- public API ----------------------------------------------------------------------
 
+    def _timeline(self, event: str) -> None:
+        """Record when things happened during `up` (logs/up-timeline.log), to see what a start waits for."""
+        with open(self.settings.logs_dir / "up-timeline.log", "a") as f:
+            f.write(f"{time.strftime('%H:%M:%S')} +{time.monotonic() - self._up_started:6.1f}s {event}\n")
+
     def up(self) -> UpReport:
+        self._up_started = time.monotonic()
         report = UpReport()
         progress = StepProgress("hepsdesk devcloud up", total=8, stream=self.stream)
         started: list[str] = []
@@ -109,7 +123,8 @@ class DevCloud:
         stopped += [f"guest {uuid}" for uuid in self._stop_guests()]
         stopped += self._stop_all([name for name in order if name != "nova-compute"])
         if purge:
-            bootstrap.remove_from_user_clouds_yaml(auth_url=self.settings.auth_url)
+            if self.user_clouds_yaml is not None:
+                bootstrap.remove_from_user_clouds_yaml(self.user_clouds_yaml, auth_url=self.settings.auth_url)
             shutil.rmtree(self.settings.state_dir, ignore_errors=True)
         self._admin = None
         return stopped
@@ -162,7 +177,7 @@ class DevCloud:
             secrets = load_secrets(s)
             s.save()
             changed = configs.render_all(s, secrets)
-            bootstrap.write_clouds_yaml(s, secrets)
+            bootstrap.write_clouds_yaml(s, secrets, self.user_clouds_yaml)
             stale = {name for name, service in self.services.items()
                      if self.processes.running(name) and set(service.config_files) & set(changed)}
         if not stale and self.is_running() and self._all_healthy() and self._seeded(secrets):
@@ -184,10 +199,10 @@ class DevCloud:
             if not databases.schemas_current(s):
                 databases.sync_schemas(s, secrets)
         with progress.step("Starting Keystone, Placement, Glance, Neutron and Nova"):
+            # Keystone first: nova-compute exits if it cannot reach Keystone at start-up, and
+            # on a new cloud the Nova services need their users (checked at start) to exist.
             self._start(["keystone"], started)
             self._wait_healthy(["keystone"])
-            # The Nova services check their Placement credentials at start-up: the service
-            # users must exist before they start.
             if not self._stamp_current("identity", self._identity_fingerprint()):
                 bootstrap.ensure_identity(self._admin_connection(), s, secrets)
                 self._write_stamp("identity", self._identity_fingerprint())
@@ -215,7 +230,7 @@ class DevCloud:
             probe.unlink()
         except OSError as e:
             raise DevCloudError(f"the state directory {state} is not writable ({e.strerror or e}); "
-                                "choose another with --state-dir")
+                                "choose another with --state-dir") from e
         for sub in ("logs", "run", "home", "rabbitmq"):
             (state / sub).mkdir(exist_ok=True)
 
@@ -242,6 +257,7 @@ class DevCloud:
                         f"port {port} for {service.title} on 127.0.0.1 is already in use by {owner}; "
                         f"stop it, or start a cloud on other ports with --port-offset")
             self.processes.start(name, service.argv, service.env, cwd=self.settings.state_dir)
+            self._timeline(f"{name} started")
             started.append(name)
 
     def _stop_all(self, names: list[str]) -> list[str]:
@@ -254,7 +270,7 @@ class DevCloud:
             if not tier:
                 continue
             with concurrent.futures.ThreadPoolExecutor(len(tier)) as pool:
-                for name, ran in zip(tier, pool.map(self.processes.stop, tier)):
+                for name, ran in zip(tier, pool.map(self.processes.stop, tier), strict=True):
                     if ran:
                         stopped.append(name)
         return stopped
@@ -280,6 +296,7 @@ class DevCloud:
                     raise self._failure(service, f"exited during start-up (status {code})")
                 health = self._check(service)
                 if health.healthy:
+                    self._timeline(f"{name} healthy")
                     return
                 time.sleep(0.5)
             raise self._failure(service, f"not healthy after {service.startup_timeout:.0f} s: {health.detail}")
@@ -290,7 +307,7 @@ class DevCloud:
 
     def _failure(self, service: Service, what: str) -> DevCloudError:
         lines = self.processes.log_tail(service.name, 400)
-        starts = [i for i, line in enumerate(lines) if line.startswith("=== hepsdesk devcloud: starting")]
+        starts = [i for i, line in enumerate(lines) if line.startswith(START_MARKER)]
         this_run = lines[starts[-1] + 1:] if starts else lines
         cause = f"{service.title} {what}"
         reason = first_cause(this_run)
@@ -303,9 +320,9 @@ class DevCloud:
         host = self.settings.compute_host
         mapped = databases.mariadb_sql(self.settings, f"SELECT host FROM nova_api.host_mappings WHERE host='{host}'")
         if host not in mapped.split():
-            databases._run(self.settings, "nova-db", [
-                self.settings.venv_bin("nova-manage"), "--config-file", str(self.settings.etc_dir / "nova" / "nova.conf"),
-                "cell_v2", "discover_hosts"])
+            nova_conf = str(self.settings.etc_dir / "nova" / "nova.conf")
+            databases.run_logged(self.settings, "nova-db", [
+                self.settings.venv_bin("nova-manage"), "--config-file", nova_conf, "cell_v2", "discover_hosts"])
 
     # -- stamps: what a previous run already did -----------------------------------------
 
@@ -317,7 +334,7 @@ class DevCloud:
         self.settings.path(f"{name}.stamp").write_text(fingerprint)
 
     def _identity_fingerprint(self) -> str:
-        return json.dumps({"version": 1, "auth_url": self.settings.auth_url})
+        return json.dumps({"version": 2, "auth_url": self.settings.auth_url})
 
     def _seed_fingerprint(self) -> str:
         return json.dumps({"version": 1, "gpus": self.settings.gpus, "cidr": self.settings.network_cidr})
@@ -334,17 +351,27 @@ class DevCloud:
                 self._admin = bootstrap.connect(self.settings, bootstrap.ADMIN_CLOUD)
             return self._admin
 
+    def _nova_services(self) -> list:
+        """Nova's service list, fetched at most once a second for all three checks."""
+        with self._services_lock:
+            if time.monotonic() - self._services_fetched > 1.0:
+                self._services_cache = list(self._admin_connection().compute.services())
+                self._services_fetched = time.monotonic()
+            return self._services_cache
+
     def _nova_service_check(self, binary: str):
         def check() -> Health:
             record = self.processes.running(binary)
             if record is None:
                 return Health(False, "not running")
+            if not (self.services["keystone"].check().healthy and self.services["nova-api"].check().healthy):
+                return Health(False, "waiting for Keystone and nova-api")
             try:
-                services = list(self._admin_connection().compute.services(binary=binary))
+                services = self._nova_services()
             except Exception as e:
                 return Health(False, f"cannot ask nova-api: {type(e).__name__}")
             for service in services:
-                if service.host != self.settings.compute_host:
+                if service.binary != binary or service.host != self.settings.compute_host:
                     continue
                 updated = _utc_epoch(service.updated_at)
                 if service.state == "up" and updated is not None and updated >= record.started_at - 1:

@@ -18,6 +18,9 @@ from pathlib import Path
 
 from .service_plugins.hepsdesk_procinfo import is_same_process, start_ticks
 
+# Written to a service's log each time it is started; failures only look at what follows.
+START_MARKER = "=== hepsdesk devcloud: starting"
+
 
 @dataclass
 class ProcessRecord:
@@ -48,7 +51,8 @@ class ProcessTable:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path(name), "ab") as log:
-            log.write(f"\n=== hepsdesk devcloud: starting {name} at {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            log.write(f"\n{START_MARKER} {name} at {stamp} ===\n".encode())
             log.flush()
             process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True)

@@ -24,6 +24,7 @@ from .settings import HOST, DevCloudSettings
 PLUGINS_DIR = Path(__file__).parent / "service_plugins"
 
 
+
 @dataclass
 class Health:
     healthy: bool
@@ -152,7 +153,7 @@ def build_services(settings: DevCloudSettings) -> list[Service]:
                        check=http_check(s.url(name) + check_path), config_files=conf)
 
     def nova(binary: str, title: str, argv: list[str]) -> Service:
-        return Service(binary, title, argv + ["--config-file", nova_conf], python_env(s),
+        return Service(binary, title, [*argv, "--config-file", nova_conf], python_env(s),
                        config_files=[etc / "nova" / "nova.conf"])
 
     return [
@@ -167,7 +168,10 @@ def build_services(settings: DevCloudSettings) -> list[Service]:
             check=mariadb_check(s), startup_timeout=60),
         Service("epmd", "Erlang port mapper", ["/usr/bin/epmd", "-address", HOST, "-port", str(s.port("epmd"))],
                 {"PATH": "/usr/bin:/bin"}, port=s.port("epmd"), check=tcp_check(s.port("epmd")), startup_timeout=20),
-        Service("rabbitmq", "RabbitMQ", ["/usr/lib/rabbitmq/bin/rabbitmq-server"], rabbit_env,
+        # RabbitMQ's boot is CPU-bound (its modules are JIT-compiled as they load) and every
+        # Nova service waits for it: ahead of the Python services' imports, it is ready
+        # seconds sooner. (Without root, nice says it cannot raise the priority and goes on.)
+        Service("rabbitmq", "RabbitMQ", ["nice", "-n", "-10", "/usr/lib/rabbitmq/bin/rabbitmq-server"], rabbit_env,
                 port=s.port("rabbitmq"), check=amqp_check(s.port("rabbitmq")), startup_timeout=90,
                 config_files=[etc / "rabbitmq" / "rabbitmq.conf"]),
         api("keystone", "Keystone (identity)", "keystone.wsgi.api:application",

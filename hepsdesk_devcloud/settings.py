@@ -60,7 +60,7 @@ def parse_gpus(spec: str) -> dict[str, int]:
         try:
             gpus[model] = int(count or "1")
         except ValueError:
-            raise SettingsError(f"GPU count {count!r} for {model} is not a number")
+            raise SettingsError(f"GPU count {count!r} for {model} is not a number") from None
         if not 0 < gpus[model] <= 64:
             raise SettingsError(f"GPU count for {model} must be between 1 and 64")
     return gpus

@@ -71,7 +71,7 @@ def build_boot_plan(user_data: bytes | str | None) -> dict:
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError) as e:
-            raise UnsupportedUserData(f"user-data looks gzip-compressed but does not decompress: {e}")
+            raise UnsupportedUserData(f"user-data looks gzip-compressed but does not decompress: {e}") from e
     _add_part(plan, data, part_name="part-001")
     return plan
 
@@ -126,7 +126,7 @@ def _add_cloud_config(plan: dict, text: str) -> None:
     try:
         config = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise UnsupportedUserData(f"#cloud-config is not valid YAML: {e}")
+        raise UnsupportedUserData(f"#cloud-config is not valid YAML: {e}") from e
     if config is None:
         return
     if not isinstance(config, dict):
@@ -181,20 +181,21 @@ def _write_file(entry, index: int) -> dict:
         raise UnsupportedUserData(f"{where}: path must be an absolute path")
     encoding = str(entry.get("encoding") or "").lower()
     if encoding not in ENCODINGS:
-        raise UnsupportedUserData(f"{where}: encoding {encoding!r} is not one of {', '.join(e for e in ENCODINGS if e)}")
+        known = ", ".join(e for e in ENCODINGS if e)
+        raise UnsupportedUserData(f"{where}: encoding {encoding!r} is not one of {known}")
     content = entry.get("content", "")
     raw = content.encode() if isinstance(content, str) else bytes(content or b"")
     try:
         for step in ENCODINGS[encoding]:
             raw = base64.b64decode(raw, validate=False) if step == "b64" else gzip.decompress(raw)
     except (binascii.Error, OSError, EOFError) as e:
-        raise UnsupportedUserData(f"{where}: content does not decode as {encoding}: {e}")
+        raise UnsupportedUserData(f"{where}: content does not decode as {encoding}: {e}") from e
     permissions = entry.get("permissions")
     if permissions is not None:
         try:
             permissions = int(str(permissions), 8)
         except ValueError:
-            raise UnsupportedUserData(f"{where}: permissions {permissions!r} is not an octal mode")
+            raise UnsupportedUserData(f"{where}: permissions {permissions!r} is not an octal mode") from None
     owner = entry.get("owner") or "root:root"
     if not isinstance(owner, str):
         raise UnsupportedUserData(f"{where}: owner must be 'user:group'")
@@ -206,7 +207,7 @@ def _decode_text(data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise UnsupportedUserData("user-data is not UTF-8 text")
+        raise UnsupportedUserData("user-data is not UTF-8 text") from None
 
 
 def _b64(data: bytes) -> str:

@@ -71,7 +71,7 @@ def read_manifest(blob_path: str) -> dict:
             member = archive.getmember(MANIFEST)
             data = archive.extractfile(member).read()
     except (tarfile.TarError, KeyError, OSError) as e:
-        raise InvalidProcessImage(f"not a hepsdesk process image (a tar archive with {MANIFEST}): {e}")
+        raise InvalidProcessImage(f"not a hepsdesk process image (a tar archive with {MANIFEST}): {e}") from e
     return validate_manifest(data)
 
 
@@ -79,7 +79,7 @@ def validate_manifest(data: bytes) -> dict:
     try:
         manifest = json.loads(data)
     except ValueError as e:
-        raise InvalidProcessImage(f"{MANIFEST} is not JSON: {e}")
+        raise InvalidProcessImage(f"{MANIFEST} is not JSON: {e}") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise InvalidProcessImage(f"{MANIFEST} does not declare format {FORMAT!r}")
     if manifest.get("version") != VERSION:

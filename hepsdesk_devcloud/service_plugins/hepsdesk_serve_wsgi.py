@@ -25,7 +25,12 @@ def _load(spec: str):
 
 
 class AccessLog:
-    """WSGI middleware writing one line per request: method, path, status, duration."""
+    """WSGI middleware writing one line per request: method, path, status, duration.
+
+    It also closes the connection after a request with a chunked body: cheroot cannot read
+    the next request of a kept-alive connection once the application has consumed a chunked
+    body (Nova's snapshot uploads to Glance), and answers it with a 500.
+    """
 
     def __init__(self, app, stream):
         self.app = app
@@ -35,8 +40,12 @@ class AccessLog:
         started = time.monotonic()
         status_holder = []
 
+        chunked = environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
+
         def recording_start_response(status, headers, exc_info=None):
             status_holder.append(status.split(" ", 1)[0])
+            if chunked:
+                headers = [(k, v) for k, v in headers if k.lower() != "connection"] + [("Connection", "close")]
             return start_response(status, headers, exc_info)
 
         try:

@@ -331,9 +331,9 @@ class ProcessDriver(fake.FakeDriver):
             user_data = base64.b64decode(instance.user_data) if instance.user_data else None
             plan = hepsdesk_cloudconfig.build_boot_plan(user_data)
         except hepsdesk_cloudconfig.UnsupportedUserData as e:
-            raise abort(f"the user-data cannot be honoured: {e}")
+            raise abort(f"the user-data cannot be honoured: {e}") from e
         except ValueError as e:
-            raise abort(f"the user-data is not valid base64: {e}")
+            raise abort(f"the user-data is not valid base64: {e}") from e
         if not instance.image_ref:
             raise abort("booting from volume is not supported by the hepsdesk dev cloud")
         image_dir, manifest = self._fetch_image(context, instance.image_ref)
@@ -349,7 +349,7 @@ class ProcessDriver(fake.FakeDriver):
         except Exception as e:
             self._forget(instance, vmdir)
             if isinstance(e, GuestBootError):
-                raise abort(f"the guest failed to boot: {e}")
+                raise abort(f"the guest failed to boot: {e}") from e
             raise
         LOG.info("guest booted: pid %s, address %s", vm.state.get("monitor_pid"),
                  vm.state["boot"]["address"], instance=instance)
@@ -439,7 +439,7 @@ class ProcessDriver(fake.FakeDriver):
                     self._image_api.download(context, image_id, dest_path=blob)
                     hepsdesk_process_image.unpack(blob, dest)
                 except hepsdesk_process_image.InvalidProcessImage as e:
-                    raise exception.ImageUnacceptable(image_id=image_id, reason=str(e))
+                    raise exception.ImageUnacceptable(image_id=image_id, reason=str(e)) from e
                 finally:
                     if os.path.exists(blob):
                         os.unlink(blob)
@@ -467,7 +467,7 @@ class ProcessDriver(fake.FakeDriver):
             try:
                 vm.start(CONF.hepsdesk.boot_timeout)
             except GuestBootError as e:
-                raise exception.InstancePowerOnFailure(reason=str(e))
+                raise exception.InstancePowerOnFailure(reason=str(e)) from e
 
     def reboot(self, context, instance, network_info, reboot_type, block_device_info=None,
                bad_volumes_callback=None, accel_info=None, share_info=None):

@@ -22,7 +22,8 @@ def test_shell_script_user_data_runs_as_one_script():
 
 
 def test_cloud_config_subset():
-    plan = build_boot_plan("""#cloud-config
+    zipped = base64.b64encode(gzip.compress(b"zipped!")).decode()
+    plan = build_boot_plan(f"""#cloud-config
 hostname: lab-node
 bootcmd:
   - echo early
@@ -37,12 +38,12 @@ write_files:
     defer: true
   - path: /opt/zipped
     encoding: gz+b64
-    content: %s
+    content: {zipped}
 runcmd:
   - echo one
   - [touch, "/tmp/with space"]
 final_message: booted
-""" % base64.b64encode(gzip.compress(b"zipped!")).decode())
+""")
     assert plan["hostname"] == "lab-node"
     assert plan["bootcmd"] == ["echo early"]
     files = {f["path"]: f for f in plan["write_files"]}

@@ -1,0 +1,150 @@
+"""How fast the dev cloud comes up and boots servers, and what it costs in memory.
+
+Brings up its own cloud in a temporary state directory on shifted ports (so it can run beside
+a developer's cloud, though figures are cleaner without one), measures, and purges it:
+
+    python benchmarks/devcloud_boot.py [--fresh-venv] [--port-offset 2000]
+
+Prints one JSON object on stdout:
+  install_s                 building the services' virtualenv (and Debian packages) when this
+                            run had to (always with --fresh-venv), else null
+  up_cold_s                 empty state dir, software installed, to every service healthy
+  up_warm_s                 `down` then `up` on the same state (a host reboot)
+  create_to_active_p50_s    create request to ACTIVE, over 20 sequential and 10 concurrent boots
+  create_to_active_p95_s
+  sequential_p50_s, sequential_p95_s, concurrent_p50_s, concurrent_p95_s   the two sets apart
+  warm_to_cold_ratio        up_warm_s / up_cold_s
+  control_plane_rss_mb      resident memory of every service process after the boots
+Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import concurrent.futures
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hepsdesk_devcloud import DevCloud, DevCloudSettings  # noqa: E402
+
+USER_DATA = base64.b64encode(b"#!/bin/sh\necho benchmark guest up\n").decode()
+
+
+def log(message: str) -> None:
+    print(f"[devcloud_boot] {message}", file=sys.stderr, flush=True)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return round(ordered[index], 2)
+
+
+def boot_and_time(conn, image_id: str, flavor_id: str, network_id: str, name: str) -> tuple[float, str]:
+    started = time.monotonic()
+    server = conn.compute.create_server(name=name, image_id=image_id, flavor_id=flavor_id,
+                                        networks=[{"uuid": network_id}], user_data=USER_DATA)
+    deadline = started + 300
+    while time.monotonic() < deadline:
+        server = conn.compute.get_server(server.id)
+        if server.status == "ACTIVE":
+            return time.monotonic() - started, server.id
+        if server.status == "ERROR":
+            raise RuntimeError(f"{name} went to ERROR: {server.fault}")
+        time.sleep(0.1)
+    raise RuntimeError(f"{name} not ACTIVE after 300 s")
+
+
+def group_rss_mb(cloud: DevCloud) -> float:
+    """RSS of every process in the services' process groups (workers included)."""
+    pgids = {record.pid for name in cloud.services if (record := cloud.processes.running(name))}
+    total_kb = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) not in pgids:
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+        except (OSError, ProcessLookupError):
+            continue
+    return round(total_kb / 1024, 1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fresh-venv", action="store_true", help="build the services' virtualenv anew and time it")
+    parser.add_argument("--port-offset", type=int, default=2000)
+    parser.add_argument("--sequential", type=int, default=20)
+    parser.add_argument("--concurrent", type=int, default=10)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="devcloud-bench-") as tmp:
+        venv_dir = Path(tmp) / "venv" if args.fresh_venv else None
+        settings = DevCloudSettings.load(Path(tmp) / "state", port_offset=args.port_offset, venv_dir=venv_dir)
+        cloud = DevCloud(settings, user_clouds_yaml=None)
+        result: dict = {}
+        try:
+            log("cold up (empty state dir)")
+            report = cloud.up()
+            result["install_s"] = round(report.install_s, 1) if report.installed else None
+            result["up_cold_s"] = round(report.total_s - report.install_s, 1)
+
+            log("warm up (down, then up on the same state)")
+            cloud.down()
+            started = time.monotonic()
+            cloud.up()
+            result["up_warm_s"] = round(time.monotonic() - started, 1)
+
+            conn = cloud.connect()
+            image = conn.image.find_image("hepsdesk-desktop", ignore_missing=False).id
+            flavor = conn.compute.find_flavor("c1.small", ignore_missing=False).id
+            network = conn.network.find_network("hepsdesk-net", ignore_missing=False).id
+            sequential, created = [], []
+            for index in range(args.sequential):
+                took, server_id = boot_and_time(conn, image, flavor, network, f"bench-seq-{index}")
+                sequential.append(took)
+                created.append(server_id)
+                log(f"sequential boot {index + 1}/{args.sequential}: {took:.2f} s")
+            for server_id in created:
+                conn.compute.delete_server(server_id)
+            for server_id in created:
+                conn.compute.wait_for_delete(conn.compute.get_server(server_id), wait=120) if \
+                    conn.compute.find_server(server_id) else None
+
+            def concurrent_boot(index: int) -> float:
+                own = cloud.connect()
+                return boot_and_time(own, image, flavor, network, f"bench-par-{index}")[0]
+
+            log(f"{args.concurrent} concurrent boots")
+            with concurrent.futures.ThreadPoolExecutor(args.concurrent) as pool:
+                concurrent_times = list(pool.map(concurrent_boot, range(args.concurrent)))
+            result["control_plane_rss_mb"] = group_rss_mb(cloud)
+            both = sequential + concurrent_times
+            result.update({
+                "create_to_active_p50_s": percentile(both, 0.5),
+                "create_to_active_p95_s": percentile(both, 0.95),
+                "sequential_p50_s": percentile(sequential, 0.5),
+                "sequential_p95_s": percentile(sequential, 0.95),
+                "concurrent_p50_s": percentile(concurrent_times, 0.5),
+                "concurrent_p95_s": percentile(concurrent_times, 0.95),
+                "warm_to_cold_ratio": round(result["up_warm_s"] / result["up_cold_s"], 2),
+            })
+        finally:
+            log("purging the benchmark's cloud")
+            cloud.down(purge=True)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+#!/bin/sh
+# Prepare a Debian machine for hepsdesk: Debian packages (as root), the project's virtualenv
+# in .venv with hepsdesk installed in it. Idempotent; sourced by test.sh and demo.sh.
+set -eu
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES="python3 python3-venv python3-dev gcc tar util-linux mariadb-server mariadb-client rabbitmq-server erlang-base"
+missing=""
+for pkg in $APT_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
+done
+# pyenv/other Pythons bring their own venv module; Debian's python3 needs python3-venv.
+if command -v python3 >/dev/null 2>&1 && python3 -c "import ensurepip, venv" 2>/dev/null; then
+    missing=$(echo "$missing" | sed 's/ python3-venv//; s/ python3-dev//; s/ python3\b//')
+fi
+if [ -n "$(echo "$missing" | tr -d ' ')" ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "hepsdesk setup: missing Debian packages:$missing" >&2
+        echo "install them as root with: apt-get install -y --no-install-recommends$missing" >&2
+        exit 1
+    fi
+    echo "hepsdesk setup: installing Debian packages:$missing" >&2
+    # Keep maintainer scripts from starting system MariaDB/RabbitMQ on the dev cloud's ports.
+    policy_written=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy_written=1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -q update >/dev/null
+    apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends $missing >/dev/null
+    [ "$policy_written" = 1 ] && rm -f /usr/sbin/policy-rc.d
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    echo "hepsdesk setup: creating .venv" >&2
+    python3 -m venv .venv
+fi
+if [ ! -f .venv/.hepsdesk-installed ] || [ pyproject.toml -nt .venv/.hepsdesk-installed ]; then
+    echo "hepsdesk setup: installing hepsdesk and its test tools into .venv" >&2
+    .venv/bin/pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[devcloud,test]'
+    touch .venv/.hepsdesk-installed
+fi
