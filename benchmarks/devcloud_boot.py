@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hepsdesk_devcloud import DevCloud, DevCloudSettings  # noqa: E402
+from hepsdesk_devcloud import DevCloud, DevCloudError, DevCloudSettings  # noqa: E402
 
 USER_DATA = base64.b64encode(b"#!/bin/sh\necho benchmark guest up\n").decode()
 
@@ -48,6 +48,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def boot_and_time(conn, image_id: str, flavor_id: str, network_id: str, name: str) -> tuple[float, str]:
+    """Create one server and poll it (every 0.2 s) until it is ACTIVE."""
     started = time.monotonic()
     server = conn.compute.create_server(name=name, image_id=image_id, flavor_id=flavor_id,
                                         networks=[{"uuid": network_id}], user_data=USER_DATA)
@@ -58,8 +59,38 @@ def boot_and_time(conn, image_id: str, flavor_id: str, network_id: str, name: st
             return time.monotonic() - started, server.id
         if server.status == "ERROR":
             raise RuntimeError(f"{name} went to ERROR: {server.fault}")
-        time.sleep(0.1)
+        time.sleep(0.2)
     raise RuntimeError(f"{name} not ACTIVE after 300 s")
+
+
+def boot_concurrently(cloud: DevCloud, image_id: str, flavor_id: str, network_id: str, count: int) -> list[float]:
+    """Create ``count`` servers at once (one thread and connection each) and watch them the
+    way a hub does: one list call every 0.5 s for all of them, not one poll per server."""
+    started: dict[str, float] = {}
+
+    def create(index: int) -> None:
+        own = cloud.connect()
+        t0 = time.monotonic()
+        server = own.compute.create_server(name=f"bench-par-{index}", image_id=image_id, flavor_id=flavor_id,
+                                           networks=[{"uuid": network_id}], user_data=USER_DATA)
+        started[server.id] = t0
+
+    with concurrent.futures.ThreadPoolExecutor(count) as pool:
+        list(pool.map(create, range(count)))
+    conn = cloud.connect()
+    active: dict[str, float] = {}
+    deadline = time.monotonic() + 600
+    while len(active) < count and time.monotonic() < deadline:
+        for server in conn.compute.servers(name="^bench-par-"):
+            if server.id in started and server.id not in active:
+                if server.status == "ACTIVE":
+                    active[server.id] = time.monotonic() - started[server.id]
+                elif server.status == "ERROR":
+                    raise RuntimeError(f"{server.name} went to ERROR: {server.fault}")
+        time.sleep(0.5)
+    if len(active) < count:
+        raise RuntimeError(f"only {len(active)} of {count} concurrent servers became ACTIVE")
+    return list(active.values())
 
 
 def group_rss_mb(cloud: DevCloud) -> float:
@@ -117,17 +148,12 @@ def main() -> int:
                 log(f"sequential boot {index + 1}/{args.sequential}: {took:.2f} s")
             for server_id in created:
                 conn.compute.delete_server(server_id)
-            for server_id in created:
-                conn.compute.wait_for_delete(conn.compute.get_server(server_id), wait=120) if \
-                    conn.compute.find_server(server_id) else None
-
-            def concurrent_boot(index: int) -> float:
-                own = cloud.connect()
-                return boot_and_time(own, image, flavor, network, f"bench-par-{index}")[0]
+            deadline = time.monotonic() + 120
+            while any(conn.compute.find_server(i) for i in created) and time.monotonic() < deadline:
+                time.sleep(0.5)
 
             log(f"{args.concurrent} concurrent boots")
-            with concurrent.futures.ThreadPoolExecutor(args.concurrent) as pool:
-                concurrent_times = list(pool.map(concurrent_boot, range(args.concurrent)))
+            concurrent_times = boot_concurrently(cloud, image, flavor, network, args.concurrent)
             result["control_plane_rss_mb"] = group_rss_mb(cloud)
             both = sequential + concurrent_times
             result.update({
@@ -139,6 +165,9 @@ def main() -> int:
                 "concurrent_p95_s": percentile(concurrent_times, 0.95),
                 "warm_to_cold_ratio": round(result["up_warm_s"] / result["up_cold_s"], 2),
             })
+        except DevCloudError as e:
+            log(f"failed: {e}")
+            return 1
         finally:
             log("purging the benchmark's cloud")
             cloud.down(purge=True)

@@ -92,5 +92,8 @@ def render_all(settings: DevCloudSettings, secrets: dict) -> list[Path]:
         "",
     ]), changed)
     _write(rabbit / "enabled_plugins", "[].\n", changed)
+    for service in ("keystone", "placement", "glance", "neutron", "nova"):
+        _write(etc / service / "policy.yaml", "# Empty: the services' built-in default rules apply.\n{}\n", changed)
+        (etc / service / "policy.d").mkdir(exist_ok=True)
     _write(rabbit / "rabbitmq-env.conf", "# intentionally empty: the dev cloud sets the environment\n", changed)
     return changed

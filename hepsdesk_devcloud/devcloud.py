@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from . import bootstrap, configs, databases, installer
-from .processes import START_MARKER, ProcessTable, port_owner, tail_lines
+from .processes import START_MARKER, ProcessTable, launch_digest, port_owner, tail_lines
 from .progress import StepProgress
 from .service_plugins.hepsdesk_procinfo import is_same_process
 from .services import Health, Service, build_services
@@ -85,11 +85,6 @@ class DevCloud:
 
     # -- public API ----------------------------------------------------------------------
 
-    def _timeline(self, event: str) -> None:
-        """Record when things happened during `up` (logs/up-timeline.log), to see what a start waits for."""
-        with open(self.settings.logs_dir / "up-timeline.log", "a") as f:
-            f.write(f"{time.strftime('%H:%M:%S')} +{time.monotonic() - self._up_started:6.1f}s {event}\n")
-
     def up(self) -> UpReport:
         self._up_started = time.monotonic()
         report = UpReport()
@@ -123,6 +118,9 @@ class DevCloud:
         stopped += [f"guest {uuid}" for uuid in self._stop_guests()]
         stopped += self._stop_all([name for name in order if name != "nova-compute"])
         if purge:
+            if not self.settings.path("settings.json").exists():
+                raise DevCloudError(f"{self.settings.state_dir} does not look like a dev cloud's state directory "
+                                    "(no settings.json): not deleting it")
             if self.user_clouds_yaml is not None:
                 bootstrap.remove_from_user_clouds_yaml(self.user_clouds_yaml, auth_url=self.settings.auth_url)
             shutil.rmtree(self.settings.state_dir, ignore_errors=True)
@@ -179,14 +177,16 @@ class DevCloud:
             changed = configs.render_all(s, secrets)
             bootstrap.write_clouds_yaml(s, secrets, self.user_clouds_yaml)
             stale = {name for name, service in self.services.items()
-                     if self.processes.running(name) and set(service.config_files) & set(changed)}
-        if not stale and self.is_running() and self._all_healthy() and self._seeded(secrets):
+                     if (record := self.processes.running(name))
+                     and (set(service.config_files) & set(changed)
+                          or record.launch != launch_digest(service.argv, service.env))}
+        if not stale and self.is_running() and self._all_healthy() and self._seeded():
             report.already_running = True
             progress.note("the dev cloud is already up and healthy: nothing to do")
             return
-        for name in stale:
-            progress.note(f"configuration of {name} changed: restarting it")
-            self.processes.stop(name)
+        if stale:
+            progress.note(f"configuration or command changed, restarting: {', '.join(sorted(stale))}")
+            self._stop_all(sorted(stale))
 
         with progress.step("Starting MariaDB and RabbitMQ"):
             if not databases.mariadb_initialized(s):
@@ -206,13 +206,14 @@ class DevCloud:
             if not self._stamp_current("identity", self._identity_fingerprint()):
                 bootstrap.ensure_identity(self._admin_connection(), s, secrets)
                 self._write_stamp("identity", self._identity_fingerprint())
+                self._admin = None  # its token's catalog predates the new endpoints
             self._start(["placement", "glance", "neutron", "nova-api", "nova-conductor", "nova-scheduler",
                          "nova-compute"], started)
         with progress.step("Waiting until every service is healthy"):
             self._wait_healthy(list(self.services))
             self._map_compute_host()
         with progress.step("Seeding network, flavors, images and quotas"):
-            if not self._seeded(secrets):
+            if not self._seeded():
                 conn = self._admin_connection()
                 bootstrap.ensure_network(conn, s)
                 bootstrap.ensure_flavors(conn, s)
@@ -220,6 +221,11 @@ class DevCloud:
                 bootstrap.ensure_quotas(conn)
                 self._write_stamp("seed", self._seed_fingerprint())
         progress.note(f"dev cloud up: openstack --os-cloud devcloud server list   (clouds.yaml: {s.clouds_yaml})")
+
+    def _timeline(self, event: str) -> None:
+        """Record when things happened during `up` (logs/up-timeline.log), to see what a start waits for."""
+        with open(self.settings.logs_dir / "up-timeline.log", "a") as f:
+            f.write(f"{time.strftime('%H:%M:%S')} +{time.monotonic() - self._up_started:6.1f}s {event}\n")
 
     def _check_state_dir(self) -> None:
         state = self.settings.state_dir
@@ -339,7 +345,7 @@ class DevCloud:
     def _seed_fingerprint(self) -> str:
         return json.dumps({"version": 1, "gpus": self.settings.gpus, "cidr": self.settings.network_cidr})
 
-    def _seeded(self, secrets: dict) -> bool:
+    def _seeded(self) -> bool:
         return (self._stamp_current("identity", self._identity_fingerprint())
                 and self._stamp_current("seed", self._seed_fingerprint()))
 

@@ -7,6 +7,7 @@ signals exactly the process groups it started, and a recycled pid is never mista
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -29,6 +30,8 @@ class ProcessRecord:
     ticks: int | None
     argv: list[str]
     started_at: float
+    # Digest of the command and environment it was started with: a change means restart.
+    launch: str = ""
 
     @property
     def alive(self) -> bool:
@@ -57,7 +60,7 @@ class ProcessTable:
             process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True)
         self._children[name] = process
-        record = ProcessRecord(name, process.pid, start_ticks(process.pid), argv, time.time())
+        record = ProcessRecord(name, process.pid, start_ticks(process.pid), argv, time.time(), launch_digest(argv, env))
         tmp = self._record_path(name).with_suffix(".tmp")
         tmp.write_text(json.dumps(record.__dict__))
         tmp.replace(self._record_path(name))
@@ -113,6 +116,10 @@ class ProcessTable:
 
     def log_tail(self, name: str, lines: int = 20) -> list[str]:
         return tail_lines(self.log_path(name), lines)
+
+
+def launch_digest(argv: list[str], env: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps([argv, sorted(env.items())]).encode()).hexdigest()[:16]
 
 
 def _signal_group(pid: int, signum: int) -> None:

@@ -1,9 +1,8 @@
 """The dev cloud's services: how each is started and how its health is checked.
 
 Every service binds to 127.0.0.1 only (MariaDB to a unix socket only). The OpenStack APIs are
-served from their WSGI modules by ``hepsdesk_serve_wsgi.py``; the Nova services use their own
-console scripts; nova-compute starts through ``hepsdesk_nova_compute.py`` so that it can load
-the process-VM driver.
+served from their WSGI modules by ``hepsdesk_serve_wsgi.py``; the Nova services start through
+``hepsdesk_nova_service.py``, in one process each, nova-compute with the process-VM driver.
 """
 
 from __future__ import annotations
@@ -51,8 +50,10 @@ def python_env(settings: DevCloudSettings, **extra: str) -> dict[str, str]:
         "PYTHONPATH": str(PLUGINS_DIR),
         "HOME": str(settings.path("home")),
         "LANG": "C.UTF-8",
-        # Threaded services otherwise grow one malloc arena per thread.
-        "MALLOC_ARENA_MAX": "2",
+        # Threaded services otherwise grow one malloc arena per thread, and keep freed
+        # memory: together these keep the control plane ~10% smaller (measured).
+        "MALLOC_ARENA_MAX": "1",
+        "MALLOC_TRIM_THRESHOLD_": "131072",
         "PYTHONUNBUFFERED": "1",
     }
     env.update(extra)
@@ -123,6 +124,7 @@ def build_services(settings: DevCloudSettings) -> list[Service]:
     etc = s.etc_dir
     serve = [s.venv_bin("python"), str(PLUGINS_DIR / "hepsdesk_serve_wsgi.py")]
     nova_conf = str(etc / "nova" / "nova.conf")
+    nova_service = [s.venv_bin("python"), str(PLUGINS_DIR / "hepsdesk_nova_service.py")]
     rabbit_env = {
         "PATH": "/usr/lib/rabbitmq/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "HOME": str(s.path("rabbitmq")),
@@ -160,10 +162,10 @@ def build_services(settings: DevCloudSettings) -> list[Service]:
         Service("mariadb", "MariaDB", [
             "/usr/sbin/mariadbd", "--no-defaults", f"--datadir={s.path('mariadb')}",
             f"--socket={s.mariadb_socket}", "--skip-networking", f"--pid-file={s.run_dir / 'mariadbd.pid'}",
-            f"--user={os_user()}", "--innodb-buffer-pool-size=48M", "--innodb-log-file-size=16M",
-            "--performance-schema=OFF", "--skip-log-bin", "--skip-name-resolve", "--max-connections=400",
-            "--character-set-server=utf8mb4", "--collation-server=utf8mb4_general_ci",
-            "--table-open-cache=400", "--key-buffer-size=8M"],
+            f"--user={os_user()}", "--innodb-buffer-pool-size=16M", "--innodb-log-file-size=16M",
+            "--innodb-log-buffer-size=2M", "--performance-schema=OFF", "--skip-log-bin", "--skip-name-resolve",
+            "--max-connections=400", "--thread-cache-size=16", "--table-open-cache=200", "--key-buffer-size=1M",
+            "--character-set-server=utf8mb4", "--collation-server=utf8mb4_general_ci"],
             {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
             check=mariadb_check(s), startup_timeout=60),
         Service("epmd", "Erlang port mapper", ["/usr/bin/epmd", "-address", HOST, "-port", str(s.port("epmd"))],
@@ -189,8 +191,7 @@ def build_services(settings: DevCloudSettings) -> list[Service]:
             after_import="sqlalchemy.orm:configure_mappers"),
         api("nova-api", "Nova API", "nova.wsgi.osapi_compute:application",
             {"OS_NOVA_CONFIG_DIR": str(etc / "nova")}, "/", [etc / "nova" / "nova.conf"]),
-        nova("nova-conductor", "Nova conductor", [s.venv_bin("nova-conductor")]),
-        nova("nova-scheduler", "Nova scheduler", [s.venv_bin("nova-scheduler")]),
-        nova("nova-compute", "Nova compute (process VMs)",
-             [s.venv_bin("python"), str(PLUGINS_DIR / "hepsdesk_nova_compute.py")]),
+        nova("nova-conductor", "Nova conductor", [*nova_service, "conductor"]),
+        nova("nova-scheduler", "Nova scheduler", [*nova_service, "scheduler"]),
+        nova("nova-compute", "Nova compute (process VMs)", [*nova_service, "compute"]),
     ]

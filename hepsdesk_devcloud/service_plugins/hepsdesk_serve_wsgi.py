@@ -38,6 +38,7 @@ class AccessLog:
 
     def __call__(self, environ, start_response):
         started = time.monotonic()
+        wall = time.time()
         status_holder = []
 
         chunked = environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
@@ -51,7 +52,8 @@ class AccessLog:
         try:
             return self.app(environ, recording_start_response)
         finally:
-            self.stream.write(f"ACCESS {environ.get('REMOTE_ADDR', '-')} {environ['REQUEST_METHOD']} "
+            stamp = time.strftime("%H:%M:%S", time.localtime(wall)) + f".{int(wall % 1 * 1000):03d}"
+            self.stream.write(f"ACCESS {stamp} {environ.get('REMOTE_ADDR', '-')} {environ['REQUEST_METHOD']} "
                               f"{environ.get('PATH_INFO', '')} {status_holder[0] if status_holder else '-'} "
                               f"{(time.monotonic() - started) * 1000:.0f}ms\n")
             self.stream.flush()

@@ -16,7 +16,7 @@ GPUs are fake but scheduled for real: each configured model is a child resource 
 with VGPU inventory and a ``CUSTOM_GPU_<MODEL>`` trait, as nova's libvirt driver exposes
 mediated devices, so GPU capacity, quotas and exhaustion come from Placement.
 
-Loaded by ``hepsdesk_nova_compute.py`` as ``nova.virt.hepsdesk_process``; configured in the
+Loaded by ``hepsdesk_nova_service.py compute`` as ``nova.virt.hepsdesk_process``; configured in the
 ``[hepsdesk]`` section of nova.conf.
 """
 

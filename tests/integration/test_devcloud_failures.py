@@ -109,3 +109,14 @@ def test_a_second_up_is_a_no_op(devcloud):
     report = devcloud.up()
     assert report.already_running and report.started == []
     assert {name: devcloud.processes.get(name).pid for name in devcloud.services} == before
+
+
+def test_purge_refuses_a_directory_that_is_not_a_dev_cloud(tmp_path):
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.tex").write_text("years of work")
+    result = subprocess.run([HEPSDESK, "devcloud", "down", "--purge", "--state-dir", str(precious)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "does not look like a dev cloud's state directory" in result.stderr
+    assert (precious / "chapter1.tex").read_text() == "years of work"
