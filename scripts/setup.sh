@@ -37,7 +37,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ ! -f .venv/.hepsdesk-installed ] || [ pyproject.toml -nt .venv/.hepsdesk-installed ]; then
     echo "hepsdesk setup: installing hepsdesk and its test tools into .venv" >&2
-    .venv/bin/pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-    .venv/bin/pip install -q --disable-pip-version-check -e '.[devcloud,test]'
+    # pip's log goes to a file (this machine's pip config adds warnings to every line of
+    # output); it is shown only if the install fails.
+    if ! { .venv/bin/pip install -q --disable-pip-version-check --upgrade pip &&
+           .venv/bin/pip install -q --disable-pip-version-check -e '.[devcloud,test]'; } > .venv/pip.log 2>&1; then
+        grep -v "^WARNING: Location" .venv/pip.log >&2
+        echo "hepsdesk setup: pip install failed (log: .venv/pip.log)" >&2
+        exit 1
+    fi
     touch .venv/.hepsdesk-installed
 fi
