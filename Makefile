@@ -20,4 +20,4 @@ bench-devcloud:
 	.venv/bin/python benchmarks/devcloud_boot.py
 
 lint:
-	.venv/bin/ruff check hepsdesk_devcloud tests benchmarks
+	.venv/bin/ruff check .

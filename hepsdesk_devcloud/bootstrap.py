@@ -8,6 +8,8 @@ role) and ``devcloud-admin``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -36,6 +38,7 @@ ENDPOINTS = {  # service type -> (service name, port name, path)
 HUB_QUOTAS = {"instances": 100, "cores": 800, "ram": 4 * 1024 * 1024}
 HUB_NETWORK_QUOTAS = {"port": 500, "security_group": 50, "security_group_rule": 500}
 USER_CLOUDS_YAML = Path.home() / ".config" / "openstack" / "clouds.yaml"
+MANIFEST_DIGEST = "hepsdesk_manifest_sha256"
 
 
 def clouds(settings: DevCloudSettings, secrets: dict) -> dict:
@@ -158,23 +161,29 @@ def ensure_flavors(conn, settings: DevCloudSettings) -> None:
             conn.compute.create_flavor_extra_specs(flavor, spec.extra_specs)
 
 
+def image_manifest(spec: catalogue.ImageSpec, settings: DevCloudSettings) -> dict:
+    return process_image.make_manifest(
+        spec.name, env={"HEPSDESK_IMAGE": spec.name, "HEPSDESK_BEAMLINE": spec.beamline},
+        path=[str(Path(settings.guest_env) / "bin")], beamline=spec.beamline, software=list(spec.software))
+
+
 def ensure_images(conn, settings: DevCloudSettings) -> None:
+    """Upload each catalogue image; replace one whose manifest changed (old one deleted after)."""
     for spec in catalogue.IMAGES:
-        image = conn.image.find_image(spec.name)
-        if image is not None and image.status == "active":
+        manifest = image_manifest(spec, settings)
+        digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+        existing = [i for i in conn.image.images(name=spec.name)]
+        if any(i.status == "active" and (i.properties or {}).get(MANIFEST_DIGEST) == digest for i in existing):
             continue
-        if image is not None:
-            conn.image.delete_image(image)
-        manifest = process_image.make_manifest(
-            spec.name, env={"HEPSDESK_IMAGE": spec.name, "HEPSDESK_BEAMLINE": spec.beamline},
-            beamline=spec.beamline, software=list(spec.software))
         with tempfile.TemporaryDirectory() as tmp:
             blob = os.path.join(tmp, "image.tar")
             process_image.write_base_image(blob, manifest)
             conn.image.create_image(
                 name=spec.name, filename=blob, disk_format=process_image.DISK_FORMAT,
                 container_format=process_image.CONTAINER_FORMAT, visibility="public", wait=True,
-                **spec.properties)
+                **spec.properties, **{MANIFEST_DIGEST: digest})
+        for old in existing:
+            conn.image.delete_image(old, ignore_missing=True)
 
 
 def ensure_quotas(conn) -> None:

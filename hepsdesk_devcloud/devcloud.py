@@ -343,7 +343,8 @@ class DevCloud:
         return json.dumps({"version": 2, "auth_url": self.settings.auth_url})
 
     def _seed_fingerprint(self) -> str:
-        return json.dumps({"version": 1, "gpus": self.settings.gpus, "cidr": self.settings.network_cidr})
+        return json.dumps({"version": 2, "gpus": self.settings.gpus, "cidr": self.settings.network_cidr,
+                           "guest_env": self.settings.guest_env})
 
     def _seeded(self) -> bool:
         return (self._stamp_current("identity", self._identity_fingerprint())

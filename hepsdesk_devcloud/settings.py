@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -75,6 +76,9 @@ class DevCloudSettings:
     compute_host: str = "devcloud"
     network_cidr: str = "127.200.0.0/16"
     region: str = "RegionOne"
+    # The Python environment whose programs (jupyterhub-singleuser, JupyterLab, the desktop)
+    # the guest images put first on the VMs' PATH: process VMs run the host's software.
+    guest_env: str = dataclasses.field(default_factory=lambda: sys.prefix)
 
     @classmethod
     def load(cls, state_dir: str | os.PathLike, *, venv_dir: str | os.PathLike | None = None,
@@ -88,7 +92,8 @@ class DevCloudSettings:
         settings = cls(state_dir=state,
                        venv_dir=Path(venv_dir or saved.get("venv_dir") or default_venv_dir()).absolute(),
                        port_offset=saved.get("port_offset", 0),
-                       gpus=saved.get("gpus", dict(DEFAULT_GPUS)))
+                       gpus=saved.get("gpus", dict(DEFAULT_GPUS)),
+                       guest_env=saved.get("guest_env", sys.prefix))
         if port_offset is not None:
             settings.port_offset = port_offset
         if gpus is not None:
@@ -98,7 +103,8 @@ class DevCloudSettings:
         return settings
 
     def save(self) -> None:
-        data = {"venv_dir": str(self.venv_dir), "port_offset": self.port_offset, "gpus": self.gpus}
+        data = {"venv_dir": str(self.venv_dir), "port_offset": self.port_offset, "gpus": self.gpus,
+                "guest_env": self.guest_env}
         (self.state_dir / "settings.json").write_text(json.dumps(data, indent=2) + "\n")
 
     def port(self, name: str) -> int:

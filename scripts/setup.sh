@@ -4,12 +4,17 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="python3 python3-venv python3-dev gcc tar util-linux mariadb-server mariadb-client rabbitmq-server erlang-base"
+# The dev cloud (MariaDB, RabbitMQ), the desktop in the VMs (Xvfb, a window manager, a
+# terminal), the browser for the end-to-end tests (Debian's Chromium), Node.js for the OIDC
+# provider and JupyterHub's proxy.
+APT_PACKAGES="python3 python3-venv python3-dev gcc tar util-linux mariadb-server mariadb-client rabbitmq-server
+erlang-base xvfb xterm openbox x11-xserver-utils fonts-dejavu-core chromium"
 missing=""
 for pkg in $APT_PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
 done
 # pyenv/other Pythons bring their own venv module; Debian's python3 needs python3-venv.
+command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
 if command -v python3 >/dev/null 2>&1 && python3 -c "import ensurepip, venv" 2>/dev/null; then
     missing=$(echo "$missing" | sed 's/ python3-venv//; s/ python3-dev//; s/ python3\b//')
 fi
@@ -40,7 +45,7 @@ if [ ! -f .venv/.hepsdesk-installed ] || [ pyproject.toml -nt .venv/.hepsdesk-in
     # pip's log goes to a file (this machine's pip config adds warnings to every line of
     # output); it is shown only if the install fails.
     if ! { .venv/bin/pip install -q --disable-pip-version-check --upgrade pip &&
-           .venv/bin/pip install -q --disable-pip-version-check -e '.[devcloud,test]'; } > .venv/pip.log 2>&1; then
+           .venv/bin/pip install -q --disable-pip-version-check -e '.[hub,desktop,devcloud,test]'; } > .venv/pip.log 2>&1; then
         grep -v "^WARNING: Location" .venv/pip.log >&2
         echo "hepsdesk setup: pip install failed (log: .venv/pip.log)" >&2
         exit 1

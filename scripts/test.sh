@@ -5,7 +5,7 @@ set -eu
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
 
-.venv/bin/ruff check hepsdesk_devcloud tests benchmarks
+.venv/bin/ruff check .
 
 # Bring the dev cloud up first, so its progress shows in the log; stop it afterwards unless
 # it was already running (a developer's cloud is reused and left alone).

@@ -1,37 +1,19 @@
-"""Fixtures for tests against the real dev cloud.
+"""Fixtures for tests against the real dev cloud (the session's ``devcloud`` is in tests/conftest.py).
 
-The session fixture brings the dev cloud up once (or reuses one that is already running, and
-then leaves it running); every server a test creates is tagged with the session's id and
-deleted when the test ends, and the compute log and the servers' console logs are printed
-only when a test fails.
+Every server a test creates is tagged with the session's id and deleted when the test ends,
+and the compute log and the servers' console logs are printed only when a test fails.
 """
 
 from __future__ import annotations
 
 import base64
-import os
-import uuid
-from pathlib import Path
 
 import openstack
 import pytest
 
-from hepsdesk_devcloud import DevCloud, DevCloudSettings
+from ..conftest import SESSION
 
-ROOT = Path(__file__).resolve().parents[2]
-SESSION = uuid.uuid4().hex[:8]
 TAG = "hepsdesk-test"
-
-
-@pytest.fixture(scope="session")
-def devcloud():
-    state = os.environ.get("HEPSDESK_DEVCLOUD_STATE", str(ROOT / ".devcloud"))
-    cloud = DevCloud(DevCloudSettings.load(state))
-    reused = cloud.is_running()
-    cloud.up()
-    yield cloud
-    if not reused and not os.environ.get("HEPSDESK_KEEP_DEVCLOUD"):
-        cloud.down()
 
 
 @pytest.fixture(scope="session")

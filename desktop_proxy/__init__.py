@@ -1,0 +1,28 @@
+"""The hepsdesk desktop: a WebRTC remote desktop of the VM, behind jupyter-server-proxy.
+
+``setup_desktop`` is the ``jupyter_serverproxy_servers`` entry point: it puts a "Desktop"
+tile on the JupyterLab launcher, beside the notebooks, that opens ``/user/<name>/desktop/``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def setup_desktop() -> dict:
+    """The jupyter-server-proxy entry for the desktop server."""
+    return {
+        "command": [sys.executable, "-m", "desktop_proxy", "--unix-socket", "{unix_socket}"],
+        "unix_socket": True,
+        # Xvfb and the window manager start in well under a second; 60 s covers a busy VM.
+        "timeout": 60,
+        "new_browser_window": True,
+        "launcher_entry": {
+            "title": "Desktop",
+            "icon_path": str(HERE / "static" / "desktop-icon.svg"),
+            "category": "Notebook",
+        },
+    }

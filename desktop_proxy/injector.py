@@ -1,0 +1,122 @@
+"""Mouse and keyboard input from the browser, injected into the X display with XTEST.
+
+Keys arrive as X keysyms, so what the user typed is what the desktop receives, whatever
+the keyboard layout of the browser's machine: the injector finds the keycode (and the Shift
+level) that produces the keysym on the desktop's keymap, and borrows an unused keycode for
+keysyms the keymap lacks. All X calls run on one thread, in arrival order.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from Xlib import XK, X
+from Xlib import display as xdisplay
+from Xlib.ext import xtest
+
+log = logging.getLogger("desktop_proxy")
+SHIFT = XK.XK_Shift_L
+BUTTONS = {0: 1, 1: 2, 2: 3}  # browser MouseEvent.button -> X button
+
+
+class InputInjector:
+    def __init__(self, display: str, width: int, height: int):
+        self.width = width
+        self.height = height
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="x-input")
+        self._display = xdisplay.Display(display)
+        self._held: dict[int, tuple[int, bool]] = {}  # keysym -> (keycode, shift added)
+        self._shift_down = False
+        self._spare: list[int] = self._find_spare_keycodes()
+
+    def submit(self, message: dict) -> None:
+        """Queue one input message (see desktop.js for the format)."""
+        self._executor.submit(self._handle, message)
+
+    def close(self) -> None:
+        self._executor.submit(self._release_all)
+        self._executor.shutdown(wait=True)
+        self._display.close()
+
+    def _handle(self, message: dict) -> None:
+        try:
+            kind = message.get("type")
+            if kind == "pointer":
+                self._pointer(float(message["x"]), float(message["y"]))
+            elif kind == "button":
+                self._button(int(message["button"]), bool(message["down"]))
+            elif kind == "wheel":
+                self._wheel(float(message.get("dx", 0)), float(message.get("dy", 0)))
+            elif kind == "key":
+                self._key(int(message["keysym"]), bool(message["down"]))
+            elif kind == "release-all":
+                self._release_all()
+            self._display.sync()
+        except (KeyError, TypeError, ValueError) as e:
+            log.warning("ignoring malformed input message %r: %s", message, e)
+        except Exception:
+            log.exception("input injection failed")
+
+    def _pointer(self, x: float, y: float) -> None:
+        px = min(self.width - 1, max(0, round(x * self.width)))
+        py = min(self.height - 1, max(0, round(y * self.height)))
+        xtest.fake_input(self._display, X.MotionNotify, x=px, y=py)
+
+    def _button(self, button: int, down: bool) -> None:
+        xtest.fake_input(self._display, X.ButtonPress if down else X.ButtonRelease, BUTTONS.get(button, 1))
+
+    def _wheel(self, dx: float, dy: float) -> None:
+        for amount, negative, positive in ((dy, 4, 5), (dx, 6, 7)):
+            if amount:
+                button = negative if amount < 0 else positive
+                xtest.fake_input(self._display, X.ButtonPress, button)
+                xtest.fake_input(self._display, X.ButtonRelease, button)
+
+    def _key(self, keysym: int, down: bool) -> None:
+        if keysym in (XK.XK_Shift_L, XK.XK_Shift_R):
+            self._shift_down = down
+        if down:
+            keycode, level = self._keycode(keysym)
+            if keycode is None:
+                log.warning("no keycode for keysym 0x%x", keysym)
+                return
+            add_shift = level == 1 and not self._shift_down
+            if add_shift:
+                xtest.fake_input(self._display, X.KeyPress, self._display.keysym_to_keycode(SHIFT))
+            xtest.fake_input(self._display, X.KeyPress, keycode)
+            self._held[keysym] = (keycode, add_shift)
+        else:
+            keycode, added_shift = self._held.pop(keysym, (None, False))
+            if keycode is None:
+                keycode, _ = self._keycode(keysym)
+            if keycode:
+                xtest.fake_input(self._display, X.KeyRelease, keycode)
+            if added_shift:
+                xtest.fake_input(self._display, X.KeyRelease, self._display.keysym_to_keycode(SHIFT))
+
+    def _keycode(self, keysym: int) -> tuple[int | None, int]:
+        for keycode, index in self._display.keysym_to_keycodes(keysym):
+            if index in (0, 1):
+                return keycode, index
+        if not self._spare:
+            return None, 0
+        # Borrow a keycode with no keysyms and bind this keysym to it (both levels).
+        keycode = self._spare.pop(0)
+        self._display.change_keyboard_mapping(keycode, [(keysym, keysym)])
+        self._display.sync()
+        self._spare.append(keycode)
+        return keycode, 0
+
+    def _find_spare_keycodes(self) -> list[int]:
+        first = self._display.display.info.min_keycode
+        count = self._display.display.info.max_keycode - first + 1
+        mapping = self._display.get_keyboard_mapping(first, count)
+        return [first + i for i, syms in enumerate(mapping) if not any(syms)][-8:]
+
+    def _release_all(self) -> None:
+        for keysym in list(self._held):
+            self._key(keysym, False)
+        for button in (1, 2, 3):
+            xtest.fake_input(self._display, X.ButtonRelease, button)
+        self._display.sync()

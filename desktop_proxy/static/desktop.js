@@ -1,0 +1,150 @@
+// The browser side of the hepsdesk desktop: WebRTC video of the VM's screen, and mouse and
+// keyboard back over a data channel. Signalling goes through the (authenticated) websocket
+// at ./ws, relative to this page, so it works under any JupyterHub prefix.
+'use strict';
+
+const PROTOCOL = 1;
+const video = document.getElementById('screen');
+const statusBox = document.getElementById('status');
+let pc = null;
+let channel = null;
+const pending = [];  // input sent before the data channel opened
+const pressed = new Map();  // KeyboardEvent.code -> keysym sent on keydown
+
+function setStatus(text, kind = '') {
+  statusBox.textContent = text;
+  statusBox.className = kind;
+}
+
+function send(message) {
+  const data = JSON.stringify({ v: PROTOCOL, ...message });
+  if (channel && channel.readyState === 'open') {
+    channel.send(data);
+  } else if (pending.length < 1000) {
+    pending.push(data);
+  }
+}
+
+function preferH264(transceiver) {
+  if (!RTCRtpReceiver.getCapabilities || !transceiver.setCodecPreferences) return;
+  const codecs = RTCRtpReceiver.getCapabilities('video').codecs;
+  const rank = (c) => (c.mimeType === 'video/H264' ? (/packetization-mode=1/.test(c.sdpFmtpLine || '') ? 0 : 1) : 2);
+  transceiver.setCodecPreferences([...codecs].sort((a, b) => rank(a) - rank(b)));
+}
+
+function gatheringComplete(peer, timeoutMs) {
+  if (peer.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { peer.removeEventListener('icegatheringstatechange', check); resolve(); };
+    const check = () => { if (peer.iceGatheringState === 'complete') done(); };
+    peer.addEventListener('icegatheringstatechange', check);
+    setTimeout(done, timeoutMs);
+  });
+}
+
+async function startPeer(ws) {
+  pc = new RTCPeerConnection({ iceServers: [] });
+  preferH264(pc.addTransceiver('video', { direction: 'recvonly' }));
+  channel = pc.createDataChannel('input', { ordered: true });
+  channel.onopen = () => { while (pending.length) channel.send(pending.shift()); };
+  pc.ontrack = (event) => {
+    video.srcObject = event.streams[0] || new MediaStream([event.track]);
+    video.focus();
+  };
+  pc.onconnectionstatechange = () => {
+    if (pc.connectionState === 'connected') setStatus('Connected', 'connected');
+    if (pc.connectionState === 'failed') {
+      setStatus('The video connection to your desktop failed. Reload the page to try again.', 'error');
+    }
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  await gatheringComplete(pc, 3000);
+  ws.send(JSON.stringify({ type: 'offer', sdp: pc.localDescription.sdp }));
+}
+
+function connect() {
+  const url = new URL('ws', window.location.href);
+  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+  const ws = new WebSocket(url);
+  ws.onopen = () => startPeer(ws).catch((e) => setStatus(`Cannot start the video: ${e}`, 'error'));
+  ws.onmessage = async (event) => {
+    const message = JSON.parse(event.data);
+    if (message.type === 'answer') {
+      await pc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
+    } else if (message.type === 'error') {
+      setStatus(`The desktop cannot stream: ${message.message}`, 'error');
+    }
+  };
+  ws.onclose = () => setStatus('Disconnected from your desktop. Reload the page to reconnect.', 'error');
+}
+
+// Pointer position as a fraction of the picture (the video is letterboxed by object-fit).
+function position(event) {
+  const rect = video.getBoundingClientRect();
+  const width = video.videoWidth || rect.width;
+  const height = video.videoHeight || rect.height;
+  const scale = Math.min(rect.width / width, rect.height / height);
+  const left = rect.left + (rect.width - width * scale) / 2;
+  const top = rect.top + (rect.height - height * scale) / 2;
+  return {
+    x: Math.min(1, Math.max(0, (event.clientX - left) / (width * scale))),
+    y: Math.min(1, Math.max(0, (event.clientY - top) / (height * scale))),
+  };
+}
+
+let pendingMove = null;
+video.addEventListener('pointermove', (event) => {
+  if (!pendingMove) requestAnimationFrame(() => { send({ type: 'pointer', ...pendingMove }); pendingMove = null; });
+  pendingMove = position(event);
+});
+video.addEventListener('pointerdown', (event) => {
+  video.focus();
+  send({ type: 'pointer', ...position(event) });
+  send({ type: 'button', button: event.button, down: true });
+  event.preventDefault();
+});
+video.addEventListener('pointerup', (event) => {
+  send({ type: 'pointer', ...position(event) });
+  send({ type: 'button', button: event.button, down: false });
+  event.preventDefault();
+});
+video.addEventListener('wheel', (event) => {
+  send({ type: 'wheel', dx: Math.sign(event.deltaX), dy: Math.sign(event.deltaY) });
+  event.preventDefault();
+}, { passive: false });
+video.addEventListener('contextmenu', (event) => event.preventDefault());
+
+video.addEventListener('keydown', (event) => {
+  const keysym = keysymFor(event);
+  if (keysym === null) return;
+  pressed.set(event.code, keysym);
+  send({ type: 'key', keysym, down: true });
+  event.preventDefault();
+});
+video.addEventListener('keyup', (event) => {
+  const keysym = pressed.get(event.code) ?? keysymFor(event);
+  pressed.delete(event.code);
+  if (keysym === null) return;
+  send({ type: 'key', keysym, down: false });
+  event.preventDefault();
+});
+window.addEventListener('blur', () => { pressed.clear(); send({ type: 'release-all' }); });
+
+// For tests and the stats overlay to come: what the browser's WebRTC stack reports.
+window.hepsdesk = {
+  async stats() {
+    if (!pc) return null;
+    const report = await pc.getStats();
+    for (const stat of report.values()) {
+      if (stat.type === 'inbound-rtp' && stat.kind === 'video') {
+        return { framesDecoded: stat.framesDecoded || 0, framesReceived: stat.framesReceived || 0,
+                 frameWidth: stat.frameWidth, frameHeight: stat.frameHeight, codec: stat.codecId };
+      }
+    }
+    return { framesDecoded: 0, framesReceived: 0 };
+  },
+  get connectionState() { return pc ? pc.connectionState : 'new'; },
+  get inputReady() { return Boolean(channel && channel.readyState === 'open'); },
+};
+
+connect();

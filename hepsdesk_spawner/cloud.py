@@ -1,0 +1,111 @@
+"""The spawner's one door to OpenStack: openstacksdk calls off the hub's event loop.
+
+openstacksdk is synchronous, so every call runs in a class-level thread pool shared by all
+spawners of the hub (as dockerspawner does with its docker client); the event loop only
+awaits futures. Each call has a per-request timeout (the connection's) and nothing here ever
+logs a request body: keystoneauth would log server user-data, which carries the hub API
+token, at debug level, so its body logger is switched off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import openstack
+import openstack.config
+import openstack.exceptions
+
+# Request bodies (user-data with the hub token, passwords) never reach a log.
+logging.getLogger("keystoneauth.session.body").disabled = True
+
+NotFound = openstack.exceptions.NotFoundException
+SDKError = openstack.exceptions.SDKException
+HttpError = openstack.exceptions.HttpException
+
+
+class OpenStackClient:
+    """A lazily opened openstacksdk connection for one cloud, used from worker threads."""
+
+    executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hepsdesk-openstack")
+    _connections: dict[tuple, openstack.connection.Connection] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, cloud: str, clouds_yaml: str = "", request_timeout: float = 30.0):
+        self.cloud = cloud
+        self.clouds_yaml = clouds_yaml
+        self.request_timeout = request_timeout
+
+    def _connection(self) -> openstack.connection.Connection:
+        key = (self.cloud, self.clouds_yaml, self.request_timeout)
+        with self._lock:
+            conn = self._connections.get(key)
+            if conn is None:
+                files = [self.clouds_yaml] if self.clouds_yaml else None
+                config = openstack.config.OpenStackConfig(config_files=files) if files else \
+                    openstack.config.OpenStackConfig()
+                region = config.get_one(cloud=self.cloud, split_loggers=True, api_timeout=self.request_timeout)
+                conn = openstack.connection.Connection(config=region)
+                self._connections[key] = conn
+            return conn
+
+    async def call(self, fn: Callable[[openstack.connection.Connection], Any]) -> Any:
+        """Run ``fn(connection)`` in the worker pool and return its result."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(self._run, fn))
+
+    def _run(self, fn):
+        return fn(self._connection())
+
+    # the calls the spawner makes
+
+    async def find_image(self, name_or_id: str):
+        return await self.call(lambda c: c.image.find_image(name_or_id, ignore_missing=True))
+
+    async def find_flavor(self, name_or_id: str):
+        return await self.call(lambda c: c.compute.find_flavor(name_or_id, ignore_missing=True))
+
+    async def find_network(self, name_or_id: str):
+        return await self.call(lambda c: c.network.find_network(name_or_id, ignore_missing=True))
+
+    async def create_port(self, network_id: str, name: str, description: str):
+        return await self.call(lambda c: c.network.create_port(network_id=network_id, name=name,
+                                                                description=description))
+
+    async def delete_port(self, port_id: str) -> None:
+        await self.call(lambda c: c.network.delete_port(port_id, ignore_missing=True))
+
+    async def create_server(self, **attrs):
+        return await self.call(lambda c: c.compute.create_server(**attrs))
+
+    async def get_server(self, server_id: str):
+        """The server, or None if it does not exist (any more)."""
+        def get(c):
+            try:
+                return c.compute.get_server(server_id)
+            except NotFound:
+                return None
+        return await self.call(get)
+
+    async def find_servers(self, name: str, metadata: dict[str, str]) -> list:
+        """Servers called ``name`` (exactly) whose metadata includes ``metadata``."""
+        def find(c):
+            return [s for s in c.compute.servers(name=f"^{name}$")
+                    if all((s.metadata or {}).get(k) == v for k, v in metadata.items())]
+        return await self.call(find)
+
+    async def delete_server(self, server_id: str) -> None:
+        await self.call(lambda c: c.compute.delete_server(server_id, ignore_missing=True))
+
+    async def console_tail(self, server_id: str, lines: int = 40) -> str:
+        def tail(c):
+            try:
+                return c.compute.get_server_console_output(server_id, length=lines).get("output", "")
+            except (NotFound, HttpError):
+                return ""
+        return await self.call(tail)

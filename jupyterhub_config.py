@@ -1,0 +1,95 @@
+# hepsdesk's JupyterHub configuration.
+#
+# As it stands it runs the development setup that `hepsdesk demo` starts: the embedded dev
+# cloud (OpenStack on this machine), the development OIDC provider, the hub on
+# http://127.0.0.1:8000. Every setting a production hub needs is here too, with what to put
+# in it; values come from environment variables so one file serves both (`hepsdesk demo`
+# sets the HEPSDESK_* variables; production sets its own or edits the defaults below).
+import os
+from pathlib import Path
+
+c = get_config()  # noqa: F821 -- provided by JupyterHub
+
+here = Path(__file__).resolve().parent
+state = Path(os.environ.get("HEPSDESK_HUB_STATE", here / ".hepsdesk-hub"))
+state.mkdir(parents=True, exist_ok=True)
+public_url = os.environ.get("HEPSDESK_PUBLIC_URL", "http://127.0.0.1:8000")
+
+# --- Where the hub listens ------------------------------------------------------------------
+# Production: public_url is the facility's https:// address; TLS terminates at the proxy
+# (c.JupyterHub.ssl_cert / ssl_key) or at a load balancer in front of it.
+c.JupyterHub.bind_url = public_url
+# The hub API must be reachable from the users' VMs: in production set hub_connect_url to an
+# address on the VMs' network (e.g. "http://10.20.0.5:8081"); the dev cloud's VMs share
+# this machine's loopback, so 127.0.0.1 works here.
+c.JupyterHub.hub_bind_url = os.environ.get("HEPSDESK_HUB_BIND_URL", "http://127.0.0.1:8081")
+if os.environ.get("HEPSDESK_HUB_CONNECT_URL"):
+    c.JupyterHub.hub_connect_url = os.environ["HEPSDESK_HUB_CONNECT_URL"]
+
+# --- State and secrets ----------------------------------------------------------------------
+# Production: PostgreSQL (e.g. "postgresql://jupyterhub:...@db/jupyterhub"), the cookie secret
+# and JUPYTERHUB_CRYPT_KEY (encrypts auth_state: `openssl rand -hex 32`) from a secret store.
+c.JupyterHub.db_url = os.environ.get("HEPSDESK_HUB_DB_URL", f"sqlite:///{state / 'jupyterhub.sqlite'}")
+c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+c.ConfigurableHTTPProxy.pid_file = str(state / "jupyterhub-proxy.pid")
+# The proxy's REST API (only the hub talks to it).
+c.ConfigurableHTTPProxy.api_url = os.environ.get("HEPSDESK_PROXY_API_URL", "http://127.0.0.1:8001")
+if os.environ.get("HEPSDESK_CHP_COMMAND"):
+    c.ConfigurableHTTPProxy.command = os.environ["HEPSDESK_CHP_COMMAND"].split()
+
+# --- Sign-in: the facility's OIDC single sign-on --------------------------------------------
+c.JupyterHub.authenticator_class = "hepsdesk"
+c.HEPSAuthenticator.oidc_issuer = os.environ.get("HEPSDESK_OIDC_ISSUER", "http://127.0.0.1:9400")
+c.HEPSAuthenticator.client_id = os.environ.get("HEPSDESK_OIDC_CLIENT_ID", "hepsdesk-hub")
+# The client secret comes from OAUTH_CLIENT_SECRET (never put it in this file).
+c.HEPSAuthenticator.oauth_callback_url = f"{public_url}/hub/oauth_callback"
+c.HEPSAuthenticator.login_service = os.environ.get("HEPSDESK_LOGIN_SERVICE", "facility SSO")
+# Who may use hepsdesk: members of these groups (the provider's `groups` claim).
+c.HEPSAuthenticator.allowed_groups = set(
+    os.environ.get("HEPSDESK_ALLOWED_GROUPS", "heps-users,csns-users,bsrf-users").split(","))
+# Who administers it (the control panel, other users' servers).
+c.HEPSAuthenticator.admin_groups = set(os.environ.get("HEPSDESK_ADMIN_GROUPS", "hepsdesk-admins").split(","))
+# Production with a provider that cannot issue tokens over plain HTTP: nothing to change here,
+# but the issuer must be https://.
+
+# --- Servers: one OpenStack VM per user -----------------------------------------------------
+c.JupyterHub.spawner_class = "openstack"
+# The hub's project in clouds.yaml. Production: an application credential of that project.
+c.OpenStackSpawner.cloud = os.environ.get("OS_CLOUD", "devcloud")
+c.OpenStackSpawner.clouds_yaml = os.environ.get("HEPSDESK_CLOUDS_YAML", str(here / ".devcloud" / "clouds.yaml"))
+c.OpenStackSpawner.image = os.environ.get("HEPSDESK_IMAGE", "hepsdesk-desktop")
+c.OpenStackSpawner.flavor = os.environ.get("HEPSDESK_FLAVOR", "c1.small")
+c.OpenStackSpawner.network = os.environ.get("HEPSDESK_NETWORK", "hepsdesk-net")
+# Mark this hub's servers (give every hub sharing a project its own tag).
+c.OpenStackSpawner.hub_tag = os.environ.get("HEPSDESK_HUB_TAG", "hepsdesk-hub")
+# VMs take minutes, not seconds: the spawner gives up (and deletes the VM, and tells the user
+# why) 15 s before start_timeout; http_timeout covers JupyterLab coming up after the boot.
+c.Spawner.start_timeout = int(os.environ.get("HEPSDESK_START_TIMEOUT", "600"))
+c.Spawner.http_timeout = 120
+# Open JupyterLab (the Desktop tile is on its launcher).
+c.Spawner.default_url = "/lab"
+# Show the spawn's progress page at once instead of holding the request for up to 10 s.
+c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}
+
+# A hub restart (upgrade, config change) must not delete every user's VM: servers keep
+# running and the hub finds them again from its database.
+c.JupyterHub.cleanup_servers = False
+
+# --- Timeouts and limits --------------------------------------------------------------------
+# A VM that is starting must not count as a hub failure: raise the limit of consecutive
+# failures before the hub restarts itself (0 = never).
+c.JupyterHub.consecutive_failure_limit = 0
+# Production: an idle culler service deletes idle VMs (jupyterhub-idle-culler), e.g.
+# c.JupyterHub.services = [{"name": "idle-culler", "command": [
+#     "python3", "-m", "jupyterhub_idle_culler", "--timeout=7200"]}]
+# with its role granting "list:users", "read:users:activity", "servers".
+
+# --- Development tools ----------------------------------------------------------------------
+# `hepsdesk demo` and the tests drive the hub's REST API with this token (not for production).
+if os.environ.get("HEPSDESK_ADMIN_API_TOKEN"):
+    c.JupyterHub.services = [{"name": "hepsdesk-devtools", "api_token": os.environ["HEPSDESK_ADMIN_API_TOKEN"]}]
+    c.JupyterHub.load_roles = [{
+        "name": "hepsdesk-devtools", "services": ["hepsdesk-devtools"],
+        "scopes": ["admin:users", "admin:servers", "admin:server_state", "list:users", "read:users",
+                   "access:servers", "tokens"],
+    }]

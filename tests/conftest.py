@@ -1,0 +1,108 @@
+"""Fixtures shared by the integration and end-to-end tests: the dev cloud and the hub of the session."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from hepsdesk_devcloud import DevCloud, DevCloudSettings
+from hepsdesk_devcloud.hub import DevHub
+
+ROOT = Path(__file__).resolve().parents[1]
+SESSION = uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def devcloud():
+    state = os.environ.get("HEPSDESK_DEVCLOUD_STATE", str(ROOT / ".devcloud"))
+    cloud = DevCloud(DevCloudSettings.load(state))
+    reused = cloud.is_running()
+    cloud.up()
+    yield cloud
+    if not reused and not os.environ.get("HEPSDESK_KEEP_DEVCLOUD"):
+        cloud.down()
+
+
+class HubAPI:
+    """JupyterHub's REST API with the development admin token."""
+
+    def __init__(self, hub: DevHub):
+        self.hub = hub
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"token {hub.secrets()['admin_token']}"
+
+    def __call__(self, method: str, path: str, **kwargs) -> requests.Response:
+        return self.session.request(method, f"{self.hub.url}/hub/api{path}", timeout=30, **kwargs)
+
+    def progress(self, user: str, timeout: float = 300) -> list[dict]:
+        """The spawn's progress events, until it is ready or failed."""
+        events = []
+        with self.session.get(f"{self.hub.url}/hub/api/users/{user}/server/progress", stream=True,
+                              timeout=timeout) as response:
+            for line in response.iter_lines(decode_unicode=True):
+                if line and line.startswith("data:"):
+                    event = json.loads(line[5:])
+                    events.append(event)
+                    if event.get("ready") or event.get("failed"):
+                        break
+        return events
+
+    def wait_stopped(self, user: str, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self("GET", f"/users/{user}").json()
+            if not model.get("servers") and not model.get("pending"):
+                return
+            time.sleep(1)
+        raise AssertionError(f"{user}'s server is still there after {timeout:.0f} s")
+
+
+def start_hub(devcloud, state_dir: Path, ports: tuple[int, int, int], **env: str) -> DevHub:
+    hub = DevHub(state_dir, ROOT / "jupyterhub_config.py", devcloud.settings.clouds_yaml, port=ports[0],
+                 hub_port=ports[1], oidc_port=ports[2],
+                 extra_env={"HEPSDESK_HUB_TAG": f"hepsdesk-test-{SESSION}", **env})
+    hub.users = {}
+    for name, groups in (("alice", ["heps-users", "hepsdesk-admins"]), ("bob", ["csns-users"]),
+                         ("carol", ["visitors"])):
+        password = secrets.token_urlsafe(12)
+        hub.oidc.set_user(name, password, groups=groups, proposals=[f"P-{name}"])
+        hub.users[name] = password
+    hub.start()
+    return hub
+
+
+def stop_hub(hub: DevHub, devcloud) -> None:
+    """Stop every server of the hub through its API, then the hub; delete any VM left over."""
+    api = HubAPI(hub)
+    try:
+        for user in api("GET", "/users").json():
+            if user.get("servers"):
+                api("DELETE", f"/users/{user['name']}/server")
+        for user in api("GET", "/users").json():
+            api.wait_stopped(user["name"], timeout=180)
+    finally:
+        hub.stop()
+        admin = devcloud.connect("devcloud-admin")
+        for server in admin.compute.servers(all_projects=True):
+            if (server.metadata or {}).get("hepsdesk-hub") == f"hepsdesk-test-{SESSION}":
+                admin.compute.delete_server(server)
+
+
+@pytest.fixture(scope="session")
+def hub(devcloud, tmp_path_factory):
+    """The repository's JupyterHub (jupyterhub_config.py) with its OIDC provider, on test ports."""
+    hub = start_hub(devcloud, tmp_path_factory.mktemp("hub"), (18000, 18081, 19400))
+    yield hub
+    stop_hub(hub, devcloud)
+
+
+@pytest.fixture(scope="session")
+def hub_api(hub) -> HubAPI:
+    return HubAPI(hub)

@@ -1,0 +1,152 @@
+"""OpenStackSpawner driven through the real hub's REST API against the dev cloud."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+
+import pytest
+import requests
+
+from hepsdesk_devcloud.service_plugins import hepsdesk_process_image as process_image
+from hepsdesk_spawner.cloudinit import ENV_FILE
+
+from ..conftest import SESSION, HubAPI, start_hub, stop_hub
+
+pytestmark = pytest.mark.devcloud
+
+
+def create_user(api: HubAPI, name: str) -> None:
+    response = api("POST", f"/users/{name}")
+    assert response.status_code in (201, 409), response.text
+
+
+def vm_of(devcloud, user: str):
+    admin = devcloud.connect("devcloud-admin")
+    return [s for s in admin.compute.servers(all_projects=True)
+            if (s.metadata or {}).get("hepsdesk-user") == user
+            and (s.metadata or {}).get("hepsdesk-hub") == f"hepsdesk-test-{SESSION}"]
+
+
+def test_spawn_reports_real_stages_serves_and_stop_removes_the_vm(hub, hub_api, devcloud, conn):
+    user = f"spawn-{SESSION}"
+    create_user(hub_api, user)
+    assert hub_api("POST", f"/users/{user}/server").status_code in (201, 202)
+    events = hub_api.progress(user)
+    messages = [e["message"] for e in events]
+    assert events[-1].get("ready"), messages
+    for stage in ("Reserving a network address", "Creating your VM", "Your VM is running",
+                  "starting JupyterLab", "JupyterLab is answering"):
+        assert any(stage in m for m in messages), (stage, messages)
+    assert all(re.search(r"\(\d+ s\)$", m) for m in messages[1:-1]), "each stage says how long the spawn has taken"
+    progress = [e["progress"] for e in events if "progress" in e]
+    assert progress == sorted(progress), "progress only moves forward"
+
+    # The server answers through the hub's proxy.
+    model = hub_api("GET", f"/users/{user}").json()
+    url = model["servers"][""]["url"]
+    answer = requests.get(f"{hub.url}{url}api", headers=hub_api.session.headers, timeout=30)
+    assert answer.status_code == 200 and "version" in answer.json()
+
+    # The VM: this hub's tag and the user in its metadata, its address from its Neutron port.
+    [server] = vm_of(devcloud, user)
+    assert server.metadata["hepsdesk-hub"] == f"hepsdesk-test-{SESSION}"
+    assert f"hepsdesk-test-{SESSION}" in server.tags
+    state = hub_api("GET", f"/users/{user}").json()["servers"][""]["state"]
+    assert state["server_id"] == server.id and state["address"] == server.addresses["hepsdesk-net"][0]["addr"]
+    assert state["port_id"] and state["version"]
+
+    # The API token reaches the VM only in a root-only file: never in metadata, console or logs.
+    env_file = devcloud.guest_dir(server.id) / "disk" / "upper" / ENV_FILE.lstrip("/")
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    token = re.search(r"JUPYTERHUB_API_TOKEN=(\S+)", env_file.read_text()).group(1).strip("'")
+    assert len(token) >= 32
+    console = conn.compute.get_server_console_output(server.id)["output"]
+    assert token not in console and token not in str(server.metadata)
+    logs = [hub.log_path, *devcloud.settings.logs_dir.glob("*.log")]
+    leaked = [str(p) for p in logs if token in p.read_text(errors="replace")]
+    assert leaked == [], f"the API token appears in {leaked}"
+
+    # A hub restart finds the server again from the saved state.
+    hub.processes.stop("jupyterhub", timeout=20)
+    hub.start()
+    model = hub_api("GET", f"/users/{user}").json()
+    assert model["servers"][""]["ready"] and model["servers"][""]["state"]["server_id"] == server.id
+    answer = requests.get(f"{hub.url}{url}api", headers=hub_api.session.headers, timeout=30)
+    assert answer.status_code == 200
+
+    # stop() returns only when the VM is gone; its port goes with it.
+    port_ids = [p.id for p in conn.network.ports(device_id=server.id)]
+    assert hub_api("DELETE", f"/users/{user}/server").status_code in (202, 204)
+    hub_api.wait_stopped(user)
+    assert vm_of(devcloud, user) == []
+    assert all(conn.network.find_port(p) is None for p in port_ids)
+
+
+@pytest.fixture(scope="module")
+def broken_hub(devcloud, tmp_path_factory):
+    """A second hub whose image is whatever the test puts under its name, and a 75 s start_timeout."""
+    image_name = f"hepsdesk-broken-{SESSION}"
+    hub = start_hub(devcloud, tmp_path_factory.mktemp("broken-hub"), (18100, 18181, 19500),
+                    HEPSDESK_IMAGE=image_name, HEPSDESK_START_TIMEOUT="75")
+    hub.image_name = image_name
+    yield hub
+    stop_hub(hub, devcloud)
+    conn = devcloud.connect()
+    for image in conn.image.images(name=image_name):
+        conn.image.delete_image(image)
+
+
+def put_image(conn, name: str, data: bytes | None = None, manifest: dict | None = None):
+    for old in conn.image.images(name=name):
+        conn.image.delete_image(old)
+    with tempfile.TemporaryDirectory() as tmp:
+        blob = os.path.join(tmp, "image.tar")
+        if manifest is not None:
+            process_image.write_base_image(blob, manifest)
+        else:
+            with open(blob, "wb") as f:
+                f.write(data)
+        return conn.image.create_image(name=name, filename=blob, disk_format="raw", container_format="bare",
+                                       visibility="private", wait=True)
+
+
+def spawn_and_fail(hub, user: str) -> str:
+    api = HubAPI(hub)
+    create_user(api, user)
+    started = time.monotonic()
+    assert api("POST", f"/users/{user}/server").status_code in (201, 202)
+    events = api.progress(user, timeout=200)
+    assert events[-1].get("failed"), events
+    return events[-1]["message"], time.monotonic() - started
+
+
+def test_a_vm_that_fails_to_boot_is_explained_and_removed(broken_hub, devcloud, conn):
+    put_image(conn, broken_hub.image_name, data=b"not a disk image at all")
+    user = f"badimage-{SESSION}"
+    message, _ = spawn_and_fail(broken_hub, user)
+    assert "The cloud could not start your VM" in message and "not a hepsdesk process image" in message
+    assert vm_of(devcloud, user) == []
+    assert [p for p in conn.network.ports() if p.name.startswith(f"jupyter-{user}")] == []
+
+
+def test_a_vm_that_never_answers_is_removed_at_the_deadline(broken_hub, devcloud, conn):
+    """The image boots, but has no jupyterhub-singleuser: the spawner's deadline (start_timeout
+    minus 15 s) ends the spawn with its own message, before the hub's generic timeout."""
+    put_image(conn, broken_hub.image_name,
+              manifest=process_image.make_manifest("no-jupyter", path=["/nonexistent/bin"]))
+    user = f"deadline-{SESSION}"
+    message, took = spawn_and_fail(broken_hub, user)
+    assert "was not ready within 60 seconds" in message and "has been removed" in message
+    assert took < 75, "the spawner's deadline, not the hub's start_timeout, ended the spawn"
+    assert vm_of(devcloud, user) == []
+
+
+def test_unknown_image_name_is_a_clear_error(broken_hub, devcloud, conn):
+    for old in conn.image.images(name=broken_hub.image_name):
+        conn.image.delete_image(old)
+    message, took = spawn_and_fail(broken_hub, f"noimage-{SESSION}")
+    assert f"The image '{broken_hub.image_name}' does not exist on the cloud" in message
+    assert took < 30
