@@ -120,4 +120,5 @@ class HEPSAuthenticator(GenericOAuthenticator):
             "%s",
             f"You are signed in as {username}, but your account is not in a group allowed to use hepsdesk "
             f"(allowed: {needed}; your account has {have}). {self.access_help}",
+            reason="Not allowed to use hepsdesk",
         )

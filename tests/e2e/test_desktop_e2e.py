@@ -1,0 +1,112 @@
+"""The scientist's path, in a real browser: SSO sign-in, a VM, JupyterLab, the WebRTC desktop."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+import pytest
+from playwright.sync_api import expect
+
+from ..conftest import SESSION
+from .hubflow import (
+    click_picture,
+    new_context,
+    open_desktop,
+    picture_digest,
+    pixel,
+    sign_in,
+    wait_for_frames,
+    wait_for_lab,
+)
+
+pytestmark = pytest.mark.devcloud
+
+
+def vms_of(devcloud, user: str) -> list:
+    admin = devcloud.connect("devcloud-admin")
+    return [s for s in admin.compute.servers(all_projects=True)
+            if (s.metadata or {}).get("hepsdesk-user") == user
+            and (s.metadata or {}).get("hepsdesk-hub") == f"hepsdesk-test-{SESSION}"]
+
+
+def test_sign_in_spawn_lab_desktop_type_and_stop(hub, hub_api, devcloud, browser):
+    context = new_context(browser)
+    page = context.new_page()
+
+    sign_in(page, hub.url, "alice", hub.users["alice"])
+    stages = wait_for_lab(page, "alice")
+    assert any("Creating your VM" in s for s in stages), stages
+    assert any(later in s for s in stages for later in ("Booting", "booted", "JupyterLab")), stages
+    assert len(stages) >= 3, f"the progress page moved through the stages: {stages}"
+
+    desktop = open_desktop(page)
+    assert desktop.url.endswith("/user/alice/desktop/")
+    wait_for_frames(desktop, 1, timeout_s=90)
+    decoded = desktop.evaluate("window.hepsdesk.stats()")["framesDecoded"]
+
+    # The terminal window (white, at the top left of the 1920x1080 desktop) appears.
+    deadline = time.monotonic() + 60
+    while min(pixel(desktop, 0.15, 0.2)) < 200 and time.monotonic() < deadline:
+        desktop.wait_for_timeout(300)
+    assert min(pixel(desktop, 0.15, 0.2)) >= 200, "the terminal is drawn on the desktop"
+    before = picture_digest(desktop)
+
+    # Type a command into the terminal through the browser.
+    marker = f"hepsdesk-e2e-{secrets.token_hex(4)}"
+    click_picture(desktop, 0.2, 0.3)
+    expect(desktop.locator("#screen")).to_be_focused()
+    desktop.wait_for_function("window.hepsdesk.inputReady", timeout=10_000)
+    desktop.keyboard.type(f"touch /root/{marker} && echo created {marker}")
+    desktop.keyboard.press("Enter")
+
+    [server] = vms_of(devcloud, "alice")
+    created = devcloud.guest_dir(server.id) / "disk" / "upper" / "root" / marker
+    deadline = time.monotonic() + 20
+    while not created.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert created.exists(), "the command typed in the browser ran in the VM"
+
+    # Frames keep arriving and the picture changed (the typed text is on it).
+    desktop.wait_for_timeout(1000)
+    assert desktop.evaluate("window.hepsdesk.stats()")["framesDecoded"] > decoded
+    assert picture_digest(desktop) != before
+
+    # Another user cannot reach alice's desktop.
+    other = new_context(browser)
+    bob = other.new_page()
+    sign_in(bob, hub.url, "bob", hub.users["bob"], next_path="/hub/home")
+    bob.wait_for_url(re.compile(r".*/hub/home"))
+    response = bob.goto(f"{hub.url}/user/alice/desktop/")
+    assert response.status == 403
+    other.close()
+
+    # Alice (an admin) stops her server from the hub's control panel.
+    desktop.close()
+    page.goto(f"{hub.url}/hub/admin")
+    row = page.locator("tr", has=page.get_by_text("alice", exact=True))
+    row.get_by_role("button", name="Stop Server").click()
+    expect(row.get_by_role("button", name="Start Server")).to_be_visible(timeout=240_000)
+    assert vms_of(devcloud, "alice") == [], "no VM is left for alice"
+    context.close()
+
+
+def test_a_user_outside_the_allowed_groups_is_told_why(hub, browser):
+    context = new_context(browser)
+    page = context.new_page()
+    sign_in(page, hub.url, "carol", hub.users["carol"])
+    expect(page.get_by_role("heading", name=re.compile("Not allowed to use hepsdesk"))).to_be_visible()
+    explanation = page.locator("p", has_text="not in a group allowed to use hepsdesk")
+    expect(explanation).to_contain_text("signed in as carol")
+    expect(explanation).to_contain_text("principal investigator")
+    assert "Traceback" not in page.content()
+    context.close()
+
+
+def test_an_unknown_user_is_refused_by_the_sso(hub, browser):
+    context = new_context(browser)
+    page = context.new_page()
+    sign_in(page, hub.url, "mallory", "guess")
+    expect(page.get_by_role("alert")).to_have_text("Unknown user or wrong password.")
+    context.close()
