@@ -1,8 +1,11 @@
 """The desktop itself: an X display (Xvfb) with a window manager and a terminal.
 
-Xvfb picks a free display number itself (``-displayfd``), listens on no TCP port, and has
-the extensions the streaming side uses (MIT-SHM for capture, XTEST for input, DAMAGE and
-RANDR for later). The session processes are children of the desktop server and die with it.
+Xvfb picks a free display number itself (``-displayfd``) and listens only on its socket in
+``/tmp/.X11-unix``: no TCP port, and no abstract socket, whose namespace is shared by every
+process of the network namespace (so, on the dev cloud, by every VM: a client of one VM's
+``:0`` could otherwise reach another VM's display). It has the extensions the streaming side
+uses (MIT-SHM for capture, XTEST for input, DAMAGE and RANDR for later). The session
+processes are children of the desktop server and die with it; their exits are logged.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ import os
 import shutil
 import signal
 import subprocess
+import time
+
+from Xlib import X
+from Xlib import display as xlib_display
 
 log = logging.getLogger("desktop_proxy")
 
@@ -44,7 +51,7 @@ class XDisplay:
         read_fd, write_fd = os.pipe()
         process = subprocess.Popen(
             [xvfb, "-displayfd", str(write_fd), "-screen", "0", f"{self.width}x{self.height}x24",
-             "-nolisten", "tcp", "-noreset", "+extension", "RANDR", "+extension", "DAMAGE"],
+             "-nolisten", "tcp", "-nolisten", "local", "-noreset", "+extension", "RANDR", "+extension", "DAMAGE"],
             pass_fds=(write_fd,), stdin=subprocess.DEVNULL, start_new_session=True)
         os.close(write_fd)
         self._processes.append(process)
@@ -59,20 +66,32 @@ class XDisplay:
         self.name = f":{number}"
         log.info("X display %s (%dx%d) started", self.name, self.width, self.height)
         self._spawn_optional(["xsetroot", "-solid", "#2b4257"], wait=True)
-        if self.window_manager:
-            self._spawn_optional([self.window_manager])
+        if self.window_manager and self._spawn_optional([self.window_manager]):
+            # Start the session's windows only once the window manager runs: a window mapped
+            # while it is starting up can stay unmanaged and never appear.
+            ready = await asyncio.get_running_loop().run_in_executor(
+                None, _wait_for_window_manager, self.name, timeout)
+            if not ready:
+                log.warning("%s did not announce itself within %.0f s", self.window_manager, timeout)
         if self.terminal:
             self._spawn_optional(self.terminal)
 
-    def _spawn_optional(self, argv: list[str], wait: bool = False) -> None:
+    def _spawn_optional(self, argv: list[str], wait: bool = False) -> bool:
         if shutil.which(argv[0]) is None:
             log.warning("%s is not installed; the desktop starts without it", argv[0])
-            return
+            return False
         process = subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL, start_new_session=True)
         if wait:
             process.wait(timeout=10)
         else:
             self._processes.append(process)
+            asyncio.get_running_loop().run_in_executor(None, self._log_exit, argv[0], process)
+        return True
+
+    @staticmethod
+    def _log_exit(name: str, process: subprocess.Popen) -> None:
+        code = process.wait()
+        log.warning("%s (pid %d) exited with status %s", name, process.pid, code)
 
     def stop(self) -> None:
         for process in reversed(self._processes):
@@ -97,3 +116,19 @@ def _read_line(fd: int) -> int:
             raise ValueError("Xvfb closed the display pipe")
         data += chunk
     return int(data.strip())
+
+
+def _wait_for_window_manager(display_name: str, timeout: float) -> bool:
+    """Wait until a window manager has set the EWMH ``_NET_SUPPORTING_WM_CHECK`` on the root."""
+    display = xlib_display.Display(display_name)
+    try:
+        root = display.screen().root
+        check = display.intern_atom("_NET_SUPPORTING_WM_CHECK")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if root.get_full_property(check, X.AnyPropertyType) is not None:
+                return True
+            time.sleep(0.05)
+        return False
+    finally:
+        display.close()

@@ -8,8 +8,10 @@ from playwright.sync_api import sync_playwright
 from .hubflow import launch
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
+    # Package scope, not session: Playwright's sync API keeps an event loop running on this
+    # thread while it is open, which would break the asyncio tests that run after tests/e2e.
     with sync_playwright() as playwright:
         browser = launch(playwright)
         yield browser
