@@ -4,6 +4,7 @@
     hepsdesk devcloud down [--purge]
     hepsdesk devcloud status [--json]
     hepsdesk devcloud logs [SERVICE] [-n LINES] [-f]
+    hepsdesk demo [--port 8000] [--hub-dir DIR] [--state-dir DIR]
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from .settings import DEFAULT_STATE_DIR, DevCloudSettings, SettingsError, parse_gpus
 
@@ -84,6 +86,18 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoOptions, run
+
+    config = Path(args.config)
+    if not config.exists():
+        raise SettingsError(f"JupyterHub configuration {config} does not exist (run from a clone of the "
+                            "repository, or pass --config)")
+    return run(DemoOptions(cloud_state_dir=Path(args.state_dir), hub_state_dir=Path(args.hub_dir),
+                           config_file=config, port=args.port, hub_port=args.hub_port,
+                           oidc_port=args.oidc_port))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hepsdesk", description="hepsdesk: JupyterHub + OpenStack analysis desktops")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +127,26 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("service", nargs="?", help="one service (default: the tail of every log)")
     logs.add_argument("-n", "--lines", type=int, default=40)
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (with SERVICE)")
+
+    from .demo import REPO_CONFIG
+
+    demo = commands.add_parser(
+        "demo", help="the dev cloud, the development SSO with demo users and the hub, in the foreground",
+        description="Start everything the demo needs and keep the hub in the foreground (Ctrl-C stops "
+                    "the hub and the SSO; the dev cloud and the users' VMs keep running).")
+    demo.add_argument("--state-dir", default=os.environ.get("HEPSDESK_DEVCLOUD_STATE", DEFAULT_STATE_DIR),
+                      help="the dev cloud's state (default: %(default)s)")
+    demo.add_argument("--hub-dir", default=".hepsdesk-hub",
+                      help="the hub's and the SSO's state: database, secrets, demo users (default: %(default)s)")
+    demo.add_argument("--config", default=str(REPO_CONFIG if REPO_CONFIG.exists() else "jupyterhub_config.py"),
+                      help="the JupyterHub configuration (default: the repository's, %(default)s)")
+    demo.add_argument("--port", type=int, default=8000, help="the hub's public port (default: %(default)s)")
+    demo.add_argument("--hub-port", type=int, default=8081,
+                      help="the hub's API port, reached by the VMs; the proxy's API uses this minus 80 "
+                           "(default: %(default)s)")
+    demo.add_argument("--oidc-port", type=int, default=9400,
+                      help="the development SSO's port (default: %(default)s)")
+    demo.set_defaults(handler=cmd_demo)
     return parser
 
 
@@ -122,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.handler(args)
-    except (DevCloudError, SettingsError) as e:
+    except (DevCloudError, SettingsError, RuntimeError, FileNotFoundError) as e:
         print(f"hepsdesk: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
