@@ -10,6 +10,7 @@ let pc = null;
 let channel = null;
 const pending = [];  // input sent before the data channel opened
 const pressed = new Map();  // KeyboardEvent.code -> keysym sent on keydown
+let firstFrameAt = null;  // when the first video frame was shown (ms since the epoch)
 
 function setStatus(text, kind = '') {
   statusBox.textContent = text;
@@ -50,6 +51,9 @@ async function startPeer(ws) {
   pc.ontrack = (event) => {
     video.srcObject = event.streams[0] || new MediaStream([event.track]);
     video.focus();
+    if (video.requestVideoFrameCallback) {
+      video.requestVideoFrameCallback(() => { firstFrameAt = performance.timeOrigin + performance.now(); });
+    }
   };
   pc.onconnectionstatechange = () => {
     if (pc.connectionState === 'connected') setStatus('Connected', 'connected');
@@ -144,6 +148,7 @@ window.hepsdesk = {
     return { framesDecoded: 0, framesReceived: 0 };
   },
   get connectionState() { return pc ? pc.connectionState : 'new'; },
+  get firstFrameAt() { return firstFrameAt; },
   get inputReady() { return Boolean(channel && channel.readyState === 'open'); },
 };
 

@@ -1,0 +1,212 @@
+"""How long a scientist waits, measured in a real browser (Chromium driven by Playwright).
+
+    .venv/bin/python benchmarks/spawn_e2e.py [--rounds 3]
+
+Brings up what it needs (the dev cloud, reused when running; the development SSO and the hub
+on their own ports, as `hepsdesk demo` starts them) and prints one JSON object:
+
+- ``click_to_lab_s``: from the click on "Start My Server" to JupyterLab's launcher showing
+  the Desktop tile (VM boot, JupyterLab start, hub and proxy hops), median of the rounds;
+- ``click_to_first_frame_s``: from the click on the Desktop tile to the first video frame
+  shown in the desktop tab (desktop server start through jupyter-server-proxy, X display,
+  WebRTC negotiation, first decoded frame), median;
+- side by side, in the same run: ``vm_create_to_active_s``, a bare server of the same image
+  and flavor going ACTIVE (what the cloud costs), and ``direct_first_frame_s``, the same
+  desktop server started on this machine without hub, VM or proxy and opened directly
+  (what the desktop itself costs); and the ratios of each measurement to its baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import requests
+from playwright.sync_api import Page, expect, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hepsdesk_devcloud import DevCloud, DevCloudSettings  # noqa: E402
+from hepsdesk_devcloud.demo import Demo, DemoOptions  # noqa: E402
+from hepsdesk_devcloud.processes import port_owner  # noqa: E402
+from hepsdesk_devcloud.progress import StepProgress  # noqa: E402
+from tests.e2e.hubflow import desktop_tile, launch, new_context, sign_in  # noqa: E402
+
+USER = "alice"
+
+
+def first_frame_at(desktop: Page, timeout_s: float = 120) -> float:
+    """When the desktop page showed its first video frame (seconds since the epoch)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            at = desktop.evaluate("window.hepsdesk ? window.hepsdesk.firstFrameAt : null")
+        except Exception:  # the page is (re)loading
+            at = None
+        if at:
+            return at / 1000
+        desktop.wait_for_timeout(20)
+    raise RuntimeError(f"no video frame within {timeout_s:.0f} s")
+
+
+def hub_round(page: Page, url: str, api: requests.Session) -> tuple[float, float]:
+    page.goto(f"{url}/hub/home")
+    start = page.get_by_role("button", name=re.compile("Start My Server"))
+    clicked = time.time()
+    start.click()
+    page.wait_for_url(re.compile(rf".*/user/{USER}/lab.*"), timeout=300_000)
+    expect(desktop_tile(page)).to_be_visible(timeout=120_000)
+    lab = time.time() - clicked
+
+    with page.expect_popup() as popup:
+        clicked = page.evaluate("Date.now()") / 1000
+        desktop_tile(page).click()
+    desktop = popup.value
+    frame = first_frame_at(desktop) - clicked
+    desktop.close()
+
+    api.delete(f"{url}/hub/api/users/{USER}/server", timeout=30)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        model = api.get(f"{url}/hub/api/users/{USER}", timeout=30).json()
+        if not model.get("servers") and not model.get("pending"):
+            break
+        time.sleep(0.5)
+    else:
+        raise RuntimeError(f"{USER}'s server did not stop")
+    return lab, frame
+
+
+def direct_round(browser, port: int) -> float:
+    """The desktop server on this machine, opened directly: from its start to the first frame."""
+    home = tempfile.mkdtemp(prefix="hepsdesk-bench-")
+    env = {"PATH": os.environ["PATH"], "HOME": home, "LANG": "C.UTF-8",
+           "HEPSDESK_DESKTOP_ICE_ADDRESSES": "127.0.0.1"}
+    started = time.time()
+    process = subprocess.Popen([sys.executable, "-m", "desktop_proxy", "--port", str(port)], env=env, cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    context = new_context(browser)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/static/desktop.css", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the desktop server did not start") from None
+                time.sleep(0.02)
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        return first_frame_at(page) - started
+    finally:
+        context.close()
+        process.terminate()
+        process.wait(timeout=15)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def bare_vm_round(cloud: DevCloud, tag: str) -> float:
+    conn = cloud.connect()
+    image = conn.image.find_image("hepsdesk-desktop", ignore_missing=False)
+    flavor = conn.compute.find_flavor("c1.small", ignore_missing=False)
+    network = conn.network.find_network("hepsdesk-net", ignore_missing=False)
+    started = time.monotonic()
+    server = conn.compute.create_server(name=f"{tag}-bare", image_id=image.id, flavor_id=flavor.id,
+                                        networks=[{"uuid": network.id}], metadata={"hepsdesk-hub": tag})
+    try:
+        conn.compute.wait_for_server(server, status="ACTIVE", interval=0.2, wait=180)
+        return time.monotonic() - started
+    finally:
+        conn.compute.delete_server(server)
+        conn.compute.wait_for_delete(server, interval=0.5, wait=120)
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 2)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--state-dir", default=os.environ.get("HEPSDESK_DEVCLOUD_STATE", str(ROOT / ".devcloud")))
+    parser.add_argument("--ports", default="18300,18381,19700,18766",
+                        help="hub, hub API, SSO, direct desktop (default: %(default)s)")
+    args = parser.parse_args()
+    port, hub_port, oidc_port, direct_port = (int(p) for p in args.ports.split(","))
+    for p in (port, hub_port, hub_port - 80, oidc_port, direct_port):
+        if port_owner(p):
+            parser.error(f"port {p} is in use by {port_owner(p)}")
+
+    cloud = DevCloud(DevCloudSettings.load(args.state_dir), stream=sys.stderr)
+    reused = cloud.is_running()
+    cloud.up()
+    tag = f"hepsdesk-bench-{os.getpid()}"
+    hub_dir = Path(tempfile.mkdtemp(prefix="hepsdesk-bench-hub-"))
+    demo = Demo(DemoOptions(cloud_state_dir=Path(args.state_dir), hub_state_dir=hub_dir, port=port,
+                            hub_port=hub_port, oidc_port=oidc_port, hub_tag=tag), stream=sys.stderr)
+    progress = StepProgress("spawn_e2e", total=2 + 3 * args.rounds, stream=sys.stderr)
+    labs, frames, directs, bares = [], [], [], []
+    try:
+        with progress.step("Starting the SSO and the hub"):
+            passwords = demo.ensure_users()
+            demo.hub.start()
+        api = requests.Session()
+        api.headers["Authorization"] = f"token {demo.hub.secrets()['admin_token']}"
+        with sync_playwright() as playwright:
+            browser = launch(playwright)
+            context = new_context(browser)
+            page = context.new_page()
+            with progress.step(f"Signing in as {USER}"):
+                sign_in(page, demo.hub.url, USER, passwords[USER], next_path="/hub/home")
+                page.wait_for_url(re.compile(r".*/hub/home"), timeout=60_000)
+            for round_ in range(1, args.rounds + 1):
+                with progress.step(f"Round {round_}: Start -> JupyterLab -> Desktop -> first frame"):
+                    lab, frame = hub_round(page, demo.hub.url, api)
+                    labs.append(lab)
+                    frames.append(frame)
+                with progress.step(f"Round {round_}: the desktop alone, opened directly"):
+                    directs.append(direct_round(browser, direct_port))
+                with progress.step(f"Round {round_}: a bare VM, create to ACTIVE"):
+                    bares.append(bare_vm_round(cloud, tag))
+            browser.close()
+    finally:
+        demo.hub.stop()
+        admin = cloud.connect("devcloud-admin")
+        for server in admin.compute.servers(all_projects=True):
+            if (server.metadata or {}).get("hepsdesk-hub") == tag:
+                admin.compute.delete_server(server)
+        shutil.rmtree(hub_dir, ignore_errors=True)
+        if not reused:
+            cloud.down()
+
+    result = {
+        "rounds": args.rounds,
+        "click_to_lab_s": median(labs),
+        "click_to_first_frame_s": median(frames),
+        "vm_create_to_active_s": median(bares),
+        "direct_first_frame_s": median(directs),
+        "lab_to_vm_active_ratio": round(statistics.median(labs) / statistics.median(bares), 2),
+        "first_frame_to_direct_ratio": round(statistics.median(frames) / statistics.median(directs), 2),
+        "samples": {"click_to_lab_s": [round(v, 2) for v in labs],
+                    "click_to_first_frame_s": [round(v, 2) for v in frames],
+                    "vm_create_to_active_s": [round(v, 2) for v in bares],
+                    "direct_first_frame_s": [round(v, 2) for v in directs]},
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
