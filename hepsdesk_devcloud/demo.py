@@ -94,44 +94,47 @@ class Demo:
         return "\n".join(lines)
 
     def follow(self) -> int:
-        """Print the hub's log until Ctrl-C/SIGTERM or until the hub exits; then stop the hub."""
-        stopping = []
-
-        def request_stop(signum, _frame):
-            stopping.append(signum)
-
-        previous = signal.signal(signal.SIGTERM, request_stop)
-        status = 0
-        try:
-            with open(self.hub.log_path, errors="replace") as log:
-                log.seek(0, 2)
-                while not stopping:
-                    line = log.readline()
-                    if line:
-                        self.stream.write(line)
-                        self.stream.flush()
-                        continue
-                    if not self.hub.processes.running("jupyterhub"):
-                        self.stream.write("hepsdesk demo: JupyterHub exited; see its log above\n")
-                        status = 1
-                        break
+        """Print the hub's log until the hub exits (1), or until Ctrl-C or SIGTERM (0)."""
+        with open(self.hub.log_path, errors="replace") as log:
+            log.seek(0, 2)
+            while True:
+                line = log.readline()
+                if line:
+                    self.stream.write(line)
+                    self.stream.flush()
+                elif self.hub.processes.running("jupyterhub"):
                     time.sleep(0.2)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-            self.stream.write("hepsdesk demo: stopping the hub and the SSO ...\n")
-            self.stream.flush()
-            self.hub.stop()
-            self.stream.write("hepsdesk demo: stopped. The dev cloud keeps running; "
-                              "`hepsdesk demo` starts the hub again.\n")
-            self.stream.flush()
-        return status
+                else:
+                    self.stream.write("hepsdesk demo: JupyterHub exited; see its log above\n")
+                    return 1
+
+    def stop(self) -> None:
+        self.stream.write("hepsdesk demo: stopping the hub and the SSO ...\n")
+        self.stream.flush()
+        self.hub.stop()
+        self.stream.write("hepsdesk demo: stopped. The dev cloud keeps running; "
+                          "`hepsdesk demo` starts the hub again.\n")
+        self.stream.flush()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def run(options: DemoOptions) -> int:
+    """The demo in the foreground; whatever ends it (Ctrl-C, SIGTERM, an error), the hub and
+    the SSO it started are stopped."""
     demo = Demo(options)
-    passwords = demo.start()
-    demo.stream.write(demo.banner(passwords) + "\n")
-    demo.stream.flush()
-    return demo.follow()
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    ready = False
+    try:
+        passwords = demo.start()
+        demo.stream.write(demo.banner(passwords) + "\n")
+        demo.stream.flush()
+        ready = True
+        return demo.follow()
+    except KeyboardInterrupt:
+        return 0 if ready else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        demo.stop()

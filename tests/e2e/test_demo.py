@@ -84,3 +84,6 @@ def test_demo_prints_a_url_and_users_that_sign_in_and_stops_on_ctrl_c(devcloud, 
     process, _, again, _ = start_demo(devcloud, tmp_path / "hub")
     stop_demo(process)
     assert again == passwords
+    assert process.returncode == 0
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/hub/login", timeout=5)
