@@ -22,7 +22,7 @@ from traitlets import Dict, Float, Integer, List, Unicode, default
 
 from . import __version__
 from .cloud import OpenStackClient, SDKError
-from .cloudinit import STARTING_MARKER, render_singleuser_user_data
+from .cloudinit import EXITED_MARKER, LOG_LINE_PREFIX, STARTING_MARKER, render_singleuser_user_data
 
 BOOTED_RE = re.compile(r"Cloud-init v\. \S+ running 'modules:final'")
 TASK_STAGES = {
@@ -277,8 +277,22 @@ class OpenStackSpawner(Spawner):
             except OSError:
                 pass
             await self._check_still_running()
+            await self._check_jupyterlab_alive()
             await asyncio.sleep(self.status_interval)
         self._emit(90, "JupyterLab is answering")
+
+    async def _check_jupyterlab_alive(self) -> None:
+        """Fail at once, with the end of its log, when JupyterLab exited in the VM."""
+        console = await self.client.console_tail(self.server_id, 40)
+        if EXITED_MARKER not in console:
+            return
+        tail = console[console.rindex(EXITED_MARKER):].splitlines()
+        status = re.search(r"with status (\d+)", tail[0])
+        log = [line[len(LOG_LINE_PREFIX):] for line in tail[1:] if line.startswith(LOG_LINE_PREFIX)]
+        raise SpawnException(
+            f"JupyterLab could not start in your VM (it exited with status {status.group(1) if status else '?'}), "
+            "so the VM has been removed. Please tell the hub's administrators; the end of its log: "
+            + (" | ".join(log[-5:]) or "(empty)"), reason="singleuser_exited", status_code=500)
 
     async def _check_still_running(self) -> None:
         server = await self.client.get_server(self.server_id)

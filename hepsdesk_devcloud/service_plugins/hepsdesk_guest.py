@@ -153,9 +153,6 @@ class GuestInit:
         mount(f"{root}/dev/pts/ptmx", f"{root}/dev/ptmx", None, MS_BIND)
         mount("tmpfs", f"{root}/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
         mount("tmpfs", f"{root}/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
-        # A fresh /tmp, as a booting machine has: the host's /tmp holds other programs' sockets
-        # and lock files (X displays among them) that a guest must neither see nor reach.
-        mount("tmpfs", f"{root}/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
         for hidden in b.get("hide", []):
             target = f"{root}{hidden}"
             if os.path.isdir(target):
@@ -167,6 +164,9 @@ class GuestInit:
         os.chroot(root)
         os.chdir("/")
         os.makedirs("/run/lock", exist_ok=True)
+        # /tmp stays the host's, seen through the overlay (what the guest writes there goes to
+        # its own disk): the guest's software may live under it (a checkout in /tmp).
+        os.makedirs("/tmp", mode=0o1777, exist_ok=True)
         socket.sethostname(b["plan"].get("hostname") or b["hostname"])
 
     def _write_instance_data(self) -> None:

@@ -132,11 +132,30 @@ def test_a_vm_that_fails_to_boot_is_explained_and_removed(broken_hub, devcloud, 
     assert [p for p in conn.network.ports() if p.name.startswith(f"jupyter-{user}")] == []
 
 
-def test_a_vm_that_never_answers_is_removed_at_the_deadline(broken_hub, devcloud, conn):
-    """The image boots, but has no jupyterhub-singleuser: the spawner's deadline (start_timeout
-    minus 15 s) ends the spawn with its own message, before the hub's generic timeout."""
+def test_a_vm_without_jupyterlab_fails_at_once_with_the_reason(broken_hub, devcloud, conn):
+    """The image boots but has no jupyterhub-singleuser: the spawn fails as soon as the start
+    script reports the exit on the console, with the end of the log, not at the deadline."""
     put_image(conn, broken_hub.image_name,
               manifest=process_image.make_manifest("no-jupyter", path=["/nonexistent/bin"]))
+    user = f"nojupyter-{SESSION}"
+    message, took = spawn_and_fail(broken_hub, user)
+    assert "JupyterLab could not start in your VM (it exited with status 127)" in message, message
+    assert "jupyterhub-singleuser: not found" in message and "has been removed" in message
+    assert took < 30, f"the spawn failed when JupyterLab exited, not at the deadline ({took:.0f} s)"
+    assert vm_of(devcloud, user) == []
+
+
+def test_a_vm_that_never_answers_is_removed_at_the_deadline(broken_hub, devcloud, conn, tmp_path):
+    """The image's jupyterhub-singleuser runs but never listens: the spawner's deadline
+    (start_timeout minus 15 s) ends the spawn with its own message, before the hub's generic
+    timeout."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    silent = bin_dir / "jupyterhub-singleuser"
+    silent.write_text("#!/bin/sh\nexec sleep 600\n")
+    silent.chmod(0o755)
+    put_image(conn, broken_hub.image_name,
+              manifest=process_image.make_manifest("silent-jupyter", path=[str(bin_dir)]))
     user = f"deadline-{SESSION}"
     message, took = spawn_and_fail(broken_hub, user)
     assert "was not ready within 60 seconds" in message and "has been removed" in message

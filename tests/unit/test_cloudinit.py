@@ -4,7 +4,13 @@ with the hub's environment only in a root-only file."""
 import base64
 
 from hepsdesk_devcloud.service_plugins.hepsdesk_cloudconfig import build_boot_plan
-from hepsdesk_spawner.cloudinit import ENV_FILE, START_SCRIPT, STARTING_MARKER, render_singleuser_user_data
+from hepsdesk_spawner.cloudinit import (
+    ENV_FILE,
+    EXITED_MARKER,
+    START_SCRIPT,
+    STARTING_MARKER,
+    render_singleuser_user_data,
+)
 
 
 def test_singleuser_user_data_is_honoured_and_keeps_the_token_in_a_private_file():
@@ -19,6 +25,7 @@ def test_singleuser_user_data_is_honoured_and_keeps_the_token_in_a_private_file(
     assert "export QUOTED='it'\"'\"'s $HOME'" in env_text
     assert "not valid" not in env_text
     script = base64.b64decode(files[START_SCRIPT]["content_b64"]).decode()
-    assert "exec jupyterhub-singleuser --allow-root" in script and "s3cr3t-token" not in script
+    assert "jupyterhub-singleuser --allow-root >> /var/log/hepsdesk-singleuser.log 2>&1" in script
+    assert EXITED_MARKER in script and "s3cr3t-token" not in script
     runcmd = base64.b64decode(next(s for s in plan["scripts"] if s["name"] == "runcmd")["content_b64"]).decode()
     assert STARTING_MARKER in runcmd and "s3cr3t-token" not in runcmd
