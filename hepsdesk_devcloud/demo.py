@@ -129,9 +129,9 @@ def run(options: DemoOptions) -> int:
     ready = False
     try:
         passwords = demo.start()
+        ready = True
         demo.stream.write(demo.banner(passwords) + "\n")
         demo.stream.flush()
-        ready = True
         return demo.follow()
     except KeyboardInterrupt:
         return 0 if ready else 130
