@@ -99,6 +99,10 @@ class OpenStackClient:
                     if all((s.metadata or {}).get(k) == v for k, v in metadata.items())]
         return await self.call(find)
 
+    async def list_servers(self, tag: str) -> list:
+        """Every server of the project carrying ``tag``, with details (one request a page)."""
+        return await self.call(lambda c: list(c.compute.servers(details=True, tags=tag)))
+
     async def delete_server(self, server_id: str) -> None:
         await self.call(lambda c: c.compute.delete_server(server_id, ignore_missing=True))
 

@@ -23,6 +23,7 @@ from traitlets import Dict, Float, Integer, List, Unicode, default
 from . import __version__
 from .cloud import OpenStackClient, SDKError
 from .cloudinit import EXITED_MARKER, LOG_LINE_PREFIX, STARTING_MARKER, render_singleuser_user_data
+from .watcher import ServerView, ServerWatcher, WatcherUnavailable
 
 BOOTED_RE = re.compile(r"Cloud-init v\. \S+ running 'modules:final'")
 TASK_STAGES = {
@@ -31,6 +32,8 @@ TASK_STAGES = {
     "block_device_mapping": (35, "Preparing your VM's disk"),
     "spawning": (40, "Booting your VM"),
 }
+# A server in one of these states died: poll() deletes it (shelved servers keep their disk).
+DEAD_STATES = ("SHUTOFF", "ERROR")
 GONE_STATES = ("SHUTOFF", "ERROR", "SHELVED", "SHELVED_OFFLOADED", "DELETED", "SOFT_DELETED")
 
 
@@ -86,12 +89,26 @@ class OpenStackSpawner(Spawner):
     )
     api_request_timeout = Float(30, config=True, help="Timeout of each OpenStack API request, in seconds.")
     status_interval = Float(1.0, config=True, help="Seconds between status checks while a VM starts.")
+    watch_interval = Float(
+        5.0,
+        config=True,
+        help="""Seconds between the lists of this hub's servers that answer every poll.
+
+        One request (a page of up to Nova's ``max_limit`` servers, 1000 by default) serves all
+        users, however many; ``poll()`` only looks the server up in the newest list. A VM that
+        crashed shows as stopped in the hub within ``watch_interval + poll_interval``.
+        """,
+    )
     delete_timeout = Float(180, config=True, help="Seconds stop() waits for the VM to be gone.")
     extra_user_data_env = Dict(
         config=True, help="Extra environment variables for the single-user server (in addition to the hub's)."
     )
 
     # JupyterHub's defaults are made for local processes; VMs need minutes, not seconds.
+    @default("poll_interval")
+    def _poll_interval_default(self):
+        # A poll is a lookup in the shared watcher's list, not a request: poll often.
+        return 10
     @default("start_timeout")
     def _start_timeout_default(self):
         return 600
@@ -119,6 +136,7 @@ class OpenStackSpawner(Spawner):
     port_id = Unicode("")
     address = Unicode("")
     events = List()
+    _deleting = Dict()  # server id -> task deleting that dead VM
 
     def get_state(self):
         state = super().get_state()
@@ -140,6 +158,10 @@ class OpenStackSpawner(Spawner):
     @property
     def client(self) -> OpenStackClient:
         return OpenStackClient(self.cloud, self.clouds_yaml, self.api_request_timeout)
+
+    @property
+    def watcher(self) -> ServerWatcher:
+        return ServerWatcher.shared(self.client, self.hub_tag, self.watch_interval)
 
     @property
     def vm_name(self) -> str:
@@ -316,36 +338,64 @@ class OpenStackSpawner(Spawner):
         if not self.server_id:
             return 0
         try:
-            server = await self.client.get_server(self.server_id)
-        except SDKError as e:
+            view = await self.watcher.get(self.server_id, wait=self.api_request_timeout)
+            if view is None:
+                # Not in the newest list: gone, or created after that list was requested.
+                server = await self.client.get_server(self.server_id)
+                view = ServerView.of(server) if server is not None else None
+        except (WatcherUnavailable, SDKError) as e:
             self.log.warning("Cannot poll server %s of %s: %s", self.server_id, self._log_name, e)
             return None  # the cloud may be briefly unreachable: do not declare the server dead
-        if server is None or server.status in GONE_STATES:
+        if view is None or view.status in GONE_STATES:
+            if view is not None and view.status in DEAD_STATES:
+                self._delete_dead_vm(view)
             return 0
         return None
+
+    def _delete_dead_vm(self, view: ServerView) -> None:
+        """A VM that died (crash, shut down from inside or by an operator) is deleted with its
+        port, as stop() would: the hub will not call stop() for a server that is not running.
+        Only these ids are deleted, so a new start for the same user is never touched."""
+        if view.id in self._deleting:
+            return
+        self.log.warning("Server %s of %s is %s: deleting it", view.id, self._log_name, view.status)
+
+        async def delete(port_id: str = self.port_id) -> None:
+            try:
+                await self._delete({view.id}, port_id)
+            except SDKError as e:  # logged; the server stays until deleted by hand
+                self.log.error("Deleting the dead server %s of %s failed: %s", view.id, self._log_name, e)
+            finally:
+                self._deleting.pop(view.id, None)
+
+        self._deleting[view.id] = asyncio.ensure_future(delete())
 
     async def stop(self, now=False):
         await self._cleanup()
 
     async def _cleanup(self) -> None:
         """Delete this spawn's server(s) and port and wait until the servers are gone."""
+        server_id, port_id = self.server_id, self.port_id
         try:
             servers = await self.client.find_servers(self.vm_name, {"hepsdesk-hub": self.hub_tag,
                                                                     "hepsdesk-user": self.user.name})
         except SDKError as e:
             self.log.error("Listing servers of %s failed: %s", self._log_name, e)
             servers = []
-        ids = {s.id for s in servers} | ({self.server_id} if self.server_id else set())
-        for server_id in ids:
+        await self._delete({s.id for s in servers} | ({server_id} if server_id else set()), port_id)
+        self.server_id = self.port_id = self.address = ""
+
+    async def _delete(self, server_ids: set[str], port_id: str) -> None:
+        """Delete these servers and the port, waiting (up to delete_timeout) until they are gone."""
+        for server_id in server_ids:
             await self.client.delete_server(server_id)
         deadline = time.monotonic() + self.delete_timeout
-        for server_id in ids:
+        for server_id in server_ids:
             while await self.client.get_server(server_id) is not None:
                 if time.monotonic() > deadline:
                     self.log.error("Server %s of %s is still there after %.0f s", server_id, self._log_name,
                                    self.delete_timeout)
                     break
                 await asyncio.sleep(self.status_interval)
-        if self.port_id:
-            await self.client.delete_port(self.port_id)
-        self.server_id = self.port_id = self.address = ""
+        if port_id:
+            await self.client.delete_port(port_id)

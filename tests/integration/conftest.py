@@ -45,7 +45,8 @@ class ServerFactory:
         return self._network
 
     def create(self, user_data: str | None = None, flavor: str = "c1.small", image: str = "hepsdesk-desktop",
-               port=None, wait: bool = True, conn=None, name: str | None = None, timeout: int = 120):
+               port=None, wait: bool = True, conn=None, name: str | None = None, timeout: int = 120,
+               tags: list[str] | None = None):
         conn = conn or self.conn
         kwargs = {
             "name": name or f"{self.prefix}-{len(self.created)}",
@@ -54,6 +55,8 @@ class ServerFactory:
             "metadata": {TAG: SESSION},
             "networks": [{"port": port.id}] if port else [{"uuid": self.network.id}],
         }
+        if tags:
+            kwargs["tags"] = tags
         if user_data is not None:
             kwargs["user_data"] = base64.b64encode(user_data.encode()).decode()
         server = conn.compute.create_server(**kwargs)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
 import tempfile
 import time
 
@@ -169,3 +171,23 @@ def test_unknown_image_name_is_a_clear_error(broken_hub, devcloud, conn):
     message, took = spawn_and_fail(broken_hub, f"noimage-{SESSION}")
     assert f"The image '{broken_hub.image_name}' does not exist on the cloud" in message
     assert took < 30
+
+
+def test_a_crashed_vm_shows_as_stopped_in_the_hub_and_is_cleaned_up(hub, hub_api, devcloud):
+    """Polls are lookups in the shared watcher's list: a VM that dies is noticed within
+    watch_interval + poll_interval (5 + 10 s by default, plus Nova's power-state sync)."""
+    user = f"crash-{SESSION}"
+    create_user(hub_api, user)
+    assert hub_api("POST", f"/users/{user}/server").status_code in (201, 202)
+    assert hub_api.progress(user)[-1].get("ready")
+    [server] = vm_of(devcloud, user)
+    record = json.loads((devcloud.guest_dir(server.id) / "vm.json").read_text())
+    crashed = time.monotonic()
+    os.kill(record["monitor_pid"], signal.SIGKILL)
+    hub_api.wait_stopped(user, timeout=60)
+    noticed = time.monotonic() - crashed
+    assert noticed < 45, f"the hub noticed the crash after {noticed:.0f} s"
+    deadline = time.monotonic() + 60
+    while vm_of(devcloud, user) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert vm_of(devcloud, user) == [], "the hub's stop() removed the crashed VM"
