@@ -108,7 +108,7 @@ class ServerWatcher:
             except Exception as e:  # any failure: keep the last view, back off, try again
                 self.failures += 1
                 delay = min(self.max_backoff, self.interval * 2 ** min(self.failures, 10))
-                log.warning("Listing the servers tagged %s failed (%d in a row), next try in %.0f s: %s",
+                log.warning("Listing the servers tagged %s failed (%d in a row), next try in %.1f s: %s",
                             self.hub_tag, self.failures, delay, e)
             else:
                 self.list_calls += 1

@@ -6,11 +6,13 @@ import asyncio
 import os
 import signal
 import time
+import urllib.parse
 
 import pytest
+import yaml
 
 from hepsdesk_spawner.cloud import OpenStackClient
-from hepsdesk_spawner.watcher import ServerWatcher
+from hepsdesk_spawner.watcher import ServerWatcher, WatcherUnavailable
 
 from ..conftest import SESSION
 from .test_devcloud_servers import guest_record
@@ -68,3 +70,92 @@ async def test_one_list_per_interval_serves_every_server_and_sees_a_crash(devclo
         assert (await watcher.get(tagged[1].id)).status == "ACTIVE"
     finally:
         await watcher.stop()
+
+
+class FaultyNova:
+    """A pass-through HTTP proxy in front of nova-api that answers 503 to server lists on demand:
+    the fault the real Nova cannot produce when asked (injected at the network boundary)."""
+
+    def __init__(self, upstream: str, port: int):
+        parts = urllib.parse.urlsplit(upstream)
+        self.upstream = f"{parts.scheme}://{parts.netloc}"  # paths pass through unchanged
+        self.port = port
+        self.failing = False
+        self.lists = 0
+
+    async def handle(self, request):
+        from aiohttp import web
+
+        if "/servers/detail" in request.path:
+            self.lists += 1
+            if self.failing:
+                return web.json_response({"message": "injected outage"}, status=503)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        body = await request.read()
+        async with self.session.request(request.method, self.upstream + request.path_qs, headers=headers,
+                                        data=body or None) as answer:
+            body = await answer.read()
+            keep = {k: v for k, v in answer.headers.items()
+                    if k.lower() not in ("content-length", "transfer-encoding", "content-encoding", "connection")}
+            return web.Response(status=answer.status, body=body, headers=keep)
+
+    async def __aenter__(self):
+        import aiohttp
+        from aiohttp import web
+
+        self.session = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.runner.cleanup()
+        await self.session.close()
+
+
+def clouds_yaml_through(devcloud, tmp_path, compute_url: str) -> str:
+    config = yaml.safe_load(devcloud.settings.clouds_yaml.read_text())
+    cloud = config["clouds"]["devcloud"]
+    cloud["compute_endpoint_override"] = compute_url
+    path = tmp_path / "clouds.yaml"
+    path.write_text(yaml.safe_dump({"clouds": {"devcloud": cloud}}))
+    return str(path)
+
+
+async def test_a_nova_outage_keeps_the_last_view_and_backs_off(devcloud, servers, tmp_path):
+    tag = f"hepsdesk-outage-{SESSION}"
+    server = servers.create(flavor="t1.empty", tags=[tag])
+    nova = devcloud.connect().endpoint_for("compute")
+    async with FaultyNova(nova, 18774) as proxy:
+        client = OpenStackClient("devcloud", clouds_yaml_through(devcloud, tmp_path, "http://127.0.0.1:18774/v2.1"))
+        watcher = ServerWatcher(client, tag, interval=0.2, max_backoff=5)
+        try:
+            assert (await watcher.get(server.id, wait=30)).status == "ACTIVE"
+            proxy.failing = True
+            await wait_for(lambda: watcher.failures >= 1, timeout=10)
+            failing_since, lists_before = time.monotonic(), proxy.lists
+            await asyncio.sleep(4)
+            attempts = proxy.lists - lists_before
+            # Without backoff: about 4 / 0.2 = 20 attempts; doubling from 0.4 s: at most 4.
+            assert 1 <= attempts <= 5, attempts
+            assert (await watcher.get(server.id)).status == "ACTIVE", "the last good view is kept"
+            proxy.failing = False
+            await wait_for(lambda: watcher.failures == 0, timeout=15)
+            assert time.monotonic() - failing_since < 15
+        finally:
+            await watcher.stop()
+
+
+async def test_polls_do_not_wait_forever_for_a_cloud_that_never_answers(devcloud, tmp_path):
+    async with FaultyNova(devcloud.connect().endpoint_for("compute"), 18775) as proxy:
+        proxy.failing = True
+        client = OpenStackClient("devcloud", clouds_yaml_through(devcloud, tmp_path, "http://127.0.0.1:18775/v2.1"))
+        watcher = ServerWatcher(client, f"hepsdesk-never-{SESSION}", interval=0.2)
+        try:
+            with pytest.raises(WatcherUnavailable, match="failed attempts"):
+                await watcher.get("any-server", wait=2)
+        finally:
+            await watcher.stop()
