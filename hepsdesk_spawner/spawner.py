@@ -109,6 +109,7 @@ class OpenStackSpawner(Spawner):
     def _poll_interval_default(self):
         # A poll is a lookup in the shared watcher's list, not a request: poll often.
         return 10
+
     @default("start_timeout")
     def _start_timeout_default(self):
         return 600
