@@ -57,8 +57,31 @@ c.JupyterHub.spawner_class = "openstack"
 # The hub's project in clouds.yaml. Production: an application credential of that project.
 c.OpenStackSpawner.cloud = os.environ.get("OS_CLOUD", "devcloud")
 c.OpenStackSpawner.clouds_yaml = os.environ.get("HEPSDESK_CLOUDS_YAML", str(here / ".devcloud" / "clouds.yaml"))
-c.OpenStackSpawner.image = os.environ.get("HEPSDESK_IMAGE", "hepsdesk-desktop")
-c.OpenStackSpawner.flavor = os.environ.get("HEPSDESK_FLAVOR", "c1.small")
+# The environments users choose from (cards on the spawn page, or {"profile": slug} through the
+# REST API): beamline image x flavor x GPU, and the JupyterHub groups (from the SSO's `groups`
+# claim) that may use each. Admins may use all of them. See OpenStackSpawner.profiles.
+c.OpenStackSpawner.profiles = [
+    {"slug": "desktop", "display_name": "Analysis desktop", "default": True,
+     "description": "JupyterLab and a graphical desktop for everyday analysis.",
+     "image": os.environ.get("HEPSDESK_IMAGE", "hepsdesk-desktop"),
+     "flavor": os.environ.get("HEPSDESK_FLAVOR", "c1.small")},
+    {"slug": "imaging", "display_name": "HEPS X-ray imaging",
+     "description": "Tomography and imaging analysis for HEPS beamlines.",
+     "image": "hepsdesk-imaging", "flavor": "c1.medium", "allowed_groups": ["heps-users"]},
+    {"slug": "imaging-gpu", "display_name": "HEPS X-ray imaging with a GPU",
+     "description": "Tomographic reconstruction and 3D visualisation on an A100.",
+     "image": "hepsdesk-imaging", "flavor": "g1.a100.1", "gpu_model": "A100", "gpu_count": 1,
+     "allowed_groups": ["heps-users"]},
+    {"slug": "neutron", "display_name": "CSNS neutron scattering",
+     "description": "Mantid and SasView for CSNS instruments.",
+     "image": "hepsdesk-neutron", "flavor": "c1.medium", "allowed_groups": ["csns-users"]},
+]
+# Free GPUs on the spawn page come from Placement, which a project member may not read:
+# production gives the hub a read-only cloud entry for it (the dev cloud: its admin).
+c.OpenStackSpawner.capacity_cloud = os.environ.get("HEPSDESK_CAPACITY_CLOUD", "devcloud-admin")
+# Several servers per user (e.g. a GPU desktop beside a CPU one), each its own VM.
+c.JupyterHub.allow_named_servers = True
+c.JupyterHub.named_server_limit_per_user = int(os.environ.get("HEPSDESK_SERVERS_PER_USER", "3"))
 c.OpenStackSpawner.network = os.environ.get("HEPSDESK_NETWORK", "hepsdesk-net")
 # Mark this hub's servers (give every hub sharing a project its own tag).
 c.OpenStackSpawner.hub_tag = os.environ.get("HEPSDESK_HUB_TAG", "hepsdesk-hub")
@@ -76,9 +99,9 @@ c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}
 c.JupyterHub.cleanup_servers = False
 
 # --- Timeouts and limits --------------------------------------------------------------------
-# A VM that is starting must not count as a hub failure: raise the limit of consecutive
-# failures before the hub restarts itself (0 = never).
-c.JupyterHub.consecutive_failure_limit = 0
+# Restart the hub (under systemd) after this many consecutive spawn errors (0 = never). Full
+# GPUs, used-up quotas and refused profiles are not errors and never count.
+c.Spawner.consecutive_failure_limit = int(os.environ.get("HEPSDESK_CONSECUTIVE_FAILURE_LIMIT", "0"))
 # Production: an idle culler service deletes idle VMs (jupyterhub-idle-culler), e.g.
 # c.JupyterHub.services = [{"name": "idle-culler", "command": [
 #     "python3", "-m", "jupyterhub_idle_culler", "--timeout=7200"]}]
@@ -90,6 +113,6 @@ if os.environ.get("HEPSDESK_ADMIN_API_TOKEN"):
     c.JupyterHub.services = [{"name": "hepsdesk-devtools", "api_token": os.environ["HEPSDESK_ADMIN_API_TOKEN"]}]
     c.JupyterHub.load_roles = [{
         "name": "hepsdesk-devtools", "services": ["hepsdesk-devtools"],
-        "scopes": ["admin:users", "admin:servers", "admin:server_state", "list:users", "read:users",
+        "scopes": ["admin:users", "admin:servers", "admin:server_state", "admin:groups", "list:users", "read:users",
                    "access:servers", "tokens"],
     }]

@@ -41,7 +41,7 @@ from hepsdesk_devcloud import DevCloud, DevCloudSettings  # noqa: E402
 from hepsdesk_devcloud.demo import Demo, DemoOptions  # noqa: E402
 from hepsdesk_devcloud.processes import port_owner  # noqa: E402
 from hepsdesk_devcloud.progress import StepProgress  # noqa: E402
-from tests.e2e.hubflow import desktop_tile, launch, new_context, sign_in  # noqa: E402
+from tests.e2e.hubflow import desktop_tile, launch, new_context, sign_in, submit_spawn_form  # noqa: E402
 
 USER = "alice"
 
@@ -65,6 +65,7 @@ def hub_round(page: Page, url: str, api: requests.Session) -> tuple[float, float
     start = page.get_by_role("button", name=re.compile("Start My Server"))
     clicked = time.time()
     start.click()
+    submit_spawn_form(page)  # the environment cards: the default (preselected) profile
     page.wait_for_url(re.compile(rf".*/user/{USER}/lab.*"), timeout=300_000)
     expect(desktop_tile(page)).to_be_visible(timeout=120_000)
     lab = time.time() - clicked

@@ -68,7 +68,8 @@ class OpenStackClient:
         return await self.call(lambda c: c.image.find_image(name_or_id, ignore_missing=True))
 
     async def find_flavor(self, name_or_id: str):
-        return await self.call(lambda c: c.compute.find_flavor(name_or_id, ignore_missing=True))
+        return await self.call(lambda c: c.compute.find_flavor(name_or_id, ignore_missing=True,
+                                                                           get_extra_specs=True))
 
     async def find_network(self, name_or_id: str):
         return await self.call(lambda c: c.network.find_network(name_or_id, ignore_missing=True))

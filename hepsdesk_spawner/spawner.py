@@ -18,11 +18,14 @@ import time
 
 from jupyterhub.spawner import Spawner, SpawnException
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-from traitlets import Dict, Float, Integer, List, Unicode, default
+from traitlets import Callable, Dict, Float, Integer, List, Unicode, Union, default
 
-from . import __version__
-from .cloud import OpenStackClient, SDKError
+from . import __version__, errors, options_form
+from .capacity import CapacityReader, flavor_gpu_request
+from .cloud import HttpError, OpenStackClient, SDKError
 from .cloudinit import EXITED_MARKER, LOG_LINE_PREFIX, STARTING_MARKER, render_singleuser_user_data
+from .errors import SpawnError
+from .profiles import Profile, ProfileError, ProfileRefused, choose, parse_profiles
 from .watcher import ServerView, ServerWatcher, WatcherUnavailable
 
 BOOTED_RE = re.compile(r"Cloud-init v\. \S+ running 'modules:final'")
@@ -56,8 +59,40 @@ class OpenStackSpawner(Spawner):
         help="Path of the clouds.yaml to read; default: openstacksdk's search path "
         "(./clouds.yaml, ~/.config/openstack/clouds.yaml, /etc/openstack/clouds.yaml).",
     )
-    image = Unicode("hepsdesk-desktop", config=True, help="Glance image (name or id) the VMs boot from.")
-    flavor = Unicode("c1.small", config=True, help="Nova flavor (name or id) of the VMs.")
+    image = Unicode("hepsdesk-desktop", config=True,
+                    help="Glance image (name or id) the VMs boot from when no ``profiles`` are configured.")
+    flavor = Unicode("c1.small", config=True,
+                     help="Nova flavor (name or id) of the VMs when no ``profiles`` are configured.")
+    profiles = Union(
+        [List(Dict()), Callable()],
+        default_value=[],
+        config=True,
+        help="""The environments users choose from on the spawn page (and by ``{"profile": slug}``
+        through the REST API). A list of dicts, or a callable ``(spawner) -> list`` (may be async).
+
+        Keys: ``slug`` (the name users and the API use), ``display_name``, ``description``,
+        ``image`` (Glance name or id), ``flavor`` (Nova name or id; GPU flavors ask Placement for
+        ``resources:VGPU`` with a ``CUSTOM_GPU_<MODEL>`` trait), ``gpu_model`` and ``gpu_count``
+        (shown on the card, with the GPUs free right now), ``data_mounts`` (which of the user's
+        data the VM mounts: ``home``, ``proposals``), ``stop_mode`` (``delete``; ``shelve`` is
+        reserved), ``idle_timeout`` (seconds, 0: never), ``allowed_groups`` (JupyterHub groups
+        that may use it; empty: everyone; admins may use every profile), ``default``.
+
+        Empty: one implicit profile of ``image`` and ``flavor``, and no form.
+        """,
+    )
+    capacity_cloud = Unicode(
+        "",
+        config=True,
+        help="""Cloud in clouds.yaml used to read free GPUs from Placement for the spawn page.
+
+        Placement's default policy lets only admins and system readers read resource
+        providers, so this is usually a separate, read-only credential (e.g. a user with the
+        ``reader`` role and system scope). Empty: ``cloud``. If Placement cannot be read the
+        cards say that the free GPUs are unknown.
+        """,
+    )
+    capacity_ttl = Float(10.0, config=True, help="Seconds one reading of free GPUs serves every spawn page.")
     network = Unicode(
         "hepsdesk-net",
         config=True,
@@ -123,6 +158,14 @@ class OpenStackSpawner(Spawner):
         # The VM has its own environment: nothing of the hub's process leaks into it.
         return []
 
+    @default("options_form")
+    def _options_form_default(self):
+        return lambda spawner: spawner.render_options_form()
+
+    @default("options_from_form")
+    def _options_from_form_default(self):
+        return self._simple_options_from_form  # {"profile": ["gpu"]} -> {"profile": "gpu"}
+
     @default("cmd")
     def _cmd_default(self):
         return ["jupyterhub-singleuser"]
@@ -134,6 +177,7 @@ class OpenStackSpawner(Spawner):
     # state
 
     server_id = Unicode("")
+    profile_slug = Unicode("")
     port_id = Unicode("")
     address = Unicode("")
     events = List()
@@ -143,7 +187,7 @@ class OpenStackSpawner(Spawner):
         state = super().get_state()
         if self.server_id:
             state.update(server_id=self.server_id, port_id=self.port_id, address=self.address,
-                         version=__version__)
+                         profile=self.profile_slug, version=__version__)
         return state
 
     def load_state(self, state):
@@ -151,10 +195,11 @@ class OpenStackSpawner(Spawner):
         self.server_id = state.get("server_id", "")
         self.port_id = state.get("port_id", "")
         self.address = state.get("address", "")
+        self.profile_slug = state.get("profile", "")
 
     def clear_state(self):
         super().clear_state()
-        self.server_id = self.port_id = self.address = ""
+        self.server_id = self.port_id = self.address = self.profile_slug = ""
 
     @property
     def client(self) -> OpenStackClient:
@@ -172,7 +217,79 @@ class OpenStackSpawner(Spawner):
     @property
     def vm_metadata(self) -> dict[str, str]:
         return {**self.extra_metadata, "hepsdesk-hub": self.hub_tag, "hepsdesk-user": self.user.name,
-                "hepsdesk-server": self.name or ""}
+                "hepsdesk-server": self.name or "", "hepsdesk-profile": self.profile_slug}
+
+    # profiles
+
+    async def all_profiles(self) -> list[Profile]:
+        """Every configured profile (checked), or the implicit one of ``image`` and ``flavor``."""
+        entries = self.profiles
+        if callable(entries):
+            entries = entries(self)
+            if asyncio.iscoroutine(entries):
+                entries = await entries
+        if not entries:
+            return [Profile(slug="default", display_name="Default", image=self.image, flavor=self.flavor,
+                            default=True)]
+        return parse_profiles(entries)
+
+    async def user_profiles(self) -> list[Profile]:
+        """The profiles this user may start (by their JupyterHub groups; admins: all)."""
+        groups = {g.name for g in self.user.groups}
+        return [p for p in await self.all_profiles() if p.allows(groups, admin=bool(self.user.admin))]
+
+    async def render_options_form(self) -> str:
+        """The spawn page's cards, or "" (no form) when the user has one profile or none."""
+        try:
+            profiles = await self.user_profiles()
+        except ProfileError as e:
+            self.log.error("OpenStackSpawner.profiles is wrong: %s", e)
+            return ("<p>The hub's list of environments is misconfigured, so no server can be started. "
+                    "The administrators have been told (the hub's log names the mistake).</p>")
+        if len(profiles) <= 1:
+            return ""
+        cards = await asyncio.gather(*(self._card(p) for p in profiles))
+        return options_form.render(list(cards))
+
+    async def _card(self, profile: Profile) -> options_form.Card:
+        try:
+            image, flavor = await asyncio.gather(self.client.find_image(profile.image),
+                                                 self.client.find_flavor(profile.flavor))
+        except SDKError as e:
+            self.log.warning("Cannot read image/flavor of profile %s: %s", profile.slug, e)
+            image = flavor = None
+        card = {"software": (image.properties or {}).get("hepsdesk_software", "") if image else "",
+                "vcpus": flavor.vcpus if flavor else 0, "ram_mb": flavor.ram if flavor else 0}
+        trait, _ = flavor_gpu_request(flavor.extra_specs or {}) if flavor else ("", 0)
+        if profile.gpu_count and trait:
+            try:
+                card["gpus"] = await self.capacity.gpus(trait, profile.gpu_model)
+            except (SDKError, OSError, ValueError) as e:  # e.g. 403: no right to read Placement
+                self.log.warning("Cannot read free %s GPUs from Placement: %s", profile.gpu_model, e)
+                card["capacity_note"] = "free GPUs unknown right now"
+        return options_form.Card(profile, **card)
+
+    @property
+    def capacity(self) -> CapacityReader:
+        client = OpenStackClient(self.capacity_cloud or self.cloud, self.clouds_yaml, self.api_request_timeout)
+        return CapacityReader.shared(client, self.capacity_ttl)
+
+    async def _choose_profile(self) -> Profile:
+        """The profile in user_options, checked: anything else is refused before anything is created."""
+        options = dict(self.user_options or {})
+        unknown = sorted(set(options) - {"profile"})
+        if unknown:
+            raise SpawnError(f"Unknown option(s) {', '.join(map(repr, unknown))[:200]}: the only option is "
+                                 "'profile', the name of an environment.", reason="bad_options", status_code=400)
+        try:
+            return choose(await self.user_profiles(), options.get("profile"))
+        except ProfileRefused as e:
+            raise SpawnError(str(e), reason="profile_refused", status_code=403) from None
+        except ProfileError as e:
+            self.log.error("OpenStackSpawner.profiles is wrong: %s", e)
+            raise SpawnError("The hub's list of environments is misconfigured, so no server can be started. "
+                                 "Please tell the hub's administrators.", reason="bad_profiles",
+                                 status_code=500) from None
 
     # progress
 
@@ -209,29 +326,45 @@ class OpenStackSpawner(Spawner):
         except TimeoutError:
             console = await self._console_excerpt()
             await self._cleanup()
-            raise SpawnException(
+            raise SpawnError(
                 f"Your VM was not ready within {deadline:.0f} seconds, so it has been removed. "
                 f"Please try again; if this keeps happening, contact the facility's support. {console}",
                 reason="timeout", status_code=504) from None
+        except SpawnException:
+            await self._cleanup()
+            raise
+        except SDKError as e:
+            await self._cleanup()
+            raise SpawnError(
+                "The cloud could not start your VM, and anything created for it has been removed. Please try "
+                f"again; if this keeps happening, tell the facility's support: {str(e)[:300]}",
+                reason="cloud_error", status_code=502) from None
         except BaseException:
             await self._cleanup()
             raise
 
     async def _start(self):
-        self._emit(5, "Looking up the image, flavor and network")
+        profile = await self._choose_profile()
+        self.profile_slug = profile.slug
+        self._emit(5, f"Looking up the image, flavor and network of {profile.display_name}")
         image, flavor, network = await asyncio.gather(
-            self.client.find_image(self.image), self.client.find_flavor(self.flavor),
+            self.client.find_image(profile.image), self.client.find_flavor(profile.flavor),
             self.client.find_network(self.network))
-        for kind, wanted, found in (("image", self.image, image), ("flavor", self.flavor, flavor),
+        for kind, wanted, found in (("image", profile.image, image), ("flavor", profile.flavor, flavor),
                                     ("network", self.network, network)):
             if found is None:
-                raise SpawnException(
+                raise SpawnError(
                     f"The {kind} '{wanted}' does not exist on the cloud, so no VM can be started. "
                     "Please tell the hub's administrators.", reason=f"no_{kind}", status_code=500)
 
+        self._profile = profile
+        self._gpu_trait = flavor_gpu_request(flavor.extra_specs or {})[0]
         self._emit(10, "Reserving a network address")
-        port = await self.client.create_port(network.id, f"{self.vm_name}-port",
-                                             f"hepsdesk: {self.user.name}'s server {self.name or '(default)'}")
+        try:
+            port = await self.client.create_port(
+                network.id, f"{self.vm_name}-port", f"hepsdesk: {self.user.name}'s server {self.name or '(default)'}")
+        except HttpError as e:
+            raise errors.quota_exceeded(e, "network port") or e from None
         self.port_id = port.id
         self.address = port.fixed_ips[0]["ip_address"]
         self.ip, self.port = self.address, self.singleuser_port
@@ -243,10 +376,13 @@ class OpenStackSpawner(Spawner):
         command = [*self.cmd, *self.get_args()]
         user_data = render_singleuser_user_data(command, env, workdir=self.notebook_dir)
         self._emit(15, f"Creating your VM ({image.name}, {flavor.name})")
-        server = await self.client.create_server(
-            name=self.vm_name, image_id=image.id, flavor_id=flavor.id, networks=[{"port": port.id}],
-            user_data=base64.b64encode(user_data.encode()).decode(), metadata=self.vm_metadata,
-            tags=[self.hub_tag])
+        try:
+            server = await self.client.create_server(
+                name=self.vm_name, image_id=image.id, flavor_id=flavor.id, networks=[{"port": port.id}],
+                user_data=base64.b64encode(user_data.encode()).decode(), metadata=self.vm_metadata,
+                tags=[self.hub_tag])
+        except HttpError as e:
+            raise errors.quota_exceeded(e, "VM") or e from None
         self.server_id = server.id
 
         await self._wait_active()
@@ -259,20 +395,30 @@ class OpenStackSpawner(Spawner):
         while True:
             server = await self.client.get_server(self.server_id)
             if server is None:
-                raise SpawnException("Your VM disappeared while it was starting. Please try again.",
+                raise SpawnError("Your VM disappeared while it was starting. Please try again.",
                                      reason="vm_gone", status_code=500)
             if server.status == "ACTIVE":
                 self._emit(50, "Your VM is running; waiting for it to boot")
                 return
             if server.status == "ERROR":
                 fault = (server.fault or {}).get("message", "no reason given")
-                raise SpawnException(f"The cloud could not start your VM: {fault}", reason="vm_error",
-                                     status_code=500)
+                raise await self._no_capacity(fault) or SpawnError(
+                    f"The cloud could not start your VM: {fault}", reason="vm_error", status_code=500)
             stage = TASK_STAGES.get(server.task_state or "")
             if stage and server.task_state != reported:
                 reported = server.task_state
                 self._emit(*stage)
             await asyncio.sleep(self.status_interval)
+
+    async def _no_capacity(self, fault: str) -> SpawnError | None:
+        profile = self._profile
+        free = ""
+        if profile.gpu_count and self._gpu_trait and errors.NO_HOST_RE.search(fault):
+            try:
+                free = str(await self.capacity.gpus(self._gpu_trait, profile.gpu_model))
+            except Exception as e:  # only a detail of the message
+                self.log.debug("No GPU capacity for the message: %s", e)
+        return errors.no_capacity(fault, profile.gpu_model, profile.gpu_count, free)
 
     async def _wait_console(self, marker: str, progress: int, message: str) -> None:
         booted = False
@@ -312,7 +458,7 @@ class OpenStackSpawner(Spawner):
         tail = console[console.rindex(EXITED_MARKER):].splitlines()
         status = re.search(r"with status (\d+)", tail[0])
         log = [line[len(LOG_LINE_PREFIX):] for line in tail[1:] if line.startswith(LOG_LINE_PREFIX)]
-        raise SpawnException(
+        raise SpawnError(
             f"JupyterLab could not start in your VM (it exited with status {status.group(1) if status else '?'}), "
             "so the VM has been removed. Please tell the hub's administrators; the end of its log: "
             + (" | ".join(log[-5:]) or "(empty)"), reason="singleuser_exited", status_code=500)
@@ -321,7 +467,7 @@ class OpenStackSpawner(Spawner):
         server = await self.client.get_server(self.server_id)
         if server is None or server.status in GONE_STATES:
             console = await self._console_excerpt()
-            raise SpawnException(f"Your VM stopped while it was starting ({server.status if server else 'deleted'}). "
+            raise SpawnError(f"Your VM stopped while it was starting ({server.status if server else 'deleted'}). "
                                  f"{console}", reason="vm_stopped", status_code=500)
 
     async def _console_excerpt(self) -> str:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 import requests
@@ -41,11 +43,11 @@ class HubAPI:
     def __call__(self, method: str, path: str, **kwargs) -> requests.Response:
         return self.session.request(method, f"{self.hub.url}/hub/api{path}", timeout=30, **kwargs)
 
-    def progress(self, user: str, timeout: float = 300) -> list[dict]:
+    def progress(self, user: str, timeout: float = 300, server: str = "") -> list[dict]:
         """The spawn's progress events, until it is ready or failed."""
         events = []
-        with self.session.get(f"{self.hub.url}/hub/api/users/{user}/server/progress", stream=True,
-                              timeout=timeout) as response:
+        path = f"/users/{user}/servers/{server}/progress" if server else f"/users/{user}/server/progress"
+        with self.session.get(f"{self.hub.url}/hub/api{path}", stream=True, timeout=timeout) as response:
             for line in response.iter_lines(decode_unicode=True):
                 if line and line.startswith("data:"):
                     event = json.loads(line[5:])
@@ -101,6 +103,19 @@ def hub(devcloud, tmp_path_factory):
     hub = start_hub(devcloud, tmp_path_factory.mktemp("hub"), (18000, 18081, 19400))
     yield hub
     stop_hub(hub, devcloud)
+
+
+def sign_in_without_browser(hub: DevHub, username: str, password: str) -> requests.Session:
+    """A session signed in to the hub through the SSO's login form (for pages read as HTML;
+    what a person sees is tested in tests/e2e with a browser). Lands on the home page."""
+    session = requests.Session()
+    page = session.get(f"{hub.url}/hub/oauth_login?next=/hub/home", timeout=30)
+    action = re.search(r'<form method="post" action="([^"]+)"', page.text)
+    assert action, f"no SSO login form at {page.url}: {page.text[:300]}"
+    home = session.post(urljoin(page.url, action.group(1)), data={"username": username, "password": password},
+                        timeout=60)
+    assert home.status_code == 200 and home.url.endswith("/hub/home"), (home.status_code, home.url)
+    return session
 
 
 @pytest.fixture(scope="session")

@@ -37,13 +37,28 @@ def sign_in(page: Page, hub_url: str, username: str, password: str, next_path: s
     page.get_by_role("button", name="Sign in").click()
 
 
-def wait_for_lab(page: Page, username: str, timeout_s: float = 300) -> list[str]:
-    """Wait on the spawn page until JupyterLab's launcher shows; return the progress messages seen."""
+def submit_spawn_form(page: Page, profile: str | None = None, timeout_s: float = 60) -> None:
+    """On the spawn page's environment cards, pick ``profile`` (None: the preselected one) and Start."""
+    cards = page.locator(".hepsdesk-profile")
+    cards.first.wait_for(timeout=timeout_s * 1000)
+    if profile is not None:
+        page.locator(f'.hepsdesk-profile[data-profile="{profile}"]').click()
+    page.get_by_role("button", name="Start").click()
+
+
+def wait_for_lab(page: Page, username: str, timeout_s: float = 300, profile: str | None = None) -> list[str]:
+    """Wait on the spawn page until JupyterLab's launcher shows, choosing ``profile`` (None: the
+    default) if the environment cards are shown; return the progress messages seen."""
     seen: list[str] = []
     deadline = time.monotonic() + timeout_s
+    submitted = False
     while time.monotonic() < deadline:
         if re.search(rf"/user/{username}/lab", page.url):
             break
+        if not submitted and page.locator(".hepsdesk-profile").count():
+            submit_spawn_form(page, profile)
+            submitted = True
+            continue
         message = page.locator("#progress-message")
         if message.count():
             text = message.first.inner_text(timeout=1000).strip()

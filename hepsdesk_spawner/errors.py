@@ -1,0 +1,59 @@
+"""Cloud errors a user can meet, as messages they can act on.
+
+Scarce GPUs, a used-up quota and a scheduler that finds no host are normal at a facility,
+not faults of the hub: each becomes a ``SpawnException`` with a message saying what happened
+and what to do, and a ``reason`` label for the hub's metrics. JupyterHub counts no
+``SpawnException`` towards ``consecutive_failure_limit``, so a busy cloud never restarts the hub.
+"""
+
+from __future__ import annotations
+
+import re
+
+from jupyterhub.spawner import SpawnException
+
+from .cloud import HttpError
+
+
+class SpawnError(SpawnException):
+    """A SpawnException whose user-facing text is exactly ``message``: the hub shows
+    ``jupyterhub_message`` on the spawn page and in progress events (``str()`` would add the
+    status code, reason label and ``log_message``, which are for the hub's log)."""
+
+    def __init__(self, message, **kwargs):
+        super().__init__(message, **kwargs)
+        self.jupyterhub_message = message
+
+
+QUOTA_RE = re.compile(r"quota exceeded|overquota|quota.*exceeded|exceeded.*quota", re.I)
+NO_HOST_RE = re.compile(r"no valid host", re.I)
+
+
+def quota_exceeded(error: HttpError, creating: str) -> SpawnError | None:
+    """The SpawnException for a create refused by a quota (Nova 403, Neutron 409), or None."""
+    detail = str(getattr(error, "details", "") or error)
+    if error.status_code not in (403, 409, 413) or not QUOTA_RE.search(detail):
+        return None
+    resource = re.search(r"for (?:resources: )?\[?'?(\w+)", detail)
+    what = f" ({resource.group(1)})" if resource else ""
+    return SpawnError(
+        f"The hub's share of the cloud is used up{what}, so your {creating} could not be created. "
+        "Please try again when other users have stopped their servers, or ask the facility's support "
+        "to raise the quota.", reason="quota_exceeded", status_code=503,
+        log_message=f"Quota exceeded creating a {creating}: {detail[:300]}")
+
+
+def no_capacity(fault: str, gpu_model: str, gpu_count: int, free: str = "") -> SpawnError | None:
+    """The SpawnException for a server the scheduler could place on no host, or None."""
+    if not NO_HOST_RE.search(fault):
+        return None
+    if gpu_count:
+        what = f"{gpu_count} free {gpu_model} GPU{'s' if gpu_count > 1 else ''}"
+        now = f" ({free})" if free else ""
+        message = (f"No machine has {what} right now{now}. Please try again later or choose an environment "
+                   "without GPUs; your VM has been removed.")
+    else:
+        message = ("No machine of the cloud has room for your VM right now. Please try again later or choose "
+                   "a smaller environment; your VM has been removed.")
+    return SpawnError(message, reason="no_capacity", status_code=503,
+                          log_message=f"No valid host: {fault[:300]}")

@@ -1,0 +1,71 @@
+"""The spawn page's choice of environment: one card per profile the user may start.
+
+Each card says what the user gets: the image's software (its ``hepsdesk_software`` Glance
+property), the flavor's CPUs and memory, the GPUs and how many of them are free right now.
+Every value is HTML-escaped: profile texts come from the hub's config, image properties from
+whoever may edit images. A GPU profile with no free GPU is shown but cannot be chosen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html import escape
+
+from .capacity import GpuCapacity
+from .profiles import Profile
+
+
+@dataclass(frozen=True)
+class Card:
+    profile: Profile
+    software: str = ""
+    vcpus: int = 0
+    ram_mb: int = 0
+    gpus: GpuCapacity | None = None
+    capacity_note: str = ""  # e.g. "free GPUs unknown right now"
+
+    @property
+    def full(self) -> bool:
+        return self.gpus is not None and self.gpus.free < self.profile.gpu_count
+
+
+STYLE = """
+<style>
+.hepsdesk-profiles { display: grid; grid-template-columns: repeat(auto-fill, minmax(18em, 1fr)); gap: 0.8em; }
+.hepsdesk-profile { display: block; border: 1px solid #ccc; border-radius: 6px; padding: 0.8em; cursor: pointer;
+  font-weight: normal; }
+.hepsdesk-profile:has(input:checked) { border-color: #f37524; box-shadow: 0 0 0 2px #f3752455; }
+.hepsdesk-profile.full { opacity: 0.6; cursor: not-allowed; }
+.hepsdesk-profile h4 { margin: 0 0 0.3em 0; display: inline; }
+.hepsdesk-profile p { margin: 0.3em 0; }
+.hepsdesk-profile .hepsdesk-gpu { font-weight: bold; }
+</style>
+"""
+
+
+def render(cards: list[Card]) -> str:
+    checked = next((c.profile.slug for c in cards if c.profile.default and not c.full), None)
+    if checked is None:
+        checked = next((c.profile.slug for c in cards if not c.full), None)
+    items = []
+    for card in cards:
+        p = card.profile
+        facts = []
+        if card.vcpus:
+            facts.append(f"{card.vcpus} vCPU, {card.ram_mb / 1024:g} GB RAM")
+        if p.gpu_count:
+            gpu = f"{p.gpu_count}x {escape(p.gpu_model)} GPU"
+            if card.gpus is not None:
+                gpu += f" ({escape(str(card.gpus))})"
+            elif card.capacity_note:
+                gpu += f" ({escape(card.capacity_note)})"
+            facts.append(f'<span class="hepsdesk-gpu">{gpu}</span>')
+        software = f"<p>Software: {escape(card.software)}</p>" if card.software else ""
+        note = "<p><em>All these GPUs are in use right now; try again later.</em></p>" if card.full else ""
+        attrs = " disabled" if card.full else (" checked" if p.slug == checked else "")
+        items.append(
+            f'<label class="hepsdesk-profile{" full" if card.full else ""}" data-profile="{escape(p.slug)}">'
+            f'<input type="radio" name="profile" value="{escape(p.slug)}"{attrs}> '
+            f"<h4>{escape(p.display_name)}</h4>"
+            f"<p>{escape(p.description)}</p>{software}<p>{' · '.join(facts)}</p>{note}</label>")
+    return f'{STYLE}<div class="hepsdesk-profiles">{"".join(items)}</div>'
