@@ -74,9 +74,32 @@ class OpenStackClient:
     async def find_network(self, name_or_id: str):
         return await self.call(lambda c: c.network.find_network(name_or_id, ignore_missing=True))
 
-    async def create_port(self, network_id: str, name: str, description: str):
-        return await self.call(lambda c: c.network.create_port(network_id=network_id, name=name,
-                                                                description=description))
+    async def create_port(self, network_id: str, name: str, description: str, security_group_ids=None):
+        attrs = {"network_id": network_id, "name": name, "description": description}
+        if security_group_ids is not None:
+            attrs["security_group_ids"] = list(security_group_ids)
+        return await self.call(lambda c: c.network.create_port(**attrs))
+
+    async def ensure_security_group(self, name: str, description: str, rules: set[tuple]) -> str:
+        """The id of the project's security group ``name``, created if missing, whose ingress
+        rules are exactly ``rules`` ((protocol, port_min, port_max, remote_cidr) tuples): missing
+        ones are added, any other ingress rule is removed. Egress stays as Neutron creates it."""
+        def ensure(c):
+            group = c.network.find_security_group(name, ignore_missing=True, project_id=c.current_project_id)
+            if group is None:
+                group = c.network.create_security_group(name=name, description=description)
+            have = {}
+            for rule in c.network.security_group_rules(security_group_id=group.id, direction="ingress"):
+                have[(rule.protocol, rule.port_range_min, rule.port_range_max, rule.remote_ip_prefix)] = rule.id
+            for protocol, low, high, cidr in sorted(rules - set(have), key=str):
+                c.network.create_security_group_rule(
+                    security_group_id=group.id, direction="ingress", ethertype="IPv6" if ":" in cidr else "IPv4",
+                    protocol=protocol, port_range_min=low, port_range_max=high, remote_ip_prefix=cidr,
+                    description="managed by hepsdesk")
+            for key in set(have) - rules:
+                c.network.delete_security_group_rule(have[key], ignore_missing=True)
+            return group.id
+        return await self.call(ensure)
 
     async def delete_port(self, port_id: str) -> None:
         await self.call(lambda c: c.network.delete_port(port_id, ignore_missing=True))

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import re
 import time
+from urllib.parse import urlparse
 
 from jupyterhub.spawner import Spawner, SpawnException
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
@@ -99,6 +101,36 @@ class OpenStackSpawner(Spawner):
         help="Neutron network (name or id) the VMs are attached to. The hub must reach the VMs' "
         "fixed addresses on it (the port's address is what the hub connects to).",
     )
+    security_group = Unicode(
+        "{hub_tag}-vms",
+        config=True,
+        help="""Security group the spawner creates and keeps for its VMs ({hub_tag} is filled in).
+
+        Its ingress rules are exactly: TCP ``singleuser_port`` from ``hub_cidrs`` (the hub and its
+        proxy) and UDP ``media_ports`` from ``media_cidrs`` (the desktop's WebRTC media); rules
+        added by hand are removed when the hub starts its first server. Egress is Neutron's
+        default (all). Empty: no group is managed and ports get the project's default group.
+        """,
+    )
+    hub_cidrs = List(
+        Unicode(),
+        config=True,
+        help="Addresses (CIDR) the hub and its proxy reach the VMs from. Default: the host of the "
+        "hub's API URL as /32 (the address the VMs' JupyterLab talks to, usually the hub's host).",
+    )
+    media_cidrs = List(
+        Unicode(),
+        default_value=["0.0.0.0/0"],
+        config=True,
+        help="Addresses (CIDR) the desktop's WebRTC media may come from: the users' browsers (the "
+        "campus and VPN ranges) or the TURN relays. Default: anywhere.",
+    )
+    media_ports = Unicode(
+        "32768-60999",
+        config=True,
+        help="UDP port range of the desktop's WebRTC media in the VM (aiortc uses the kernel's "
+        "ephemeral ports: /proc/sys/net/ipv4/ip_local_port_range of the image).",
+    )
     server_name_template = Unicode(
         "jupyter-{username}{servername}",
         config=True,
@@ -182,6 +214,7 @@ class OpenStackSpawner(Spawner):
     address = Unicode("")
     events = List()
     _deleting = Dict()  # server id -> task deleting that dead VM
+    _security_groups: dict[tuple, asyncio.Future] = {}  # one ensure per group and rules per hub process
 
     def get_state(self):
         state = super().get_state()
@@ -360,9 +393,11 @@ class OpenStackSpawner(Spawner):
         self._profile = profile
         self._gpu_trait = flavor_gpu_request(flavor.extra_specs or {})[0]
         self._emit(10, "Reserving a network address")
+        groups = [await self._security_group_id()] if self.security_group else None
         try:
             port = await self.client.create_port(
-                network.id, f"{self.vm_name}-port", f"hepsdesk: {self.user.name}'s server {self.name or '(default)'}")
+                network.id, f"{self.vm_name}-port", f"hepsdesk: {self.user.name}'s server {self.name or '(default)'}",
+                security_group_ids=groups)
         except HttpError as e:
             raise errors.quota_exceeded(e, "network port") or e from None
         self.port_id = port.id
@@ -389,6 +424,41 @@ class OpenStackSpawner(Spawner):
         await self._wait_console(STARTING_MARKER, 70, "Your VM booted; starting JupyterLab")
         await self._wait_http()
         return f"http://{self.address}:{self.singleuser_port}"
+
+    def security_rules(self) -> set[tuple]:
+        """The ingress rules of the managed group: (protocol, port_min, port_max, remote CIDR)."""
+        hub_cidrs = list(self.hub_cidrs)
+        if not hub_cidrs:
+            host = urlparse(self.hub.api_url).hostname or ""
+            try:
+                hub_cidrs = [str(ipaddress.ip_network(host))]
+            except ValueError:
+                raise SpawnError(f"Set OpenStackSpawner.hub_cidrs: the hub's API host {host!r} is not an address, "
+                                 "so the VMs' security group cannot admit the hub.", reason="bad_config",
+                                 status_code=500) from None
+        try:
+            low, high = (int(p) for p in self.media_ports.split("-"))
+            cidrs = [str(ipaddress.ip_network(c, strict=False)) for c in [*hub_cidrs, *self.media_cidrs]]
+        except ValueError as e:
+            raise SpawnError(f"The VMs' security group is misconfigured ({e}); please tell the hub's administrators.",
+                             reason="bad_config", status_code=500) from None
+        hub, media = cidrs[:len(hub_cidrs)], cidrs[len(hub_cidrs):]
+        return ({("tcp", self.singleuser_port, self.singleuser_port, c) for c in hub}
+                | {("udp", low, high, c) for c in media})
+
+    async def _security_group_id(self) -> str:
+        name = self.security_group.format(hub_tag=self.hub_tag)
+        rules = self.security_rules()
+        key = (self.cloud, self.clouds_yaml, name, frozenset(rules))
+        if key not in self._security_groups or self._security_groups[key].cancelled():
+            self._security_groups[key] = asyncio.ensure_future(self.client.ensure_security_group(
+                name, f"hepsdesk: VMs of the hub tagged {self.hub_tag} (managed; manual changes are undone)", rules))
+        try:
+            return await asyncio.shield(self._security_groups[key])
+        except BaseException:
+            if self._security_groups.get(key) is not None and self._security_groups[key].done():
+                self._security_groups.pop(key, None)  # try again at the next spawn
+            raise
 
     async def _wait_active(self) -> None:
         reported = None

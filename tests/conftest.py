@@ -95,6 +95,9 @@ def stop_hub(hub: DevHub, devcloud) -> None:
         for server in admin.compute.servers(all_projects=True):
             if (server.metadata or {}).get("hepsdesk-hub") == f"hepsdesk-test-{SESSION}":
                 admin.compute.delete_server(server)
+                admin.compute.wait_for_delete(server, wait=120)
+        for group in admin.network.security_groups(name=f"hepsdesk-test-{SESSION}-vms"):
+            admin.network.delete_security_group(group, ignore_missing=True)
 
 
 @pytest.fixture(scope="session")

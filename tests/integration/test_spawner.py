@@ -56,6 +56,13 @@ def test_spawn_reports_real_stages_serves_and_stop_removes_the_vm(hub, hub_api, 
     [server] = vm_of(devcloud, user)
     assert server.metadata["hepsdesk-hub"] == f"hepsdesk-test-{SESSION}"
     assert f"hepsdesk-test-{SESSION}" in server.tags
+    # Its port is only in the hub's managed security group: the hub in, the desktop's media in.
+    [port] = conn.network.ports(device_id=server.id)
+    [group] = [conn.network.get_security_group(g) for g in port.security_group_ids]
+    assert group.name == f"hepsdesk-test-{SESSION}-vms"
+    ingress = {(r.protocol, r.port_range_min, r.port_range_max, r.remote_ip_prefix)
+               for r in conn.network.security_group_rules(security_group_id=group.id, direction="ingress")}
+    assert ingress == {("tcp", 8888, 8888, "127.0.0.1/32"), ("udp", 32768, 60999, "0.0.0.0/0")}
     state = hub_api("GET", f"/users/{user}").json()["servers"][""]["state"]
     assert state["server_id"] == server.id and state["address"] == server.addresses["hepsdesk-net"][0]["addr"]
     assert state["port_id"] and state["version"]
