@@ -6,6 +6,7 @@
 # in it; values come from environment variables so one file serves both (`hepsdesk demo`
 # sets the HEPSDESK_* variables; production sets its own or edits the defaults below).
 import os
+import sys
 from pathlib import Path
 
 c = get_config()  # noqa: F821 -- provided by JupyterHub
@@ -107,12 +108,29 @@ c.Spawner.consecutive_failure_limit = int(os.environ.get("HEPSDESK_CONSECUTIVE_F
 #     "python3", "-m", "jupyterhub_idle_culler", "--timeout=7200"]}]
 # with its role granting "list:users", "read:users:activity", "servers".
 
+# --- Services -------------------------------------------------------------------------------
+services, roles = [], []
+# The orphan reaper deletes servers and ports tagged with this hub that no server in the hub's
+# database owns (left by a hub killed in the middle of a start, a failed delete, ...) once
+# they are older than --grace (default 15 min, longer than any start). Every deletion is logged
+# in the hub's log. HEPSDESK_REAPER: "on" (default), "dry-run" (log only) or "off".
+reaper = os.environ.get("HEPSDESK_REAPER", "on")
+if reaper != "off":
+    services.append({"name": "hepsdesk-reaper", "command": [
+        sys.executable, "-m", "hepsdesk_spawner.reaper", "--cloud", c.OpenStackSpawner.cloud,
+        "--clouds-yaml", c.OpenStackSpawner.clouds_yaml, "--hub-tag", c.OpenStackSpawner.hub_tag,
+        *(["--dry-run"] if reaper == "dry-run" else []), *os.environ.get("HEPSDESK_REAPER_ARGS", "").split()]})
+    roles.append({"name": "hepsdesk-reaper", "services": ["hepsdesk-reaper"],
+                  "scopes": ["list:users", "read:users:name", "read:servers", "admin:server_state"]})
+
 # --- Development tools ----------------------------------------------------------------------
 # `hepsdesk demo` and the tests drive the hub's REST API with this token (not for production).
 if os.environ.get("HEPSDESK_ADMIN_API_TOKEN"):
-    c.JupyterHub.services = [{"name": "hepsdesk-devtools", "api_token": os.environ["HEPSDESK_ADMIN_API_TOKEN"]}]
-    c.JupyterHub.load_roles = [{
+    services.append({"name": "hepsdesk-devtools", "api_token": os.environ["HEPSDESK_ADMIN_API_TOKEN"]})
+    roles.append({
         "name": "hepsdesk-devtools", "services": ["hepsdesk-devtools"],
         "scopes": ["admin:users", "admin:servers", "admin:server_state", "admin:groups", "list:users", "read:users",
                    "access:servers", "tokens"],
-    }]
+    })
+c.JupyterHub.services = services
+c.JupyterHub.load_roles = roles

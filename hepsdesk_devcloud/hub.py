@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .nodetools import chp_command
 from .oidc_provider import DevOIDCProvider
-from .processes import ProcessTable, port_owner
+from .processes import ProcessTable, listening_pid, port_owner
 
 CLIENT_ID = "hepsdesk-hub"
 
@@ -103,9 +103,10 @@ class DevHub:
         self.oidc.start()
         if self.processes.running("jupyterhub"):
             return
+        proxy_pid = self._running_proxy_pid()
         for port in (self.port, self.hub_port, self.proxy_api_port or self.hub_port - 80):
             owner = port_owner(port)
-            if owner:
+            if owner and not (proxy_pid and listening_pid(port) == proxy_pid):
                 raise RuntimeError(f"port {port} for JupyterHub is already in use by {owner}")
         jupyterhub = shutil.which("jupyterhub", path=str(Path(sys.executable).parent)) or "jupyterhub"
         self.processes.start("jupyterhub", [jupyterhub, "-f", str(self.config_file)], self.env(),
@@ -119,6 +120,13 @@ class DevHub:
                 return
             time.sleep(0.5)
         raise RuntimeError(f"JupyterHub did not answer on {self.url} within {timeout:.0f} s")
+
+    def _running_proxy_pid(self) -> int | None:
+        """The proxy a killed hub left running (JupyterHub finds it by its pid file and keeps it)."""
+        try:
+            return int((self.state_dir / "jupyterhub-proxy.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
 
     def ready(self) -> bool:
         try:

@@ -148,8 +148,7 @@ def port_owner(port: int, host: str = "127.0.0.1") -> str | None:
             return None
         except OSError:
             pass
-    inode = _listening_inode(port)
-    pid = _pid_of_socket(inode) if inode else None
+    pid = listening_pid(port)
     if pid is None:
         return "another process"
     try:
@@ -157,6 +156,12 @@ def port_owner(port: int, host: str = "127.0.0.1") -> str | None:
     except OSError:
         name = "a process"
     return f"{name} (pid {pid})"
+
+
+def listening_pid(port: int) -> int | None:
+    """The pid of the process listening on TCP ``port``, if it can be found."""
+    inode = _listening_inode(port)
+    return _pid_of_socket(inode) if inode else None
 
 
 def _listening_inode(port: int) -> str | None:

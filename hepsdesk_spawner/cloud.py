@@ -74,11 +74,24 @@ class OpenStackClient:
     async def find_network(self, name_or_id: str):
         return await self.call(lambda c: c.network.find_network(name_or_id, ignore_missing=True))
 
-    async def create_port(self, network_id: str, name: str, description: str, security_group_ids=None):
+    async def create_port(self, network_id: str, name: str, description: str, security_group_ids=None,
+                          tags: list[str] = ()):
+        """A new port, tagged (Neutron takes tags only after creation: a port whose tagging
+        fails is deleted again, so no untagged port escapes the reaper)."""
         attrs = {"network_id": network_id, "name": name, "description": description}
         if security_group_ids is not None:
             attrs["security_group_ids"] = list(security_group_ids)
-        return await self.call(lambda c: c.network.create_port(**attrs))
+
+        def create(c):
+            port = c.network.create_port(**attrs)
+            if tags:
+                try:
+                    c.network.set_tags(port, list(tags))
+                except BaseException:
+                    c.network.delete_port(port, ignore_missing=True)
+                    raise
+            return port
+        return await self.call(create)
 
     async def ensure_security_group(self, name: str, description: str, rules: set[tuple]) -> str:
         """The id of the project's security group ``name``, created if missing, whose ingress
@@ -122,6 +135,10 @@ class OpenStackClient:
             return [s for s in c.compute.servers(name=f"^{name}$")
                     if all((s.metadata or {}).get(k) == v for k, v in metadata.items())]
         return await self.call(find)
+
+    async def find_ports(self, name: str, tag: str) -> list:
+        """Ports called ``name`` (exactly) carrying ``tag``."""
+        return await self.call(lambda c: list(c.network.ports(name=name, tags=tag)))
 
     async def list_servers(self, tag: str) -> list:
         """Every server of the project carrying ``tag``, with details (one request a page)."""

@@ -248,6 +248,15 @@ class OpenStackSpawner(Spawner):
         return self.server_name_template.format(username=self.user.name, servername=servername)
 
     @property
+    def owner_metadata(self) -> dict[str, str]:
+        """The metadata that says a server is this spawner's."""
+        return {"hepsdesk-hub": self.hub_tag, "hepsdesk-user": self.user.name, "hepsdesk-server": self.name or ""}
+
+    @property
+    def port_name(self) -> str:
+        return f"{self.vm_name}-port"
+
+    @property
     def vm_metadata(self) -> dict[str, str]:
         return {**self.extra_metadata, "hepsdesk-hub": self.hub_tag, "hepsdesk-user": self.user.name,
                 "hepsdesk-server": self.name or "", "hepsdesk-profile": self.profile_slug}
@@ -379,6 +388,7 @@ class OpenStackSpawner(Spawner):
     async def _start(self):
         profile = await self._choose_profile()
         self.profile_slug = profile.slug
+        await self._remove_leftovers()
         self._emit(5, f"Looking up the image, flavor and network of {profile.display_name}")
         image, flavor, network = await asyncio.gather(
             self.client.find_image(profile.image), self.client.find_flavor(profile.flavor),
@@ -396,8 +406,8 @@ class OpenStackSpawner(Spawner):
         groups = [await self._security_group_id()] if self.security_group else None
         try:
             port = await self.client.create_port(
-                network.id, f"{self.vm_name}-port", f"hepsdesk: {self.user.name}'s server {self.name or '(default)'}",
-                security_group_ids=groups)
+                network.id, self.port_name, f"hepsdesk: {self.user.name}'s server {self.name or '(default)'}",
+                security_group_ids=groups, tags=[self.hub_tag])
         except HttpError as e:
             raise errors.quota_exceeded(e, "network port") or e from None
         self.port_id = port.id
@@ -459,6 +469,20 @@ class OpenStackSpawner(Spawner):
             if self._security_groups.get(key) is not None and self._security_groups[key].done():
                 self._security_groups.pop(key, None)  # try again at the next spawn
             raise
+
+    async def _remove_leftovers(self) -> None:
+        """Delete what an interrupted start of this server left (the hub was restarted while it
+        ran, so it never saved the ids): servers with this name, user and hub, and their ports."""
+        servers = await self.client.find_servers(self.vm_name, self.owner_metadata)
+        ports = await self.client.find_ports(self.port_name, self.hub_tag)
+        if not servers and not ports:
+            return
+        self._emit(8, "Removing a VM left over from an interrupted start")
+        self.log.warning("Removing leftovers of %s: servers %s, ports %s", self._log_name,
+                         [s.id for s in servers], [p.id for p in ports])
+        await self._delete({s.id for s in servers}, "")
+        for port in ports:
+            await self.client.delete_port(port.id)
 
     async def _wait_active(self) -> None:
         reported = None
@@ -594,8 +618,7 @@ class OpenStackSpawner(Spawner):
         """Delete this spawn's server(s) and port and wait until the servers are gone."""
         server_id, port_id = self.server_id, self.port_id
         try:
-            servers = await self.client.find_servers(self.vm_name, {"hepsdesk-hub": self.hub_tag,
-                                                                    "hepsdesk-user": self.user.name})
+            servers = await self.client.find_servers(self.vm_name, self.owner_metadata)
         except SDKError as e:
             self.log.error("Listing servers of %s failed: %s", self._log_name, e)
             servers = []

@@ -69,7 +69,9 @@ class HubAPI:
 def start_hub(devcloud, state_dir: Path, ports: tuple[int, int, int], **env: str) -> DevHub:
     hub = DevHub(state_dir, ROOT / "jupyterhub_config.py", devcloud.settings.clouds_yaml, port=ports[0],
                  hub_port=ports[1], oidc_port=ports[2],
-                 extra_env={"HEPSDESK_HUB_TAG": f"hepsdesk-test-{SESSION}", **env})
+                 extra_env={"HEPSDESK_HUB_TAG": f"hepsdesk-test-{SESSION}",
+                            # The test hubs share a tag: one hub's reaper would see the others' servers as orphans.
+                            "HEPSDESK_REAPER": "off", **env})
     hub.users = {}
     for name, groups in (("alice", ["heps-users", "hepsdesk-admins"]), ("bob", ["csns-users"]),
                          ("carol", ["visitors"])):
