@@ -25,6 +25,19 @@ class SpawnError(SpawnException):
         self.jupyterhub_message = message
 
 
+SECRET_RE = re.compile(r"(?i)\b([\w.-]*(?:token|secret|passw(?:or)?d|api[_-]?key|credential)[\w.-]*)(['\"]?\s*[=:]\s*)"
+                       r"(['\"]?)[^\s'\",;&]+")
+
+
+def scrub_secrets(text: str, known: list[str] = ()) -> str:
+    """``text`` (a console or log excerpt shown to a user) without secrets: the ``known``
+    values anywhere, and the value of anything that looks like ``token=...``/``password: ...``."""
+    for value in known:
+        if value and len(value) >= 6:
+            text = text.replace(value, "[secret]")
+    return SECRET_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3)}[secret]", text)
+
+
 QUOTA_RE = re.compile(r"quota exceeded|overquota|quota.*exceeded|exceeded.*quota", re.I)
 NO_HOST_RE = re.compile(r"no valid host", re.I)
 

@@ -555,7 +555,7 @@ class OpenStackSpawner(Spawner):
         raise SpawnError(
             f"JupyterLab could not start in your VM (it exited with status {status.group(1) if status else '?'}), "
             "so the VM has been removed. Please tell the hub's administrators; the end of its log: "
-            + (" | ".join(log[-5:]) or "(empty)"), reason="singleuser_exited", status_code=500)
+            + (self._scrub(" | ".join(log[-5:])) or "(empty)"), reason="singleuser_exited", status_code=500)
 
     async def _check_still_running(self) -> None:
         server = await self.client.get_server(self.server_id)
@@ -571,7 +571,14 @@ class OpenStackSpawner(Spawner):
             lines = [line for line in (await self.client.console_tail(self.server_id, 10)).splitlines() if line]
         except SDKError:
             return ""
-        return ("Last lines of its console: " + " | ".join(lines[-5:])) if lines else ""
+        return ("Last lines of its console: " + self._scrub(" | ".join(lines[-5:]))) if lines else ""
+
+    def _scrub(self, text: str) -> str:
+        """Console text for the user's eyes: without the server's token or anything secret-looking."""
+        env = self.get_env()
+        known = [self.api_token or "", *(v for k, v in {**env, **self.extra_user_data_env}.items()
+                                         if errors.SECRET_RE.search(f"{k}=x"))]
+        return errors.scrub_secrets(text, known)
 
     # poll and stop
 

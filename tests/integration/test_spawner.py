@@ -198,3 +198,23 @@ def test_a_crashed_vm_shows_as_stopped_in_the_hub_and_is_cleaned_up(hub, hub_api
     while vm_of(devcloud, user) and time.monotonic() < deadline:
         time.sleep(1)
     assert vm_of(devcloud, user) == [], "the hub's stop() removed the crashed VM"
+
+
+def test_console_excerpts_shown_to_the_user_carry_no_secrets(broken_hub, devcloud, conn, tmp_path):
+    """An image whose JupyterLab prints its environment and a password before it dies: the
+    end of its log reaches the user, without the token or the password."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    leaky = bin_dir / "jupyterhub-singleuser"
+    leaky.write_text('#!/bin/sh\necho "JUPYTERHUB_API_TOKEN=$JUPYTERHUB_API_TOKEN"\n'
+                     'echo "connecting with password: hunter2-secret"\necho "giving up"\nexit 3\n')
+    leaky.chmod(0o755)
+    put_image(conn, broken_hub.image_name, manifest=process_image.make_manifest("leaky-jupyter", path=[str(bin_dir)]))
+    user = f"leaky-{SESSION}"
+    message, _ = spawn_and_fail(broken_hub, user)
+    assert "exited with status 3" in message and "giving up" in message, message
+    assert "JUPYTERHUB_API_TOKEN=[secret]" in message and "password: [secret]" in message, message
+    assert "hunter2" not in message
+    token = re.search(r"JUPYTERHUB_API_TOKEN=(\S+)", message).group(1)
+    assert token == "[secret]"
+    assert vm_of(devcloud, user) == []
