@@ -5,6 +5,7 @@
 # http://127.0.0.1:8000. Every setting a production hub needs is here too, with what to put
 # in it; values come from environment variables so one file serves both (`hepsdesk demo`
 # sets the HEPSDESK_* variables; production sets its own or edits the defaults below).
+import json
 import os
 import sys
 from pathlib import Path
@@ -61,7 +62,10 @@ c.OpenStackSpawner.clouds_yaml = os.environ.get("HEPSDESK_CLOUDS_YAML", str(here
 # The environments users choose from (cards on the spawn page, or {"profile": slug} through the
 # REST API): beamline image x flavor x GPU, and the JupyterHub groups (from the SSO's `groups`
 # claim) that may use each. Admins may use all of them. See OpenStackSpawner.profiles.
-c.OpenStackSpawner.profiles = [
+# HEPSDESK_PROFILES_FILE: a JSON file with the list instead (e.g. kept by the facility's
+# configuration management).
+c.OpenStackSpawner.profiles = json.loads(Path(os.environ["HEPSDESK_PROFILES_FILE"]).read_text()) \
+    if os.environ.get("HEPSDESK_PROFILES_FILE") else [
     {"slug": "desktop", "display_name": "Analysis desktop", "default": True,
      "description": "JupyterLab and a graphical desktop for everyday analysis.",
      "image": os.environ.get("HEPSDESK_IMAGE", "hepsdesk-desktop"),

@@ -28,3 +28,13 @@ def _start_probe() -> None:
 
 # The configuration is read inside the hub's running loop (JupyterHub.initialize).
 asyncio.get_running_loop().call_soon(_start_probe)
+
+# HEPSDESK_LOOP_DEBUG=1: asyncio's debug mode names every callback that held the loop for more
+# than 50 ms in the hub's log ("Executing <Task ...> took 0.123 seconds"), to find what lags.
+if os.environ.get("HEPSDESK_LOOP_DEBUG"):
+    import logging
+
+    _loop = asyncio.get_running_loop()
+    _loop.set_debug(True)
+    _loop.slow_callback_duration = 0.05
+    logging.getLogger("asyncio").addHandler(logging.StreamHandler())

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import keystoneauth1.exceptions
 import openstack
 import openstack.config
 import openstack.exceptions
@@ -27,6 +28,14 @@ logging.getLogger("keystoneauth.session.body").disabled = True
 NotFound = openstack.exceptions.NotFoundException
 SDKError = openstack.exceptions.SDKException
 HttpError = openstack.exceptions.HttpException
+log = logging.getLogger("hepsdesk.cloud")
+
+
+def transient(error: BaseException) -> bool:
+    """An error worth retrying: the service failed (5xx) or could not be reached."""
+    if isinstance(error, HttpError):
+        return error.status_code is None or error.status_code >= 500
+    return isinstance(error, keystoneauth1.exceptions.ConnectionError)
 
 
 class OpenStackClient:
@@ -36,10 +45,13 @@ class OpenStackClient:
     _connections: dict[tuple, openstack.connection.Connection] = {}
     _lock = threading.Lock()
 
-    def __init__(self, cloud: str, clouds_yaml: str = "", request_timeout: float = 30.0):
+    def __init__(self, cloud: str, clouds_yaml: str = "", request_timeout: float = 30.0, retries: int = 3,
+                 retry_delay: float = 0.5):
         self.cloud = cloud
         self.clouds_yaml = clouds_yaml
         self.request_timeout = request_timeout
+        self.retries = retries
+        self.retry_delay = retry_delay
 
     def _connection(self) -> openstack.connection.Connection:
         key = (self.cloud, self.clouds_yaml, self.request_timeout)
@@ -54,10 +66,21 @@ class OpenStackClient:
                 self._connections[key] = conn
             return conn
 
-    async def call(self, fn: Callable[[openstack.connection.Connection], Any]) -> Any:
-        """Run ``fn(connection)`` in the worker pool and return its result."""
+    async def call(self, fn: Callable[[openstack.connection.Connection], Any], idempotent: bool = False) -> Any:
+        """Run ``fn(connection)`` in the worker pool and return its result. An ``idempotent``
+        call (a read, a delete) is retried on transient errors, ``retries`` times with doubling
+        delays; anything else is tried once (a create that failed may still have happened)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, functools.partial(self._run, fn))
+        delay = self.retry_delay
+        for attempt in range(self.retries + 1 if idempotent else 1):
+            try:
+                return await loop.run_in_executor(self.executor, functools.partial(self._run, fn))
+            except (SDKError, keystoneauth1.exceptions.ConnectionError) as e:
+                if attempt == self.retries or not idempotent or not transient(e):
+                    raise
+                log.warning("OpenStack request failed (%s); retrying in %.1f s", str(e)[:200], delay)
+                await asyncio.sleep(delay)
+                delay *= 2
 
     def _run(self, fn):
         return fn(self._connection())
@@ -65,14 +88,15 @@ class OpenStackClient:
     # the calls the spawner makes
 
     async def find_image(self, name_or_id: str):
-        return await self.call(lambda c: c.image.find_image(name_or_id, ignore_missing=True))
+        return await self.call(lambda c: c.image.find_image(name_or_id, ignore_missing=True), idempotent=True)
 
     async def find_flavor(self, name_or_id: str):
         return await self.call(lambda c: c.compute.find_flavor(name_or_id, ignore_missing=True,
-                                                                           get_extra_specs=True))
+                                                                           get_extra_specs=True),
+                               idempotent=True)
 
     async def find_network(self, name_or_id: str):
-        return await self.call(lambda c: c.network.find_network(name_or_id, ignore_missing=True))
+        return await self.call(lambda c: c.network.find_network(name_or_id, ignore_missing=True), idempotent=True)
 
     async def create_port(self, network_id: str, name: str, description: str, security_group_ids=None,
                           tags: list[str] = ()):
@@ -115,7 +139,7 @@ class OpenStackClient:
         return await self.call(ensure)
 
     async def delete_port(self, port_id: str) -> None:
-        await self.call(lambda c: c.network.delete_port(port_id, ignore_missing=True))
+        await self.call(lambda c: c.network.delete_port(port_id, ignore_missing=True), idempotent=True)
 
     async def create_server(self, **attrs):
         return await self.call(lambda c: c.compute.create_server(**attrs))
@@ -127,30 +151,32 @@ class OpenStackClient:
                 return c.compute.get_server(server_id)
             except NotFound:
                 return None
-        return await self.call(get)
+        return await self.call(get, idempotent=True)
 
     async def find_servers(self, name: str, metadata: dict[str, str]) -> list:
         """Servers called ``name`` (exactly) whose metadata includes ``metadata``."""
         def find(c):
             return [s for s in c.compute.servers(name=f"^{name}$")
                     if all((s.metadata or {}).get(k) == v for k, v in metadata.items())]
-        return await self.call(find)
+        return await self.call(find, idempotent=True)
 
     async def find_ports(self, name: str, tag: str) -> list:
-        """Ports called ``name`` (exactly) carrying ``tag``."""
-        return await self.call(lambda c: list(c.network.ports(name=name, tags=tag)))
-
-    async def list_servers(self, tag: str) -> list:
-        """Every server of the project carrying ``tag``, with details (one request a page)."""
-        return await self.call(lambda c: list(c.compute.servers(details=True, tags=tag)))
+        """Ports called ``name`` carrying ``tag``, or naming it in their description (a port
+        whose create answer was lost never got its tag)."""
+        return await self.call(lambda c: [p for p in c.network.ports(name=name)
+                                          if tag in (p.tags or []) or f"({tag})" in (p.description or "")],
+                               idempotent=True)
 
     async def delete_server(self, server_id: str) -> None:
-        await self.call(lambda c: c.compute.delete_server(server_id, ignore_missing=True))
+        await self.call(lambda c: c.compute.delete_server(server_id, ignore_missing=True), idempotent=True)
 
     async def console_tail(self, server_id: str, lines: int = 40) -> str:
         def tail(c):
             try:
                 return c.compute.get_server_console_output(server_id, length=lines).get("output", "")
-            except (NotFound, HttpError):
+            except NotFound:
                 return ""
-        return await self.call(tail)
+        try:
+            return await self.call(tail, idempotent=True)
+        except HttpError:  # the console is a progress detail: never fail a spawn for it
+            return ""

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-STOP_MODES = ("delete", "shelve")
+STOP_MODES = ("delete",)  # "shelve" comes with token delivery to unshelved VMs
 
 
 class ProfileError(ValueError):
@@ -34,14 +34,13 @@ class Profile:
     description: str = ""
     gpu_model: str = ""
     gpu_count: int = 0
-    data_mounts: tuple[str, ...] = ("home", "proposals")
     stop_mode: str = "delete"
     idle_timeout: int = 0
     allowed_groups: frozenset[str] = field(default_factory=frozenset)
     default: bool = False
 
-    KEYS = ("slug", "display_name", "image", "flavor", "description", "gpu_model", "gpu_count", "data_mounts",
-            "stop_mode", "idle_timeout", "allowed_groups", "default")
+    KEYS = ("slug", "display_name", "image", "flavor", "description", "gpu_model", "gpu_count", "stop_mode",
+            "idle_timeout", "allowed_groups", "default")
 
     @classmethod
     def from_config(cls, entry: dict, index: int) -> Profile:
@@ -59,7 +58,8 @@ class Profile:
             raise ProfileError(f"{where}: slug must be lower-case letters, digits, '-' or '_' (at most 63)")
         stop_mode = entry.get("stop_mode", "delete")
         if stop_mode not in STOP_MODES:
-            raise ProfileError(f"{where}: stop_mode must be one of {', '.join(STOP_MODES)}, not {stop_mode!r}")
+            raise ProfileError(f"{where}: stop_mode must be one of {', '.join(STOP_MODES)}, not {stop_mode!r}"
+                               + (" (shelving is not supported yet)" if stop_mode == "shelve" else ""))
         try:
             gpu_count, idle_timeout = int(entry.get("gpu_count", 0)), int(entry.get("idle_timeout", 0))
         except (TypeError, ValueError):
@@ -74,7 +74,7 @@ class Profile:
         return cls(slug=slug, display_name=str(entry["display_name"]), image=str(entry["image"]),
                    flavor=str(entry["flavor"]), description=str(entry.get("description", "")),
                    gpu_model=str(entry.get("gpu_model", "")), gpu_count=gpu_count,
-                   data_mounts=tuple(entry.get("data_mounts", ("home", "proposals"))), stop_mode=stop_mode,
+                   stop_mode=stop_mode,
                    idle_timeout=idle_timeout, allowed_groups=frozenset(groups), default=bool(entry.get("default")))
 
     def allows(self, groups: Iterable[str], admin: bool = False) -> bool:

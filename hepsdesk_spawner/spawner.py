@@ -16,6 +16,7 @@ import base64
 import ipaddress
 import re
 import time
+from datetime import UTC
 from urllib.parse import urlparse
 
 from jupyterhub.spawner import Spawner, SpawnException
@@ -75,10 +76,10 @@ class OpenStackSpawner(Spawner):
         Keys: ``slug`` (the name users and the API use), ``display_name``, ``description``,
         ``image`` (Glance name or id), ``flavor`` (Nova name or id; GPU flavors ask Placement for
         ``resources:VGPU`` with a ``CUSTOM_GPU_<MODEL>`` trait), ``gpu_model`` and ``gpu_count``
-        (shown on the card, with the GPUs free right now), ``data_mounts`` (which of the user's
-        data the VM mounts: ``home``, ``proposals``), ``stop_mode`` (``delete``; ``shelve`` is
-        reserved), ``idle_timeout`` (seconds, 0: never), ``allowed_groups`` (JupyterHub groups
-        that may use it; empty: everyone; admins may use every profile), ``default``.
+        (shown on the card, with the GPUs free right now), ``stop_mode`` (``delete``: shelving
+        is not supported yet), ``idle_timeout`` (seconds without activity after which the hub
+        stops the server; 0: never), ``allowed_groups`` (JupyterHub groups that may use it;
+        empty: everyone; admins may use every profile), ``default``.
 
         Empty: one implicit profile of ``image`` and ``flavor``, and no form.
         """,
@@ -214,6 +215,7 @@ class OpenStackSpawner(Spawner):
     address = Unicode("")
     events = List()
     _deleting = Dict()  # server id -> task deleting that dead VM
+    _ready_at = 0.0  # when this process saw the server become ready (time.time())
     _security_groups: dict[tuple, asyncio.Future] = {}  # one ensure per group and rules per hub process
 
     def get_state(self):
@@ -240,7 +242,21 @@ class OpenStackSpawner(Spawner):
 
     @property
     def watcher(self) -> ServerWatcher:
-        return ServerWatcher.shared(self.client, self.hub_tag, self.watch_interval)
+        return ServerWatcher.shared(self.client, self.hub_tag, self.watch_interval, min_gap=self.status_interval)
+
+    async def _server_view(self, fresh: bool) -> ServerView | None:
+        """This server as the shared watcher sees it (``fresh``: from a list made from now on,
+        shared with every other start waiting), confirmed by a direct request if the list does
+        not have it (it may be newer than the list) or the watcher cannot list."""
+        try:
+            view = await (self.watcher.fresh(self.server_id, time.monotonic(), wait=self.api_request_timeout)
+                          if fresh else self.watcher.get(self.server_id, wait=self.api_request_timeout))
+        except WatcherUnavailable:
+            view = None
+        if view is None:
+            server = await self.client.get_server(self.server_id)
+            view = ServerView.of(server) if server is not None else None
+        return view
 
     @property
     def vm_name(self) -> str:
@@ -406,7 +422,8 @@ class OpenStackSpawner(Spawner):
         groups = [await self._security_group_id()] if self.security_group else None
         try:
             port = await self.client.create_port(
-                network.id, self.port_name, f"hepsdesk: {self.user.name}'s server {self.name or '(default)'}",
+                network.id, self.port_name,
+                f"hepsdesk ({self.hub_tag}): {self.user.name}'s server {self.name or '(default)'}",
                 security_group_ids=groups, tags=[self.hub_tag])
         except HttpError as e:
             raise errors.quota_exceeded(e, "network port") or e from None
@@ -433,6 +450,7 @@ class OpenStackSpawner(Spawner):
         await self._wait_active()
         await self._wait_console(STARTING_MARKER, 70, "Your VM booted; starting JupyterLab")
         await self._wait_http()
+        self._ready_at = time.time()
         return f"http://{self.address}:{self.singleuser_port}"
 
     def security_rules(self) -> set[tuple]:
@@ -473,21 +491,24 @@ class OpenStackSpawner(Spawner):
     async def _remove_leftovers(self) -> None:
         """Delete what an interrupted start of this server left (the hub was restarted while it
         ran, so it never saved the ids): servers with this name, user and hub, and their ports."""
+        server_ids, port_ids = await self._find_own()
+        if server_ids or port_ids:
+            self._emit(8, "Removing a VM left over from an interrupted start")
+            self.log.warning("Removing leftovers of %s: servers %s, ports %s", self._log_name, server_ids, port_ids)
+            await self._delete(server_ids, port_ids)
+
+    async def _find_own(self) -> tuple[set[str], set[str]]:
+        """Ids of the servers and ports with this server's name and owner, including those whose
+        create answer was lost on the way (so their ids were never known)."""
         servers = await self.client.find_servers(self.vm_name, self.owner_metadata)
         ports = await self.client.find_ports(self.port_name, self.hub_tag)
-        if not servers and not ports:
-            return
-        self._emit(8, "Removing a VM left over from an interrupted start")
-        self.log.warning("Removing leftovers of %s: servers %s, ports %s", self._log_name,
-                         [s.id for s in servers], [p.id for p in ports])
-        await self._delete({s.id for s in servers}, "")
-        for port in ports:
-            await self.client.delete_port(port.id)
+        return {s.id for s in servers}, {p.id for p in ports}
 
     async def _wait_active(self) -> None:
         reported = None
         while True:
-            server = await self.client.get_server(self.server_id)
+            started = time.monotonic()
+            server = await self._server_view(fresh=True)
             if server is None:
                 raise SpawnError("Your VM disappeared while it was starting. Please try again.",
                                      reason="vm_gone", status_code=500)
@@ -495,14 +516,14 @@ class OpenStackSpawner(Spawner):
                 self._emit(50, "Your VM is running; waiting for it to boot")
                 return
             if server.status == "ERROR":
-                fault = (server.fault or {}).get("message", "no reason given")
+                fault = server.fault or "no reason given"
                 raise await self._no_capacity(fault) or SpawnError(
                     f"The cloud could not start your VM: {fault}", reason="vm_error", status_code=500)
             stage = TASK_STAGES.get(server.task_state or "")
             if stage and server.task_state != reported:
                 reported = server.task_state
                 self._emit(*stage)
-            await asyncio.sleep(self.status_interval)
+            await asyncio.sleep(max(0.0, self.status_interval - (time.monotonic() - started)))
 
     async def _no_capacity(self, fault: str) -> SpawnError | None:
         profile = self._profile
@@ -558,7 +579,7 @@ class OpenStackSpawner(Spawner):
             + (self._scrub(" | ".join(log[-5:])) or "(empty)"), reason="singleuser_exited", status_code=500)
 
     async def _check_still_running(self) -> None:
-        server = await self.client.get_server(self.server_id)
+        server = await self._server_view(fresh=False)
         if server is None or server.status in GONE_STATES:
             console = await self._console_excerpt()
             raise SpawnError(f"Your VM stopped while it was starting ({server.status if server else 'deleted'}). "
@@ -586,31 +607,52 @@ class OpenStackSpawner(Spawner):
         if not self.server_id:
             return 0
         try:
-            view = await self.watcher.get(self.server_id, wait=self.api_request_timeout)
-            if view is None:
-                # Not in the newest list: gone, or created after that list was requested.
-                server = await self.client.get_server(self.server_id)
-                view = ServerView.of(server) if server is not None else None
-        except (WatcherUnavailable, SDKError) as e:
+            # Not in the newest list (gone, or created after the list was requested) or no
+            # list to be had: asked directly.
+            view = await self._server_view(fresh=False)
+        except SDKError as e:
             self.log.warning("Cannot poll server %s of %s: %s", self.server_id, self._log_name, e)
             return None  # the cloud may be briefly unreachable: do not declare the server dead
         if view is None or view.status in GONE_STATES:
             if view is not None and view.status in DEAD_STATES:
-                self._delete_dead_vm(view)
+                self._delete_in_background(view, f"is {view.status}")
+            return 0
+        if await self._idle_too_long():
+            self._delete_in_background(view, "is idle")
             return 0
         return None
 
-    def _delete_dead_vm(self, view: ServerView) -> None:
-        """A VM that died (crash, shut down from inside or by an operator) is deleted with its
-        port, as stop() would: the hub will not call stop() for a server that is not running.
-        Only these ids are deleted, so a new start for the same user is never touched."""
+    async def _idle_too_long(self) -> bool:
+        """Has this server been idle longer than its profile's idle_timeout? Idle time counts
+        from the last activity the hub saw (JupyterLab's reports, proxy traffic), or from the
+        moment the server became ready, whichever is later."""
+        try:
+            profile = next((p for p in await self.all_profiles() if p.slug == self.profile_slug), None)
+        except ProfileError:
+            return False
+        if profile is None or not profile.idle_timeout:
+            return False
+        last = self.orm_spawner.last_activity if self.orm_spawner is not None else None
+        since = last.replace(tzinfo=last.tzinfo or UTC).timestamp() if last else 0.0
+        idle = time.time() - max(since, self._ready_at)
+        if idle < profile.idle_timeout:
+            return False
+        self.log.info("%s has been idle for %.0f s (profile %s allows %d s): stopping it", self._log_name, idle,
+                      profile.slug, profile.idle_timeout)
+        return True
+
+    def _delete_in_background(self, view: ServerView, why: str) -> None:
+        """Delete a VM that poll() reports as stopped (it died: crash, shut down from inside or
+        by an operator; or it was idle too long) with its port, as stop() would: the hub never
+        calls stop() for a server that poll() says is not running. Only these ids are deleted,
+        so a new start for the same user is never touched."""
         if view.id in self._deleting:
             return
-        self.log.warning("Server %s of %s is %s: deleting it", view.id, self._log_name, view.status)
+        self.log.warning("Server %s of %s %s: deleting it", view.id, self._log_name, why)
 
         async def delete(port_id: str = self.port_id) -> None:
             try:
-                await self._delete({view.id}, port_id)
+                await self._delete({view.id}, {port_id} - {""})
             except SDKError as e:  # logged; the server stays until deleted by hand
                 self.log.error("Deleting the dead server %s of %s failed: %s", view.id, self._log_name, e)
             finally:
@@ -622,27 +664,38 @@ class OpenStackSpawner(Spawner):
         await self._cleanup()
 
     async def _cleanup(self) -> None:
-        """Delete this spawn's server(s) and port and wait until the servers are gone."""
-        server_id, port_id = self.server_id, self.port_id
+        """Delete this server's VM and port (the known ids and any found by name and owner) and
+        wait until the VM is gone."""
+        server_ids, port_ids = {self.server_id} - {""}, {self.port_id} - {""}
         try:
-            servers = await self.client.find_servers(self.vm_name, self.owner_metadata)
+            found_servers, found_ports = await self._find_own()
+            server_ids, port_ids = server_ids | found_servers, port_ids | found_ports
         except SDKError as e:
-            self.log.error("Listing servers of %s failed: %s", self._log_name, e)
-            servers = []
-        await self._delete({s.id for s in servers} | ({server_id} if server_id else set()), port_id)
+            self.log.error("Listing the servers and ports of %s failed: %s", self._log_name, e)
+        await self._delete(server_ids, port_ids)
         self.server_id = self.port_id = self.address = ""
 
-    async def _delete(self, server_ids: set[str], port_id: str) -> None:
-        """Delete these servers and the port, waiting (up to delete_timeout) until they are gone."""
+    async def _delete(self, server_ids: set[str], port_ids: set[str]) -> None:
+        """Delete these servers and ports, waiting (up to delete_timeout) until the servers are
+        gone. A delete the cloud refuses even after retries is logged and the rest goes on: what
+        is left carries the hub's tag, so the orphan reaper removes it later."""
         for server_id in server_ids:
-            await self.client.delete_server(server_id)
+            await self._try(self.client.delete_server(server_id), f"deleting server {server_id}")
         deadline = time.monotonic() + self.delete_timeout
         for server_id in server_ids:
-            while await self.client.get_server(server_id) is not None:
+            while await self._try(self.client.get_server(server_id), f"checking server {server_id}") is not None:
                 if time.monotonic() > deadline:
                     self.log.error("Server %s of %s is still there after %.0f s", server_id, self._log_name,
                                    self.delete_timeout)
                     break
                 await asyncio.sleep(self.status_interval)
-        if port_id:
-            await self.client.delete_port(port_id)
+        for port_id in port_ids:
+            await self._try(self.client.delete_port(port_id), f"deleting port {port_id}")
+
+    async def _try(self, call, what: str):
+        """Await ``call``; on a cloud error log it and return None."""
+        try:
+            return await call
+        except (SDKError, OSError) as e:
+            self.log.error("%s of %s failed: %s", what.capitalize(), self._log_name, str(e)[:300])
+            return None

@@ -45,25 +45,29 @@ class ServerView:
 class ServerWatcher:
     _shared: dict[tuple, ServerWatcher] = {}
 
-    def __init__(self, client: OpenStackClient, hub_tag: str, interval: float = 10.0, max_backoff: float = 120.0):
+    def __init__(self, client: OpenStackClient, hub_tag: str, interval: float = 10.0, max_backoff: float = 120.0,
+                 min_gap: float = 1.0):
         self.client = client
         self.hub_tag = hub_tag
         self.interval = interval
         self.max_backoff = max_backoff
+        self.min_gap = min_gap
         self.servers: dict[str, ServerView] = {}
         self.list_calls = 0
         self.failures = 0
         self.listed_at = 0.0  # monotonic time at which the newest complete list was requested
         self._loaded: asyncio.Event | None = None
+        self._hurry: asyncio.Event | None = None  # someone waits for a fresh list (see fresh())
+        self._new_list: asyncio.Event | None = None  # set (and replaced) after each list
         self._task: asyncio.Task | None = None
 
     @classmethod
-    def shared(cls, client: OpenStackClient, hub_tag: str, interval: float) -> ServerWatcher:
+    def shared(cls, client: OpenStackClient, hub_tag: str, interval: float, min_gap: float = 1.0) -> ServerWatcher:
         """The watcher of this cloud and hub tag, started on first use (one per hub process)."""
         key = (client.cloud, client.clouds_yaml, hub_tag)
         watcher = cls._shared.get(key)
         if watcher is None or watcher.stopped:
-            watcher = cls._shared[key] = cls(client, hub_tag, interval)
+            watcher = cls._shared[key] = cls(client, hub_tag, interval, min_gap=min_gap)
         watcher.interval = min(watcher.interval, interval)
         watcher.start()
         return watcher
@@ -74,7 +78,7 @@ class ServerWatcher:
 
     def start(self) -> None:
         if self._task is None:
-            self._loaded = asyncio.Event()
+            self._loaded, self._hurry, self._new_list = asyncio.Event(), asyncio.Event(), asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"hepsdesk-watch-{self.hub_tag}")
 
     async def stop(self) -> None:
@@ -91,6 +95,9 @@ class ServerWatcher:
         Raises WatcherUnavailable if no list has succeeded within ``wait`` seconds.
         """
         self.start()
+        if not self._loaded.is_set() and self.failures:  # the cloud fails to answer: do not make callers wait
+            raise WatcherUnavailable(f"no list of the servers tagged {self.hub_tag} yet "
+                                     f"({self.failures} failed attempts)")
         try:
             await asyncio.wait_for(self._loaded.wait(), wait)
         except TimeoutError:
@@ -98,11 +105,39 @@ class ServerWatcher:
                                      f"({self.failures} failed attempts)") from None
         return self.servers.get(server_id)
 
+    async def fresh(self, server_id: str, after: float, wait: float = 30.0) -> ServerView | None:
+        """The server as seen by a list requested after ``after`` (``time.monotonic()``).
+
+        For starts, which want news every second: callers ask for an early list, and every
+        caller waiting at that moment is answered by the same one (lists are at least
+        ``min_gap`` apart), so a hundred starts cost one request a second, not a hundred.
+        """
+        self.start()
+        deadline = time.monotonic() + wait
+        while self.listed_at < after:
+            if self.failures:  # listing fails right now: the caller asks about its server itself
+                raise WatcherUnavailable(f"listing the servers tagged {self.hub_tag} fails "
+                                         f"({self.failures} failed attempts)")
+            remaining = deadline - time.monotonic()
+            listed = self._new_list
+            self._hurry.set()
+            try:
+                await asyncio.wait_for(listed.wait(), max(0.0, remaining))
+            except TimeoutError:
+                raise WatcherUnavailable(f"no fresh list of the servers tagged {self.hub_tag} within {wait:.0f} s "
+                                         f"({self.failures} failed attempts)") from None
+        return self.servers.get(server_id)
+
+    def _list(self, conn) -> dict[str, ServerView]:
+        """One list of this hub's servers, as views (built in the worker thread, not on the loop)."""
+        return {s.id: ServerView.of(s) for s in conn.compute.servers(details=True, tags=self.hub_tag)}
+
     async def _run(self) -> None:
         while True:
+            self._hurry.clear()  # this list answers whoever asked so far
             requested = time.monotonic()
             try:
-                servers = await self.client.list_servers(tag=self.hub_tag)
+                servers = await self.client.call(self._list)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # any failure: keep the last view, back off, try again
@@ -113,8 +148,17 @@ class ServerWatcher:
             else:
                 self.list_calls += 1
                 self.failures = 0
-                self.servers = {s.id: ServerView.of(s) for s in servers}
+                self.servers = servers
                 self.listed_at = requested
                 self._loaded.set()
+                listed, self._new_list = self._new_list, asyncio.Event()
+                listed.set()
                 delay = self.interval
-            await asyncio.sleep(delay)
+            if self.failures:
+                await asyncio.sleep(delay)  # backing off: no early list, whoever asks
+                continue
+            try:  # until the interval ends, or someone wants a fresh list sooner
+                await asyncio.wait_for(self._hurry.wait(), delay)
+            except TimeoutError:
+                pass
+            await asyncio.sleep(max(0.0, self.min_gap - (time.monotonic() - requested)))

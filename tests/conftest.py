@@ -66,8 +66,9 @@ class HubAPI:
         raise AssertionError(f"{user}'s server is still there after {timeout:.0f} s")
 
 
-def start_hub(devcloud, state_dir: Path, ports: tuple[int, int, int], **env: str) -> DevHub:
-    hub = DevHub(state_dir, ROOT / "jupyterhub_config.py", devcloud.settings.clouds_yaml, port=ports[0],
+def start_hub(devcloud, state_dir: Path, ports: tuple[int, int, int], clouds_yaml: str | None = None,
+              **env: str) -> DevHub:
+    hub = DevHub(state_dir, ROOT / "jupyterhub_config.py", clouds_yaml or devcloud.settings.clouds_yaml, port=ports[0],
                  hub_port=ports[1], oidc_port=ports[2],
                  extra_env={"HEPSDESK_HUB_TAG": f"hepsdesk-test-{SESSION}",
                             # The test hubs share a tag: one hub's reaper would see the others' servers as orphans.
@@ -98,6 +99,9 @@ def stop_hub(hub: DevHub, devcloud) -> None:
             if (server.metadata or {}).get("hepsdesk-hub") == f"hepsdesk-test-{SESSION}":
                 admin.compute.delete_server(server)
                 admin.compute.wait_for_delete(server, wait=120)
+        for port in admin.network.ports():  # a test that failed half-way may leave one
+            if f"(hepsdesk-test-{SESSION})" in (port.description or ""):
+                admin.network.delete_port(port, ignore_missing=True)
         for group in admin.network.security_groups(name=f"hepsdesk-test-{SESSION}-vms"):
             admin.network.delete_security_group(group, ignore_missing=True)
 

@@ -9,11 +9,18 @@
   process (oslo.service's threading launcher); on a one-machine cloud that parent is
   ~120 MB for nothing, so they are served in the main process, as nova-compute always is.
 
+* compute: every resource update (each build, each periodic run) reads the allocations of
+  every instance on the node from Placement (one request per instance), for a reshape that
+  only happens at start-up and for PCI-in-Placement, which the dev cloud does not use. A real
+  node holds a few dozen instances; the dev cloud's single node holds thousands in load tests
+  (flavor t1.empty), where that read grows quadratically. It is made lazy: done on first use.
+
 Nova's own entry point is imported first: it chooses the concurrency mode before anything
 else imports eventlet.
 """
 
 # ruff: noqa: I001 -- the import order below is the point of this module.
+import collections.abc
 import functools
 import importlib
 import sys
@@ -32,11 +39,45 @@ def main() -> int:
         import hepsdesk_virt_driver
 
         sys.modules["nova.virt.hepsdesk_process"] = hepsdesk_virt_driver
+        _lazy_provider_tree_allocations()
     else:
         from nova import service
 
         service.serve = functools.partial(_serve_in_process, service.serve)
     return entry.main() or 0
+
+
+class LazyAllocations(collections.abc.Mapping):
+    """The result of ``get_allocations_for_provider_tree``, fetched when first looked at."""
+
+    def __init__(self, fetch):
+        self._fetch = fetch
+        self._value = None
+
+    def _data(self):
+        if self._value is None:
+            self._value = self._fetch()
+        return self._value
+
+    def __getitem__(self, key):
+        return self._data()[key]
+
+    def __iter__(self):
+        return iter(self._data())
+
+    def __len__(self):
+        return len(self._data())
+
+
+def _lazy_provider_tree_allocations() -> None:
+    from nova.scheduler.client import report
+
+    original = report.SchedulerReportClient.get_allocations_for_provider_tree
+
+    def lazy(self, context, nodename):
+        return LazyAllocations(lambda: original(self, context, nodename))
+
+    report.SchedulerReportClient.get_allocations_for_provider_tree = lazy
 
 
 def _serve_in_process(serve, server, workers=None, no_fork=False):

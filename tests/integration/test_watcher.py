@@ -6,15 +6,14 @@ import asyncio
 import os
 import signal
 import time
-import urllib.parse
 
 import pytest
-import yaml
 
 from hepsdesk_spawner.cloud import OpenStackClient
 from hepsdesk_spawner.watcher import ServerWatcher, WatcherUnavailable
 
 from ..conftest import SESSION
+from ..faults import Fault, FaultProxy, clouds_yaml_through
 from .test_devcloud_servers import guest_record
 
 pytestmark = pytest.mark.devcloud
@@ -72,77 +71,28 @@ async def test_one_list_per_interval_serves_every_server_and_sees_a_crash(devclo
         await watcher.stop()
 
 
-class FaultyNova:
-    """A pass-through HTTP proxy in front of nova-api that answers 503 to server lists on demand:
-    the fault the real Nova cannot produce when asked (injected at the network boundary)."""
-
-    def __init__(self, upstream: str, port: int):
-        parts = urllib.parse.urlsplit(upstream)
-        self.upstream = f"{parts.scheme}://{parts.netloc}"  # paths pass through unchanged
-        self.port = port
-        self.failing = False
-        self.lists = 0
-
-    async def handle(self, request):
-        from aiohttp import web
-
-        if "/servers/detail" in request.path:
-            self.lists += 1
-            if self.failing:
-                return web.json_response({"message": "injected outage"}, status=503)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-        body = await request.read()
-        async with self.session.request(request.method, self.upstream + request.path_qs, headers=headers,
-                                        data=body or None) as answer:
-            body = await answer.read()
-            keep = {k: v for k, v in answer.headers.items()
-                    if k.lower() not in ("content-length", "transfer-encoding", "content-encoding", "connection")}
-            return web.Response(status=answer.status, body=body, headers=keep)
-
-    async def __aenter__(self):
-        import aiohttp
-        from aiohttp import web
-
-        self.session = aiohttp.ClientSession()
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc):
-        await self.runner.cleanup()
-        await self.session.close()
-
-
-def clouds_yaml_through(devcloud, tmp_path, compute_url: str) -> str:
-    config = yaml.safe_load(devcloud.settings.clouds_yaml.read_text())
-    cloud = config["clouds"]["devcloud"]
-    cloud["compute_endpoint_override"] = compute_url
-    path = tmp_path / "clouds.yaml"
-    path.write_text(yaml.safe_dump({"clouds": {"devcloud": cloud}}))
-    return str(path)
+def lists(proxy: FaultProxy) -> int:
+    return sum(1 for _, path in proxy.requests if "/servers/detail" in path)
 
 
 async def test_a_nova_outage_keeps_the_last_view_and_backs_off(devcloud, servers, tmp_path):
     tag = f"hepsdesk-outage-{SESSION}"
     server = servers.create(flavor="t1.empty", tags=[tag])
     nova = devcloud.connect().endpoint_for("compute")
-    async with FaultyNova(nova, 18774) as proxy:
-        client = OpenStackClient("devcloud", clouds_yaml_through(devcloud, tmp_path, "http://127.0.0.1:18774/v2.1"))
+    async with FaultProxy(nova, 18774) as proxy:
+        client = OpenStackClient("devcloud", clouds_yaml_through(devcloud, tmp_path, compute=proxy.url))
         watcher = ServerWatcher(client, tag, interval=0.2, max_backoff=5)
         try:
             assert (await watcher.get(server.id, wait=30)).status == "ACTIVE"
-            proxy.failing = True
+            proxy.inject(Fault("GET", r"/servers/detail", 503))
             await wait_for(lambda: watcher.failures >= 1, timeout=10)
-            failing_since, lists_before = time.monotonic(), proxy.lists
+            failing_since, lists_before = time.monotonic(), lists(proxy)
             await asyncio.sleep(4)
-            attempts = proxy.lists - lists_before
+            attempts = lists(proxy) - lists_before
             # Without backoff: about 4 / 0.2 = 20 attempts; doubling from 0.4 s: at most 4.
             assert 1 <= attempts <= 5, attempts
             assert (await watcher.get(server.id)).status == "ACTIVE", "the last good view is kept"
-            proxy.failing = False
+            proxy.clear()
             await wait_for(lambda: watcher.failures == 0, timeout=15)
             assert time.monotonic() - failing_since < 15
         finally:
@@ -150,12 +100,28 @@ async def test_a_nova_outage_keeps_the_last_view_and_backs_off(devcloud, servers
 
 
 async def test_polls_do_not_wait_forever_for_a_cloud_that_never_answers(devcloud, tmp_path):
-    async with FaultyNova(devcloud.connect().endpoint_for("compute"), 18775) as proxy:
-        proxy.failing = True
-        client = OpenStackClient("devcloud", clouds_yaml_through(devcloud, tmp_path, "http://127.0.0.1:18775/v2.1"))
+    async with FaultProxy(devcloud.connect().endpoint_for("compute"), 18775) as proxy:
+        proxy.inject(Fault("GET", r"/servers/detail", 503))
+        client = OpenStackClient("devcloud", clouds_yaml_through(devcloud, tmp_path, compute=proxy.url))
         watcher = ServerWatcher(client, f"hepsdesk-never-{SESSION}", interval=0.2)
         try:
             with pytest.raises(WatcherUnavailable, match="failed attempts"):
                 await watcher.get("any-server", wait=2)
         finally:
             await watcher.stop()
+
+
+async def test_fifty_starts_asking_for_fresh_news_share_one_list(devcloud, servers):
+    tag = f"hepsdesk-fresh-{SESSION}"
+    server = servers.create(flavor="t1.empty", tags=[tag])
+    client = OpenStackClient("devcloud", str(devcloud.settings.clouds_yaml))
+    watcher = ServerWatcher(client, tag, interval=60, min_gap=0.5)
+    try:
+        assert (await watcher.get(server.id, wait=30)).status == "ACTIVE"
+        before, asked = watcher.list_calls, time.monotonic()
+        views = await asyncio.wait_for(asyncio.gather(*(watcher.fresh(server.id, asked) for _ in range(50))), 10)
+        assert [v.status for v in views] == ["ACTIVE"] * 50
+        assert watcher.list_calls - before == 1, "one early list answered all fifty (the interval is 60 s)"
+        assert watcher.listed_at >= asked
+    finally:
+        await watcher.stop()

@@ -1,0 +1,110 @@
+"""The fault suite: a hub whose every Nova and Neutron request passes a fault proxy.
+
+Faults the real services cannot produce on demand are injected at the network boundary
+(tests/faults.py): lost answers to creates (the resource exists, the spawner never learns
+its id), transient 5xx while a VM starts and while it is deleted, Nova down in the middle of a
+start. Crashed VMs and hub restarts are in test_spawner.py and test_reaper.py. The last test
+checks that the suite left no server and no port behind (the dev cloud has no block storage
+service, so the spawner creates no volumes).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ..conftest import SESSION, HubAPI, start_hub, stop_hub
+from ..faults import Fault, FaultProxy, clouds_yaml_through
+from .test_spawner import create_user
+
+pytestmark = pytest.mark.devcloud
+
+SERVER = r"/servers/[0-9a-f-]{36}$"
+
+
+@pytest.fixture(scope="module")
+def faulty_hub(devcloud, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("faulty-hub")
+    conn = devcloud.connect()
+    with FaultProxy(conn.endpoint_for("compute"), 18776) as nova, \
+            FaultProxy(conn.endpoint_for("network"), 18697) as neutron:
+        clouds_yaml = clouds_yaml_through(devcloud, directory, compute=nova.url, network=neutron.url)
+        hub = start_hub(devcloud, directory / "hub", (18700, 18781, 19970), clouds_yaml=clouds_yaml)
+        hub.api, hub.nova, hub.neutron = HubAPI(hub), nova, neutron
+        try:
+            yield hub
+        finally:
+            nova.clear()
+            neutron.clear()
+            stop_hub(hub, devcloud)
+
+
+@pytest.fixture(autouse=True)
+def no_faults_left(faulty_hub):
+    yield
+    faulty_hub.nova.clear()
+    faulty_hub.neutron.clear()
+
+
+def mine(conn, user: str) -> tuple[list, list]:
+    servers = [s for s in conn.compute.servers() if (s.metadata or {}).get("hepsdesk-user") == user]
+    ports = [p for p in conn.network.ports() if p.name.startswith(f"jupyter-{user}")]
+    return servers, ports
+
+
+def spawn(hub, user: str) -> dict:
+    create_user(hub.api, user)
+    assert hub.api("POST", f"/users/{user}/server").status_code in (201, 202)
+    return hub.api.progress(user, timeout=300)[-1]
+
+
+def test_a_lost_answer_to_the_server_create_leaves_no_vm(faulty_hub, conn):
+    user = f"lost-server-{SESSION}"
+    fault = faulty_hub.nova.inject(Fault("POST", r"/servers$", 502, times=1, lost_answer=True))
+    last = spawn(faulty_hub, user)
+    assert last.get("failed") and "The cloud could not start your VM" in last["message"], last
+    assert fault.hits == 1
+    assert mine(conn, user) == ([], []), "the server Nova created (id never seen) and its port are gone"
+
+
+def test_a_lost_answer_to_the_port_create_leaves_no_port(faulty_hub, conn):
+    user = f"lost-port-{SESSION}"
+    fault = faulty_hub.neutron.inject(Fault("POST", r"/ports$", 500, times=1, lost_answer=True))
+    last = spawn(faulty_hub, user)
+    assert last.get("failed") and "anything created for it has been removed" in last["message"], last
+    assert fault.hits == 1
+    assert mine(conn, user) == ([], [])
+
+
+def test_transient_errors_while_starting_and_stopping_are_retried(faulty_hub, conn):
+    user = f"transient-{SESSION}"
+    # The shared list fails all along (so the start reads its server itself), and so do the
+    # first two of those reads: retried, the start goes on.
+    lists = faulty_hub.nova.inject(Fault("GET", r"/servers/detail\?.*tags=", 503))
+    reads = faulty_hub.nova.inject(Fault("GET", SERVER, 503, times=2))
+    assert spawn(faulty_hub, user).get("ready"), "failed lists and reads did not fail the start"
+    assert lists.hits >= 1 and reads.hits == 2
+    faulty_hub.nova.clear()
+    deletes = faulty_hub.nova.inject(Fault("DELETE", SERVER, 503, times=2, lost_answer=True))
+    assert faulty_hub.api("DELETE", f"/users/{user}/server").status_code in (202, 204)
+    faulty_hub.api.wait_stopped(user)
+    assert deletes.hits == 2
+    assert mine(conn, user) == ([], [])
+
+
+def test_nova_down_in_the_middle_of_a_start_fails_it_and_removes_the_vm(faulty_hub, conn):
+    user = f"nova-down-{SESSION}"
+    # Every list and every read of the server, until cleared.
+    faulty_hub.nova.inject(Fault("GET", r"/servers/detail|" + SERVER, 503))
+    last = spawn(faulty_hub, user)
+    assert last.get("failed") and "anything created for it has been removed" in last["message"], last
+    assert "Traceback" not in last["message"]
+    assert mine(conn, user) == ([], [])
+
+
+def test_the_fault_suite_leaves_no_server_and_no_port(faulty_hub, admin_conn):
+    tag = f"hepsdesk-test-{SESSION}"
+    servers = [s.id for s in admin_conn.compute.servers(all_projects=True)
+               if (s.metadata or {}).get("hepsdesk-hub") == tag
+               and (s.metadata or {}).get("hepsdesk-user", "").endswith(SESSION)]
+    ports = [p.id for p in admin_conn.network.ports() if f"({tag})" in (p.description or "")]
+    assert servers == [] and ports == []
