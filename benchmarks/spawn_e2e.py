@@ -37,9 +37,9 @@ from playwright.sync_api import Page, expect, sync_playwright
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hepsdesk_devcloud import DevCloud, DevCloudSettings  # noqa: E402
+from benchmarks.common import dev_cloud, free_ports  # noqa: E402
+from hepsdesk_devcloud import DevCloud  # noqa: E402
 from hepsdesk_devcloud.demo import Demo, DemoOptions  # noqa: E402
-from hepsdesk_devcloud.processes import port_owner  # noqa: E402
 from hepsdesk_devcloud.progress import StepProgress  # noqa: E402
 from tests.e2e.hubflow import desktop_tile, launch, new_context, sign_in, submit_spawn_form  # noqa: E402
 
@@ -145,14 +145,8 @@ def main() -> int:
     parser.add_argument("--ports", default="18300,18381,19700,18766",
                         help="hub, hub API, SSO, direct desktop (default: %(default)s)")
     args = parser.parse_args()
-    port, hub_port, oidc_port, direct_port = (int(p) for p in args.ports.split(","))
-    for p in (port, hub_port, hub_port - 80, oidc_port, direct_port):
-        if port_owner(p):
-            parser.error(f"port {p} is in use by {port_owner(p)}")
-
-    cloud = DevCloud(DevCloudSettings.load(args.state_dir), stream=sys.stderr)
-    reused = cloud.is_running()
-    cloud.up()
+    port, hub_port, oidc_port, direct_port = free_ports(parser, args.ports)
+    cloud, reused = dev_cloud(args.state_dir)
     tag = f"hepsdesk-bench-{os.getpid()}"
     hub_dir = Path(tempfile.mkdtemp(prefix="hepsdesk-bench-hub-"))
     demo = Demo(DemoOptions(cloud_state_dir=Path(args.state_dir), hub_state_dir=hub_dir, port=port,

@@ -41,10 +41,10 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hepsdesk_devcloud import DevCloud, DevCloudSettings  # noqa: E402
+from benchmarks.common import dev_cloud, free_ports  # noqa: E402
+from hepsdesk_devcloud import DevCloud  # noqa: E402
 from hepsdesk_devcloud.bootstrap import HUB_NETWORK_QUOTAS, HUB_PROJECT, HUB_QUOTAS  # noqa: E402
 from hepsdesk_devcloud.hub import DevHub  # noqa: E402
-from hepsdesk_devcloud.processes import port_owner  # noqa: E402
 from hepsdesk_devcloud.service_plugins import hepsdesk_process_image as process_image  # noqa: E402
 from hepsdesk_spawner import OpenStackSpawner  # noqa: E402
 
@@ -267,14 +267,8 @@ def main() -> int:
     parser.add_argument("--state-dir", default=os.environ.get("HEPSDESK_DEVCLOUD_STATE", str(ROOT / ".devcloud")))
     parser.add_argument("--ports", default="18600,18681,19950", help="hub, hub API, SSO (default: %(default)s)")
     args = parser.parse_args()
-    port, hub_port, oidc_port = (int(p) for p in args.ports.split(","))
-    for p in (port, hub_port, hub_port - 80, oidc_port):
-        if port_owner(p):
-            parser.error(f"port {p} is in use by {port_owner(p)}")
-
-    cloud = DevCloud(DevCloudSettings.load(args.state_dir), stream=sys.stderr)
-    reused = cloud.is_running()
-    cloud.up()
+    port, hub_port, oidc_port = free_ports(parser, args.ports)
+    cloud, reused = dev_cloud(args.state_dir)
     run = f"scale-{os.getpid()}"
     idle_tag, hub_tag = f"hepsdesk-{run}-idle", f"hepsdesk-{run}-hub"
     admin = cloud.connect("devcloud-admin")

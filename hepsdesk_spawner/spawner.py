@@ -419,12 +419,15 @@ class OpenStackSpawner(Spawner):
         self._profile = profile
         self._gpu_trait = flavor_gpu_request(flavor.extra_specs or {})[0]
         self._emit(10, "Reserving a network address")
-        groups = [await self._security_group_id()] if self.security_group else None
         try:
-            port = await self.client.create_port(
-                network.id, self.port_name,
-                f"hepsdesk ({self.hub_tag}): {self.user.name}'s server {self.name or '(default)'}",
-                security_group_ids=groups, tags=[self.hub_tag])
+            try:
+                port = await self._create_port(network.id)
+            except HttpError as e:
+                if not (self.security_group and e.status_code in (400, 404) and "ecurity group" in str(e)):
+                    raise
+                # The group was deleted since this hub made sure of it (by an operator): again.
+                self.log.warning("Security group of %s gone (%s): creating it again", self._log_name, e)
+                port = await self._create_port(network.id, renew_group=True)
         except HttpError as e:
             raise errors.quota_exceeded(e, "network port") or e from None
         self.port_id = port.id
@@ -474,10 +477,18 @@ class OpenStackSpawner(Spawner):
         return ({("tcp", self.singleuser_port, self.singleuser_port, c) for c in hub}
                 | {("udp", low, high, c) for c in media})
 
-    async def _security_group_id(self) -> str:
+    async def _create_port(self, network_id: str, renew_group: bool = False):
+        groups = [await self._security_group_id(renew_group)] if self.security_group else None
+        description = f"hepsdesk ({self.hub_tag}): {self.user.name}'s server {self.name or '(default)'}"
+        return await self.client.create_port(network_id, self.port_name, description, security_group_ids=groups,
+                                             tags=[self.hub_tag])
+
+    async def _security_group_id(self, renew: bool = False) -> str:
         name = self.security_group.format(hub_tag=self.hub_tag)
         rules = self.security_rules()
         key = (self.cloud, self.clouds_yaml, name, frozenset(rules))
+        if renew and key in self._security_groups and self._security_groups[key].done():
+            del self._security_groups[key]
         if key not in self._security_groups or self._security_groups[key].cancelled():
             self._security_groups[key] = asyncio.ensure_future(self.client.ensure_security_group(
                 name, f"hepsdesk: VMs of the hub tagged {self.hub_tag} (managed; manual changes are undone)", rules))

@@ -94,6 +94,21 @@ def test_spawn_reports_real_stages_serves_and_stop_removes_the_vm(hub, hub_api, 
     assert all(conn.network.find_port(p) is None for p in port_ids)
 
 
+def test_a_security_group_deleted_behind_the_hubs_back_is_made_again(hub, hub_api, conn):
+    """An operator deleted the hub's group (no VM of the hub uses it now): the next start makes
+    it again instead of failing on the id the hub remembered."""
+    for group in conn.network.security_groups(name=f"hepsdesk-test-{SESSION}-vms"):
+        conn.network.delete_security_group(group)
+    user = f"sg-again-{SESSION}"
+    create_user(hub_api, user)
+    assert hub_api("POST", f"/users/{user}/server").status_code in (201, 202)
+    assert hub_api.progress(user)[-1].get("ready")
+    [group] = conn.network.security_groups(name=f"hepsdesk-test-{SESSION}-vms")
+    assert any(p.security_group_ids == [group.id] for p in conn.network.ports(name=f"jupyter-{user}-port"))
+    assert hub_api("DELETE", f"/users/{user}/server").status_code in (202, 204)
+    hub_api.wait_stopped(user)
+
+
 @pytest.fixture(scope="module")
 def broken_hub(devcloud, tmp_path_factory):
     """A second hub whose image is whatever the test puts under its name, and a 75 s start_timeout."""
