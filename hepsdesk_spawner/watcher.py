@@ -9,6 +9,9 @@ server gone because it has not looked yet; when listing fails, the watcher backs
 (doubling up to ``max_backoff``) and keeps the last good view. A server missing from the view
 is confirmed with one direct request before anyone calls it gone (it may have been created
 after the list began). Like KubeSpawner's shared reflector, for Nova.
+
+Starts want news every second, not every ``interval``: ``fresh()`` asks for an early list,
+and one list (at most one per ``min_gap``) answers every start waiting at that moment.
 """
 
 from __future__ import annotations
@@ -145,6 +148,8 @@ class ServerWatcher:
                 delay = min(self.max_backoff, self.interval * 2 ** min(self.failures, 10))
                 log.warning("Listing the servers tagged %s failed (%d in a row), next try in %.1f s: %s",
                             self.hub_tag, self.failures, delay, e)
+                listed, self._new_list = self._new_list, asyncio.Event()
+                listed.set()  # whoever waits for a fresh list learns that there is none
             else:
                 self.list_calls += 1
                 self.failures = 0
