@@ -55,7 +55,8 @@ async def test_one_list_per_interval_serves_every_server_and_sees_a_crash(devclo
                 assert (await watcher.get(s.id)).status == "ACTIVE"
             await asyncio.sleep(0.05)
         made = nova_list_requests(devcloud, tag) - before
-        assert made == watcher.list_calls
+        # Every list nova answered is one of the watcher's; the newest may still be on its way back.
+        assert watcher.list_calls <= made <= watcher.list_calls + 1, (made, watcher.list_calls)
         assert 3 <= made <= (time.monotonic() - started) / 0.5 + 3, made
 
         # A guest that crashes shows as SHUTOFF in the view within Nova's sync plus one interval.
