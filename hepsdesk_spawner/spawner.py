@@ -211,6 +211,7 @@ class OpenStackSpawner(Spawner):
 
     server_id = Unicode("")
     profile_slug = Unicode("")
+    idle_timeout = Integer(0)  # the profile's, kept in the state: polls need not read the profiles
     port_id = Unicode("")
     address = Unicode("")
     events = List()
@@ -222,7 +223,7 @@ class OpenStackSpawner(Spawner):
         state = super().get_state()
         if self.server_id:
             state.update(server_id=self.server_id, port_id=self.port_id, address=self.address,
-                         profile=self.profile_slug, version=__version__)
+                         profile=self.profile_slug, idle_timeout=self.idle_timeout, version=__version__)
         return state
 
     def load_state(self, state):
@@ -231,10 +232,12 @@ class OpenStackSpawner(Spawner):
         self.port_id = state.get("port_id", "")
         self.address = state.get("address", "")
         self.profile_slug = state.get("profile", "")
+        self.idle_timeout = int(state.get("idle_timeout", 0))
 
     def clear_state(self):
         super().clear_state()
         self.server_id = self.port_id = self.address = self.profile_slug = ""
+        self.idle_timeout = 0
 
     @property
     def client(self) -> OpenStackClient:
@@ -403,7 +406,7 @@ class OpenStackSpawner(Spawner):
 
     async def _start(self):
         profile = await self._choose_profile()
-        self.profile_slug = profile.slug
+        self.profile_slug, self.idle_timeout = profile.slug, profile.idle_timeout
         await self._remove_leftovers()
         self._emit(5, f"Looking up the image, flavor and network of {profile.display_name}")
         image, flavor, network = await asyncio.gather(
@@ -628,28 +631,24 @@ class OpenStackSpawner(Spawner):
             if view is not None and view.status in DEAD_STATES:
                 self._delete_in_background(view, f"is {view.status}")
             return 0
-        if await self._idle_too_long():
+        if self._idle_too_long():
             self._delete_in_background(view, "is idle")
             return 0
         return None
 
-    async def _idle_too_long(self) -> bool:
+    def _idle_too_long(self) -> bool:
         """Has this server been idle longer than its profile's idle_timeout? Idle time counts
         from the last activity the hub saw (JupyterLab's reports, proxy traffic), or from the
         moment the server became ready, whichever is later."""
-        try:
-            profile = next((p for p in await self.all_profiles() if p.slug == self.profile_slug), None)
-        except ProfileError:
-            return False
-        if profile is None or not profile.idle_timeout:
+        if not self.idle_timeout:
             return False
         last = self.orm_spawner.last_activity if self.orm_spawner is not None else None
         since = last.replace(tzinfo=last.tzinfo or UTC).timestamp() if last else 0.0
         idle = time.time() - max(since, self._ready_at)
-        if idle < profile.idle_timeout:
+        if idle < self.idle_timeout:
             return False
         self.log.info("%s has been idle for %.0f s (profile %s allows %d s): stopping it", self._log_name, idle,
-                      profile.slug, profile.idle_timeout)
+                      self.profile_slug, self.idle_timeout)
         return True
 
     def _delete_in_background(self, view: ServerView, why: str) -> None:
