@@ -86,9 +86,8 @@ def sync_schemas(settings: DevCloudSettings, secrets: dict) -> None:
             [bin_("keystone-manage"), *keystone, "fernet_setup", "--keystone-user", user, "--keystone-group", group],
             [bin_("keystone-manage"), *keystone, "credential_setup", "--keystone-user", user,
              "--keystone-group", group],
-            [bin_("keystone-manage"), *keystone, "bootstrap", "--bootstrap-password", secrets["admin"],
-             "--bootstrap-admin-url", keystone_url, "--bootstrap-public-url", keystone_url,
-             "--bootstrap-internal-url", keystone_url, "--bootstrap-region-id", settings.region],
+            [bin_("keystone-manage"), *keystone, *keystone_bootstrap_args(secrets["admin"], keystone_url,
+                                                                         settings.region)],
         ],
         "nova": [
             [bin_("nova-manage"), *nova, "api_db", "sync"],
@@ -109,6 +108,15 @@ def sync_schemas(settings: DevCloudSettings, secrets: dict) -> None:
     if errors:
         raise errors[0]
     _stamp(settings).write_text(constraints_text())
+
+
+def keystone_bootstrap_args(password: str, keystone_url: str, region: str) -> list[str]:
+    """``keystone-manage bootstrap``'s arguments. The password is one ``--opt=value`` item: a
+    generated password may start with "-" (token_urlsafe), which argparse would take for an
+    option if it stood on its own (it failed a CI run that way)."""
+    return ["bootstrap", f"--bootstrap-password={password}",
+            "--bootstrap-admin-url", keystone_url, "--bootstrap-public-url", keystone_url,
+            "--bootstrap-internal-url", keystone_url, "--bootstrap-region-id", region]
 
 
 def _run_sequence(settings: DevCloudSettings, name: str, steps: list[list[str]]) -> None:
@@ -138,8 +146,13 @@ def _redact(argv: list[str]) -> list[str]:
     """Hide passwords and database URLs from logs and messages."""
     out = []
     for arg in argv:
-        if out and out[-1] in ("--bootstrap-password", "--database_connection"):
+        if out and out[-1] in _SECRET_OPTIONS:
             out.append("***")
+        elif "=" in arg and arg.partition("=")[0] in _SECRET_OPTIONS:
+            out.append(arg.partition("=")[0] + "=***")
         else:
             out.append(arg)
     return out
+
+
+_SECRET_OPTIONS = ("--bootstrap-password", "--database_connection")
