@@ -88,6 +88,16 @@ c.OpenStackSpawner.capacity_cloud = os.environ.get("HEPSDESK_CAPACITY_CLOUD", "d
 c.JupyterHub.allow_named_servers = True
 c.JupyterHub.named_server_limit_per_user = int(os.environ.get("HEPSDESK_SERVERS_PER_USER", "3"))
 c.OpenStackSpawner.network = os.environ.get("HEPSDESK_NETWORK", "hepsdesk-net")
+# The user's data, by their identity, from the facility's storage (NFS): their home, and one
+# directory per proposal (experiment) under /data. HEPSDESK_DATA_SERVER names the storage
+# server (the dev cloud's is "devcloud-storage", its .devcloud/storage directory); unset: no
+# mounts, and JupyterLab runs as root unless the user's auth_state has a POSIX identity.
+if os.environ.get("HEPSDESK_DATA_SERVER"):
+    data_server = os.environ["HEPSDESK_DATA_SERVER"]
+    c.OpenStackSpawner.data_mounts = [
+        {"source": f"{data_server}:/home/{{username}}", "target": "{home}"},
+        {"source": f"{data_server}:/proposals/{{proposal}}", "target": "/data/{proposal}"},
+    ]
 # Mark this hub's servers (give every hub sharing a project its own tag).
 c.OpenStackSpawner.hub_tag = os.environ.get("HEPSDESK_HUB_TAG", "hepsdesk-hub")
 # VMs take minutes, not seconds: the spawner gives up (and deletes the VM, and tells the user

@@ -15,7 +15,7 @@ import urllib.request
 
 from oauthenticator.generic import GenericOAuthenticator
 from tornado import web
-from traitlets import List, Unicode, default
+from traitlets import Dict, List, Unicode, default
 
 
 class HEPSAuthenticator(GenericOAuthenticator):
@@ -47,9 +47,20 @@ class HEPSAuthenticator(GenericOAuthenticator):
         config=True,
         help="The userinfo claim listing the user's groups (allowed_groups and admin_groups match these).",
     )
+    posix_claims = Dict(
+        {"uid": "uidNumber", "gid": "gidNumber", "home": "homeDirectory", "shell": "loginShell"},
+        config=True,
+        help="""Userinfo claims that carry the user's POSIX identity, for SSOs that release it
+        (e.g. Keycloak mapping the LDAP attributes): ``uid``, ``gid``, ``home``, ``shell``.
+
+        When the uid and gid claims are present, ``auth_state["hepsdesk"]["posix"]`` holds them
+        with the hub username, and the spawner gives the VM that account and mounts the user's
+        data by it. Without them the user has no POSIX identity from the SSO.
+        """,
+    )
     extra_scopes = List(
         Unicode(),
-        ["groups", "proposals"],
+        ["groups", "proposals", "posix"],
         config=True,
         help="Scopes requested in addition to openid, profile and email (the provider's names for "
         "the scopes that release the groups and proposals claims).",
@@ -107,6 +118,10 @@ class HEPSAuthenticator(GenericOAuthenticator):
             "email": user.get("email"),
             "name": user.get("name"),
         }
+        posix = {key: user.get(claim) for key, claim in self.posix_claims.items() if user.get(claim) not in (None, "")}
+        if "uid" in posix and "gid" in posix:
+            # Checked where it is used (hepsdesk_spawner.identity), like every other claim.
+            auth_model["auth_state"]["hepsdesk"]["posix"] = {"username": auth_model["name"], **posix}
         return auth_model
 
     async def check_allowed(self, username, auth_model):

@@ -42,6 +42,8 @@ def template_values(settings: DevCloudSettings, secrets: dict) -> dict[str, str]
         "region": settings.region,
         "compute_host": settings.compute_host,
         "stop_grace": "10",
+        "storage_server": settings.storage_server,
+        "storage_root": str(settings.storage_dir),
         "gpus": ",".join(f"{model}:{count}" for model, count in settings.gpus.items()),
         "transport_url": (f"rabbit://hepsdesk:{secrets['rabbitmq']}@127.0.0.1:"
                           f"{settings.port('rabbitmq')}/"),

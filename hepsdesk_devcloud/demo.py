@@ -30,14 +30,15 @@ class DemoUser:
     groups: tuple[str, ...]
     proposals: tuple[str, ...]
     shows: str
+    uid: int = 0  # the POSIX identity the SSO releases (0: none); gid = uid (a user-private group)
 
 
 # Group names match jupyterhub_config.py's defaults (allowed: heps-/csns-/bsrf-users;
 # admins: hepsdesk-admins).
 DEMO_USERS = (
     DemoUser("alice", ("heps-users", "hepsdesk-admins"), ("P-2026-0042",),
-             "a HEPS scientist and hepsdesk admin: her VM, JupyterLab, the Desktop, the control panel"),
-    DemoUser("bob", ("csns-users",), ("P-2026-0107",), "a CSNS scientist: his own VM, no admin rights"),
+             "a HEPS scientist and hepsdesk admin: her VM, JupyterLab, the Desktop, the control panel", 20001),
+    DemoUser("bob", ("csns-users",), ("P-2026-0107",), "a CSNS scientist: his own VM, no admin rights", 20002),
     DemoUser("carol", ("visitors",), (), "signed in but in no allowed group: the page that says why"),
 )
 
@@ -60,15 +61,24 @@ class Demo:
         self.cloud = DevCloud(DevCloudSettings.load(str(options.cloud_state_dir)))
         self.hub = DevHub(options.hub_state_dir, options.config_file, self.cloud.settings.clouds_yaml,
                           port=options.port, hub_port=options.hub_port, oidc_port=options.oidc_port,
-                          extra_env={"HEPSDESK_HUB_TAG": options.hub_tag})
+                          extra_env={"HEPSDESK_HUB_TAG": options.hub_tag,
+                                     "HEPSDESK_DATA_SERVER": self.cloud.settings.storage_server})
 
     def ensure_users(self) -> dict[str, str]:
-        """Create the demo users once (random passwords, kept in the SSO's 0600 config)."""
+        """Create the demo users once (random passwords, kept in the SSO's 0600 config), with
+        their homes and proposal directories on the dev cloud's storage."""
         known = self.hub.oidc.users()
         passwords = {}
         for user in DEMO_USERS:
             password = known.get(user.name, {}).get("password") or secrets.token_urlsafe(9)
-            self.hub.oidc.set_user(user.name, password, groups=list(user.groups), proposals=list(user.proposals))
+            posix = None
+            if user.uid:
+                posix = {"uidNumber": user.uid, "gidNumber": user.uid, "homeDirectory": f"/home/{user.name}"}
+                self.cloud.storage_directory(f"home/{user.name}", user.uid, user.uid)
+                for proposal in user.proposals:
+                    self.cloud.storage_directory(f"proposals/{proposal}", user.uid, user.uid, 0o770)
+            self.hub.oidc.set_user(user.name, password, groups=list(user.groups), proposals=list(user.proposals),
+                                   posix=posix)
             passwords[user.name] = password
         return passwords
 

@@ -154,6 +154,18 @@ class DevCloud:
         """The directory that is a server's disk (exists while the server exists)."""
         return self.settings.instances_dir / server_id
 
+    def storage_directory(self, share: str, uid: int, gid: int, mode: int = 0o700) -> Path:
+        """The directory behind the NFS share ``devcloud-storage:/<share>``, made (if missing)
+        with this owner and mode, as the facility's storage admins make homes and proposals."""
+        path = self.settings.storage_dir.joinpath(*Path(share.strip("/")).parts)
+        if ".." in path.relative_to(self.settings.storage_dir).parts:
+            raise ValueError(f"the share {share!r} is outside the storage")
+        if not path.is_dir():
+            path.mkdir(parents=True)
+            os.chown(path, uid, gid)
+            path.chmod(mode)
+        return path
+
     def is_running(self) -> bool:
         return all(self.processes.running(name) for name in self.services)
 
@@ -237,7 +249,7 @@ class DevCloud:
         except OSError as e:
             raise DevCloudError(f"the state directory {state} is not writable ({e.strerror or e}); "
                                 "choose another with --state-dir") from e
-        for sub in ("logs", "run", "home", "rabbitmq"):
+        for sub in ("logs", "run", "home", "rabbitmq", "storage"):
             (state / sub).mkdir(exist_ok=True)
 
     def _ensure_debian_packages(self, progress: StepProgress) -> None:

@@ -68,11 +68,13 @@ class DevOIDCProvider:
         self._write(config)
 
     def set_user(self, username: str, password: str, *, groups: list[str] = (), proposals: list[str] = (),
-                 name: str | None = None, email: str | None = None) -> None:
-        """Add or change a user; the running provider sees it at the next login."""
+                 name: str | None = None, email: str | None = None, posix: dict | None = None) -> None:
+        """Add or change a user; the running provider sees it at the next login. ``posix``:
+        claims of the ``posix`` scope (uidNumber, gidNumber, homeDirectory, loginShell)."""
         config = self._read()
         config["users"][username] = {"password": password, "groups": list(groups), "proposals": list(proposals),
-                                     "name": name or username.capitalize(), "email": email or f"{username}@example.org"}
+                                     "name": name or username.capitalize(), "email": email or f"{username}@example.org",
+                                     **({"posix": dict(posix)} if posix else {})}
         self._write(config)
 
     def users(self) -> dict:

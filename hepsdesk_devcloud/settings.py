@@ -76,6 +76,8 @@ class DevCloudSettings:
     compute_host: str = "devcloud"
     network_cidr: str = "127.200.0.0/16"
     region: str = "RegionOne"
+    # The NFS server name under which VMs mount the dev cloud's storage directory.
+    storage_server: str = "devcloud-storage"
     # The Python environment whose programs (jupyterhub-singleuser, JupyterLab, the desktop)
     # the guest images put first on the VMs' PATH: process VMs run the host's software.
     guest_env: str = dataclasses.field(default_factory=lambda: sys.prefix)
@@ -141,6 +143,12 @@ class DevCloudSettings:
     @property
     def clouds_yaml(self) -> Path:
         return self.path("clouds.yaml")
+
+    @property
+    def storage_dir(self) -> Path:
+        """The facility's central storage, for the VMs: the NFS share ``{storage_server}:/x``
+        is the directory ``<storage_dir>/x`` (inside the state dir, which guests cannot see)."""
+        return self.path("storage")
 
     @property
     def instances_dir(self) -> Path:

@@ -13,6 +13,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .datamounts import DataMount, DataMountError, parse_data_mounts
+
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 STOP_MODES = ("delete",)  # "shelve" comes with token delivery to unshelved VMs
 
@@ -38,9 +40,10 @@ class Profile:
     idle_timeout: int = 0
     allowed_groups: frozenset[str] = field(default_factory=frozenset)
     default: bool = False
+    data_mounts: tuple[DataMount, ...] = ()
 
     KEYS = ("slug", "display_name", "image", "flavor", "description", "gpu_model", "gpu_count", "stop_mode",
-            "idle_timeout", "allowed_groups", "default")
+            "idle_timeout", "allowed_groups", "default", "data_mounts")
 
     @classmethod
     def from_config(cls, entry: dict, index: int) -> Profile:
@@ -71,7 +74,12 @@ class Profile:
         groups = entry.get("allowed_groups", ())
         if isinstance(groups, str):
             raise ProfileError(f"{where}: allowed_groups must be a list of group names, not a string")
-        return cls(slug=slug, display_name=str(entry["display_name"]), image=str(entry["image"]),
+        try:
+            data_mounts = parse_data_mounts(entry.get("data_mounts", []), where)
+        except DataMountError as e:
+            raise ProfileError(str(e)) from None
+        return cls(slug=slug, data_mounts=data_mounts, display_name=str(entry["display_name"]),
+                   image=str(entry["image"]),
                    flavor=str(entry["flavor"]), description=str(entry.get("description", "")),
                    gpu_model=str(entry.get("gpu_model", "")), gpu_count=gpu_count,
                    stop_mode=stop_mode,

@@ -26,8 +26,16 @@ from traitlets import Callable, Dict, Float, Integer, List, Unicode, Union, defa
 from . import __version__, errors, options_form
 from .capacity import CapacityReader, flavor_gpu_request
 from .cloud import HttpError, OpenStackClient, SDKError
-from .cloudinit import EXITED_MARKER, LOG_LINE_PREFIX, STARTING_MARKER, render_singleuser_user_data
+from .cloudinit import (
+    EXITED_MARKER,
+    LOG_LINE_PREFIX,
+    MISSING_MOUNT_MARKER,
+    STARTING_MARKER,
+    render_singleuser_user_data,
+)
+from .datamounts import DataMount, DataMountError, expand_all, parse_data_mounts
 from .errors import SpawnError
+from .identity import IdentityError, PosixIdentity, proposals_of
 from .profiles import Profile, ProfileError, ProfileRefused, choose, parse_profiles
 from .watcher import ServerView, ServerWatcher, WatcherUnavailable
 
@@ -83,6 +91,26 @@ class OpenStackSpawner(Spawner):
 
         Empty: one implicit profile of ``image`` and ``flavor``, and no form.
         """,
+    )
+    data_mounts = List(
+        Dict(),
+        config=True,
+        help="""Shares of the facility's storage every VM mounts, by the user's identity (a
+        profile's ``data_mounts`` add to these; the same target: the profile's wins).
+
+        Each: ``source`` (e.g. ``nfs.heps.example:/home/{username}``), ``target`` (e.g.
+        ``{home}``), ``fstype`` (``nfs4``), ``options`` (``rw,hard,_netdev``; ``ro`` for raw
+        data), ``required`` (true: JupyterLab does not start without it, so nothing is written
+        to the VM's own disk). Placeholders: ``{username}``, ``{uid}``, ``{gid}``, ``{home}``
+        from the POSIX identity in ``auth_state["hepsdesk"]["posix"]``, and ``{proposal}``:
+        one mount per proposal in ``auth_state["hepsdesk"]["proposals"]``. With an identity the
+        VM gets the user's account (same uid, gid, groups) and JupyterLab runs as them.
+        """,
+    )
+    min_posix_id = Integer(
+        1000,
+        config=True,
+        help="Lowest uid/gid an identity from auth_state may have: root and system accounts are refused.",
     )
     capacity_cloud = Unicode(
         "",
@@ -148,7 +176,12 @@ class OpenStackSpawner(Spawner):
         help="Extra server metadata (visible to every member of the project: no secrets).",
     )
     singleuser_port = Integer(8888, config=True, help="Port jupyterhub-singleuser listens on in the VM.")
-    notebook_dir = Unicode("/root", config=True, help="Directory JupyterLab starts in, inside the VM.")
+    notebook_dir = Unicode(
+        "",
+        config=True,
+        help="Directory JupyterLab starts in and serves, inside the VM. Empty: the user's home (from "
+        "their POSIX identity; /root when JupyterLab runs as root).",
+    )
     start_deadline = Float(
         0,
         config=True,
@@ -352,6 +385,33 @@ class OpenStackSpawner(Spawner):
                                  "Please tell the hub's administrators.", reason="bad_profiles",
                                  status_code=500) from None
 
+    async def _identity_and_mounts(self, profile: Profile) -> tuple[PosixIdentity | None, list[DataMount]]:
+        """The user's account and data mounts for this VM, from their auth_state (checked)."""
+        auth_state = await self.user.get_auth_state()
+        try:
+            identity = PosixIdentity.from_auth_state(auth_state, min_id=self.min_posix_id)
+            proposals = proposals_of(auth_state)
+        except IdentityError as e:
+            self.log.warning("Unusable identity for %s: %s", self._log_name, e)
+            raise SpawnError(f"Your computing account cannot be set up in a VM: {e}. Please tell the facility's "
+                             "user office.", reason="bad_identity", status_code=403) from None
+        try:
+            templates = [*parse_data_mounts(self.data_mounts, "OpenStackSpawner.data_mounts"), *profile.data_mounts]
+        except DataMountError as e:
+            self.log.error("OpenStackSpawner.data_mounts is wrong: %s", e)
+            raise SpawnError("The hub's data mounts are misconfigured, so no server can be started. Please tell "
+                             "the hub's administrators.", reason="bad_data_mounts", status_code=500) from None
+        if identity is None and any(t.fields & {"username", "uid", "gid", "home"} for t in templates):
+            raise SpawnError("Your data cannot be mounted: your account has no computing identity (uid and gid) "
+                             "yet. Please sign out and in again; if this stays, tell the facility's user office.",
+                             reason="no_identity", status_code=403)
+        try:
+            return identity, expand_all(templates, identity, proposals)
+        except DataMountError as e:
+            self.log.error("A data mount of %s cannot be used: %s", self._log_name, e)
+            raise SpawnError("The hub's data mounts are misconfigured, so no server can be started. Please tell "
+                             "the hub's administrators.", reason="bad_data_mounts", status_code=500) from None
+
     # progress
 
     @property
@@ -407,6 +467,7 @@ class OpenStackSpawner(Spawner):
     async def _start(self):
         profile = await self._choose_profile()
         self.profile_slug, self.idle_timeout = profile.slug, profile.idle_timeout
+        identity, mounts = await self._identity_and_mounts(profile)
         await self._remove_leftovers()
         self._emit(5, f"Looking up the image, flavor and network of {profile.display_name}")
         image, flavor, network = await asyncio.gather(
@@ -442,7 +503,8 @@ class OpenStackSpawner(Spawner):
         # The desktop offers this address for WebRTC media (see desktop_proxy.peers).
         env["HEPSDESK_VM_ADDRESS"] = self.address
         command = [*self.cmd, *self.get_args()]
-        user_data = render_singleuser_user_data(command, env, workdir=self.notebook_dir)
+        user_data = render_singleuser_user_data(command, env, workdir=self.notebook_dir, identity=identity,
+                                                mounts=mounts)
         self._emit(15, f"Creating your VM ({image.name}, {flavor.name})")
         try:
             server = await self.client.create_server(
@@ -584,6 +646,14 @@ class OpenStackSpawner(Spawner):
         console = await self.client.console_tail(self.server_id, 40)
         if EXITED_MARKER not in console:
             return
+        if MISSING_MOUNT_MARKER in console:
+            missing = console[console.rindex(MISSING_MOUNT_MARKER) + len(MISSING_MOUNT_MARKER):].splitlines()[0]
+            why = [line for line in console.splitlines() if line.startswith(("mount:", "mount."))]
+            raise SpawnError(
+                f"Your data could not be mounted in the VM ({missing.strip()}"
+                + (f": {self._scrub(why[-1])}" if why else "") + "). JupyterLab was not started, so nothing was "
+                "written to the VM's own disk, and the VM has been removed. Please tell the facility's support.",
+                reason="data_not_mounted", status_code=500)
         tail = console[console.rindex(EXITED_MARKER):].splitlines()
         status = re.search(r"with status (\d+)", tail[0])
         log = [line[len(LOG_LINE_PREFIX):] for line in tail[1:] if line.startswith(LOG_LINE_PREFIX)]

@@ -5,7 +5,8 @@
 // Configuration comes from the JSON file named by HEPSDESK_OIDC_CONFIG:
 //   {"issuer": "http://127.0.0.1:9400", "port": 9400, "cookie_keys": ["..."],
 //    "clients": [{"client_id", "client_secret", "redirect_uris": [...]}],
-//    "users": {"alice": {"password", "name", "email", "groups": [...], "proposals": [...]}}}
+//    "users": {"alice": {"password", "name", "email", "groups": [...], "proposals": [...],
+//                        "posix": {"uidNumber", "gidNumber", "homeDirectory", "loginShell"}}}}
 // The file is read again for every login, so tests and `hepsdesk demo` can add users
 // without restarting the provider. Listens on 127.0.0.1 only.
 
@@ -22,7 +23,7 @@ if (!configPath) {
 }
 const readConfig = () => JSON.parse(fs.readFileSync(configPath, 'utf8'));
 const config = readConfig();
-const SCOPES = ['openid', 'offline_access', 'profile', 'email', 'groups', 'proposals'];
+const SCOPES = ['openid', 'offline_access', 'profile', 'email', 'groups', 'proposals', 'posix'];
 
 function userClaims(username) {
   const user = readConfig().users[username];
@@ -35,6 +36,8 @@ function userClaims(username) {
     email_verified: true,
     groups: user.groups || [],
     proposals: user.proposals || [],
+    // The POSIX identity, as an SSO mapping the directory's attributes releases it.
+    ...(user.posix || {}),
   };
 }
 
@@ -51,6 +54,7 @@ const provider = new Provider(config.issuer, {
     email: ['email', 'email_verified'],
     groups: ['groups'],
     proposals: ['proposals'],
+    posix: ['uidNumber', 'gidNumber', 'homeDirectory', 'loginShell'],
   },
   scopes: SCOPES,
   cookies: { keys: config.cookie_keys },

@@ -2,9 +2,10 @@
 
 A process VM honours the part of cloud-init that the hepsdesk spawner emits and that a
 process tree can honour faithfully: shell-script user-data, ``#cloud-config`` with
-``bootcmd``, ``write_files``, ``runcmd``, ``hostname``/``fqdn`` and ``final_message``, and
-MIME multipart documents made of those. Anything else is refused with a message naming
-what is not supported, so the instance goes to ERROR instead of booting half-configured.
+``bootcmd``, ``write_files``, ``runcmd``, ``mounts``, ``hostname``/``fqdn`` and
+``final_message``, and MIME multipart documents made of those (NFS ``mounts`` come from the
+dev cloud's storage directory: see ``hepsdesk_guest``). Anything else is refused with a
+message naming what is not supported, so the instance goes to ERROR instead of booting half-configured.
 
 This module runs inside the OpenStack services' virtualenv (loaded by nova-compute) and
 in hepsdesk's own environment (unit tests), so it imports nothing but the standard
@@ -22,7 +23,7 @@ import shlex
 
 import yaml
 
-SUPPORTED_KEYS = ("bootcmd", "write_files", "runcmd", "hostname", "fqdn", "final_message")
+SUPPORTED_KEYS = ("bootcmd", "write_files", "runcmd", "mounts", "hostname", "fqdn", "final_message")
 # Keys that only tune how cloud-init itself behaves and have no effect on a process VM.
 NEUTRAL_KEYS = ("preserve_hostname", "manage_etc_hosts", "prefer_fqdn_over_hostname")
 WRITE_FILE_FIELDS = ("path", "content", "encoding", "owner", "permissions", "append", "defer")
@@ -61,8 +62,9 @@ def build_boot_plan(user_data: bytes | str | None) -> dict:
     The plan is plain JSON-able data: ``bootcmd`` (shell lines run on every boot),
     ``write_files`` (content base64-encoded), ``scripts`` (name and base64 content, run in
     order at the end of boot), ``hostname`` and ``final_message``.
+    ``mounts`` lists ``source``, ``target``, ``fstype`` and ``options`` of each mount.
     """
-    plan: dict = {"bootcmd": [], "write_files": [], "scripts": [], "hostname": None,
+    plan: dict = {"bootcmd": [], "write_files": [], "scripts": [], "mounts": [], "hostname": None,
                   "final_message": None}
     if user_data is None:
         return plan
@@ -139,6 +141,8 @@ def _add_cloud_config(plan: dict, text: str) -> None:
     plan["bootcmd"].extend(_commands(config.get("bootcmd"), "bootcmd"))
     for index, entry in enumerate(config.get("write_files") or []):
         plan["write_files"].append(_write_file(entry, index))
+    for index, entry in enumerate(_list(config.get("mounts"), "mounts")):
+        plan["mounts"].append(_mount(entry, index))
     runcmd = _commands(config.get("runcmd"), "runcmd")
     if runcmd:
         script = "#!/bin/sh\n" + "\n".join(runcmd) + "\n"
@@ -167,6 +171,27 @@ def _commands(value, key: str) -> list[str]:
         else:
             raise UnsupportedUserData(f"cloud-config {key} entries must be strings or lists of strings")
     return lines
+
+
+def _list(value, key: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise UnsupportedUserData(f"cloud-config {key} must be a list")
+    return value
+
+
+def _mount(entry, index: int) -> dict:
+    """One ``mounts`` entry: ``[source, target, fstype, options, dump, pass]``, as cloud-init
+    reads it (fstype and options may be left out)."""
+    where = f"mounts[{index}]"
+    if not isinstance(entry, list) or not 2 <= len(entry) <= 6 or not all(
+            isinstance(field, (str, int)) for field in entry):
+        raise UnsupportedUserData(f"{where} must be a list [source, target, fstype, options, dump, pass]")
+    source, target, fstype, options = ([str(field) for field in entry] + ["auto", "defaults"])[:4]
+    if not target.startswith("/") or "/../" in f"{target}/" or "\n" in target:
+        raise UnsupportedUserData(f"{where}: the mount point must be an absolute path without '..'")
+    return {"source": source, "target": target, "fstype": fstype, "options": options}
 
 
 def _write_file(entry, index: int) -> dict:

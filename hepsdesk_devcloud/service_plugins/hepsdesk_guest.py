@@ -13,6 +13,13 @@ for each boot. It plays two parts:
   user-data (bootcmd, write_files, scripts) the way cloud-init would, printing cloud-init's
   console lines. Then it reaps orphans until it is told to stop.
 
+NFS ``mounts`` stand for the facility's central storage: a share ``SERVER:/PATH`` whose
+server is one of the dev cloud's storage servers is the host directory ``<storage
+root>/PATH``, bind-mounted (read-only for ``ro``). Like a real NFS mount it fails, with
+mount.nfs's message on the console, when the server is unknown or the export does not
+exist; the boot goes on, as cloud-init's does. Not emulated: root squashing (root in the
+guest may write anywhere on a mounted share).
+
 Standard library only; it runs with the services' Python before the chroot.
 """
 
@@ -40,7 +47,9 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+MS_RDONLY, MS_REMOUNT = 1, 32
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+NFS_TYPES = ("nfs", "nfs4")
 PR_SET_PDEATHSIG = 1
 CLOUD_INIT_VERSION = "24.1-hepsdesk"
 
@@ -127,6 +136,8 @@ class GuestInit:
         self.ready_fd = ready_fd
         self.stopping = False
         self.env = dict(boot["env"])
+        # What the mounts of the user-data gave, printed at cloud-init's init stage.
+        self.mount_messages: list[str] = []
 
     def run(self) -> None:
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -161,13 +172,58 @@ class GuestInit:
             target = f"{root}{mount_spec['target']}"
             os.makedirs(target, exist_ok=True)
             mount(mount_spec["source"], target, None, MS_BIND | MS_REC)
+        for spec in b["plan"].get("mounts", []):
+            self.mount_messages.append(self._mount_share(root, spec))
         os.chroot(root)
         os.chdir("/")
+        self._open_software_paths()
         os.makedirs("/run/lock", exist_ok=True)
         # /tmp stays the host's, seen through the overlay (what the guest writes there goes to
         # its own disk): the guest's software may live under it (a checkout in /tmp).
         os.makedirs("/tmp", mode=0o1777, exist_ok=True)
         socket.sethostname(b["plan"].get("hostname") or b["hostname"])
+
+    def _open_software_paths(self) -> None:
+        """Let every account reach the image's software: process VMs run the host's programs,
+        which may live under a private directory (e.g. a Python in /root/.pyenv, /root being
+        0700). Each directory on the way gets o+x in this guest's disk only (no listing)."""
+        for entry in self.boot.get("software_paths", []):
+            for target in {os.path.realpath(entry), os.path.realpath(os.path.join(entry, "python3"))}:
+                directory = os.path.dirname(target) if not os.path.isdir(target) else target
+                while directory not in ("/", ""):
+                    try:
+                        mode = os.stat(directory).st_mode
+                        if not mode & 0o001:
+                            os.chmod(directory, (mode & 0o7777) | 0o001)
+                    except OSError:
+                        break
+                    directory = os.path.dirname(directory)
+
+    def _mount_share(self, root: str, spec: dict) -> str:
+        """Mount one entry of the user-data's ``mounts``; return its console line."""
+        source, target, fstype = spec["source"], spec["target"], spec["fstype"]
+        if fstype not in NFS_TYPES:
+            return (f"mount: {target}: unknown filesystem type '{fstype}' "
+                    f"(the hepsdesk dev cloud mounts NFS shares only)")
+        server, sep, path = source.partition(":")
+        storage = self.boot.get("storage") or {}
+        if not sep or not path.startswith("/"):
+            return f"mount.nfs: remote share not in 'host:dir' format: {source}"
+        if server not in storage.get("servers", []):
+            return f"mount.nfs: Failed to resolve server {server}: Name or service not known"
+        storage_root = os.path.realpath(storage["root"])
+        host_dir = os.path.realpath(os.path.join(storage_root, path.lstrip("/")))
+        if os.path.commonpath([storage_root, host_dir]) != storage_root or not os.path.isdir(host_dir):
+            return f"mount.nfs: access denied by server while mounting {source}"
+        mount_point = f"{root}{os.path.normpath(target)}"
+        try:
+            os.makedirs(mount_point, exist_ok=True)
+            mount(host_dir, mount_point, None, MS_BIND)
+            if "ro" in spec["options"].split(","):
+                mount(None, mount_point, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        except OSError as e:
+            return f"mount.nfs: mounting {source} on {target} failed: {e.strerror}"
+        return f"mounted {source} on {target} type {fstype} ({spec['options']})"
 
     def _write_instance_data(self) -> None:
         os.makedirs("/run/cloud-init", exist_ok=True)
@@ -185,6 +241,8 @@ class GuestInit:
         self._console(f"hepsdesk: process VM {b['uuid']} ({b['name']}) booting, "
                       f"address {b.get('address') or 'none'}", kernel=True)
         self._stage("init")
+        for line in self.mount_messages:
+            self._console(line)
         if plan["bootcmd"]:
             self._run_script("bootcmd", "#!/bin/sh\n" + "\n".join(plan["bootcmd"]) + "\n")
         self._write_files([f for f in plan["write_files"] if not f["defer"]])

@@ -51,3 +51,14 @@ async def test_auth_state_keeps_groups_and_proposals_for_the_spawner():
     assert model["auth_state"]["hepsdesk"] == {"groups": ["heps-users"], "proposals": ["HEPS-2026-1"],
                                                "email": "a@x", "name": "Alice"}
     assert auth.enable_auth_state and auth.manage_groups
+
+
+async def test_posix_identity_claims_go_to_auth_state_only_when_complete():
+    auth = authenticator()
+    claims = {"groups": ["heps-users"], "uidNumber": 20001, "gidNumber": "20001", "homeDirectory": "/home/alice"}
+    model = await auth.update_auth_model({"name": "alice", "admin": False, "auth_state": {"oauth_user": claims}})
+    assert model["auth_state"]["hepsdesk"]["posix"] == {"username": "alice", "uid": 20001, "gid": "20001",
+                                                        "home": "/home/alice"}
+    del claims["gidNumber"]
+    model = await auth.update_auth_model({"name": "alice", "admin": False, "auth_state": {"oauth_user": claims}})
+    assert "posix" not in model["auth_state"]["hepsdesk"]

@@ -57,6 +57,17 @@ final_message: booted
     json.dumps(plan)  # the plan travels to the guest as JSON
 
 
+def test_mounts_as_cloud_init_reads_them():
+    plan = build_boot_plan(b"""#cloud-config
+mounts:
+  - [storage:/home/alice, /home/alice, nfs4, "rw,hard", "0", "0"]
+  - [storage:/raw/P-1, /data/raw]
+""")
+    assert plan["mounts"] == [
+        {"source": "storage:/home/alice", "target": "/home/alice", "fstype": "nfs4", "options": "rw,hard"},
+        {"source": "storage:/raw/P-1", "target": "/data/raw", "fstype": "auto", "options": "defaults"}]
+
+
 def test_gzip_compressed_user_data():
     plan = build_boot_plan(gzip.compress(b"#cloud-config\nruncmd: [echo zipped]\n"))
     assert "echo zipped" in script(plan, "runcmd")
@@ -79,7 +90,10 @@ def test_empty_user_data_is_a_plain_boot():
 
 @pytest.mark.parametrize("user_data, message", [
     (b"#cloud-config\npackages: [mantid]\n", "packages not supported"),
-    (b"#cloud-config\nusers: [{name: alice}]\nmounts: []\n", "mounts, users not supported"),
+    (b"#cloud-config\nusers: [{name: alice}]\ngroups: [g]\n", "groups, users not supported"),
+    (b"#cloud-config\nmounts: [[/dev/vdb]]\n", "must be a list"),
+    (b"#cloud-config\nmounts: [[s:/x, relative]]\n", "absolute path"),
+    (b"#cloud-config\nmounts: [[s:/x, /data/../etc]]\n", "without '..'"),
     (b"## template: jinja\n#cloud-config\nruncmd: [echo {{ v1.local_hostname }}]\n", "jinja"),
     (b"#include\nhttp://127.0.0.1/x\n", "#include"),
     (b"#cloud-boothook\n#!/bin/sh\n", "cloud-boothook"),
