@@ -13,6 +13,7 @@ import asyncio
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -41,9 +42,14 @@ def transient(error: BaseException) -> bool:
 class OpenStackClient:
     """A lazily opened openstacksdk connection for one cloud, used from worker threads."""
 
-    executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hepsdesk-openstack")
+    # Few threads: their Python work holds the interpreter lock the hub's event loop needs, and
+    # the more threads want it, the longer the loop waits for it. Requests mostly wait on the
+    # network (lock released), so 8 carry a hundred starts at once.
+    executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hepsdesk-openstack")
     _connections: dict[tuple, openstack.connection.Connection] = {}
     _lock = threading.Lock()
+    _resolved: dict[tuple, tuple[float, str]] = {}  # (cloud, kind, name) -> (until, id); see _find
+    lookup_ttl = 300.0
 
     def __init__(self, cloud: str, clouds_yaml: str = "", request_timeout: float = 30.0, retries: int = 3,
                  retry_delay: float = 0.5):
@@ -87,16 +93,38 @@ class OpenStackClient:
 
     # the calls the spawner makes
 
+    async def _find(self, kind: str, name_or_id: str, by_id: Callable, by_name: Callable) -> Any:
+        """An image, flavor or network by name or id. Finding by name costs a failed GET and a
+        list (of every flavor, for a flavor), for each of a hundred starts at once; so the id
+        a name resolves to is remembered for ``lookup_ttl`` seconds and fetched directly. A
+        remembered id that is gone (an image replaced under the same name) is resolved again."""
+        key = (self.cloud, self.clouds_yaml, kind, name_or_id)
+        known = self._resolved.get(key)
+        if known is not None and known[0] > time.monotonic():
+            def fetch(c):
+                try:
+                    return by_id(c, known[1])
+                except NotFound:
+                    return None
+            found = await self.call(fetch, idempotent=True)
+            if found is not None:
+                return found
+        found = await self.call(lambda c: by_name(c, name_or_id), idempotent=True)
+        if found is not None:
+            self._resolved[key] = (time.monotonic() + self.lookup_ttl, found.id)
+        return found
+
     async def find_image(self, name_or_id: str):
-        return await self.call(lambda c: c.image.find_image(name_or_id, ignore_missing=True), idempotent=True)
+        return await self._find("image", name_or_id, lambda c, i: c.image.get_image(i),
+                                lambda c, n: c.image.find_image(n, ignore_missing=True))
 
     async def find_flavor(self, name_or_id: str):
-        return await self.call(lambda c: c.compute.find_flavor(name_or_id, ignore_missing=True,
-                                                                           get_extra_specs=True),
-                               idempotent=True)
+        return await self._find("flavor", name_or_id, lambda c, i: c.compute.get_flavor(i, get_extra_specs=True),
+                                lambda c, n: c.compute.find_flavor(n, ignore_missing=True, get_extra_specs=True))
 
     async def find_network(self, name_or_id: str):
-        return await self.call(lambda c: c.network.find_network(name_or_id, ignore_missing=True), idempotent=True)
+        return await self._find("network", name_or_id, lambda c, i: c.network.get_network(i),
+                                lambda c, n: c.network.find_network(n, ignore_missing=True))
 
     async def create_port(self, network_id: str, name: str, description: str, security_group_ids=None,
                           tags: list[str] = ()):

@@ -190,6 +190,13 @@ class OpenStackSpawner(Spawner):
     )
     api_request_timeout = Float(30, config=True, help="Timeout of each OpenStack API request, in seconds.")
     status_interval = Float(1.0, config=True, help="Seconds between status checks while a VM starts.")
+    console_interval = Float(
+        4.0,
+        config=True,
+        help="Seconds between reads of a starting VM's console (boot stages, JupyterLab exiting). "
+        "Each read is an API request per starting VM; JupyterLab answering is checked every "
+        "status_interval without any.",
+    )
     watch_interval = Float(
         5.0,
         config=True,
@@ -423,7 +430,9 @@ class OpenStackSpawner(Spawner):
     def _emit(self, progress: int, message: str) -> None:
         elapsed = time.monotonic() - self._started
         self.events.append({"progress": progress, "message": f"{message} ({elapsed:.0f} s)"})
-        self.log.info("Spawn of %s: %s", self._log_name, message)
+        # At debug level: a hundred starts at once would write a thousand lines from the hub's
+        # event loop (the start, the VM's id and the outcome are logged at info).
+        self.log.debug("Spawn of %s: %s", self._log_name, message)
         self._new_event.set()
 
     async def progress(self):
@@ -514,10 +523,11 @@ class OpenStackSpawner(Spawner):
         except HttpError as e:
             raise errors.quota_exceeded(e, "VM") or e from None
         self.server_id = server.id
+        self.log.info("Spawn of %s: created VM %s (%s, %s, %s) on port %s", self._log_name, server.id,
+                      profile.slug, image.name, flavor.name, self.address)
 
         await self._wait_active()
-        await self._wait_console(STARTING_MARKER, 70, "Your VM booted; starting JupyterLab")
-        await self._wait_http()
+        await self._wait_ready()
         self._ready_at = time.time()
         return f"http://{self.address}:{self.singleuser_port}"
 
@@ -611,22 +621,13 @@ class OpenStackSpawner(Spawner):
                 self.log.debug("No GPU capacity for the message: %s", e)
         return errors.no_capacity(fault, profile.gpu_model, profile.gpu_count, free)
 
-    async def _wait_console(self, marker: str, progress: int, message: str) -> None:
-        booted = False
-        while True:
-            console = await self.client.console_tail(self.server_id, 80)
-            if not booted and BOOTED_RE.search(console):
-                booted = True
-                self._emit(60, "The guest is booting (cloud-init is running)")
-            if marker in console:
-                self._emit(progress, message)
-                return
-            await self._check_still_running()
-            await asyncio.sleep(self.status_interval)
-
-    async def _wait_http(self) -> None:
+    async def _wait_ready(self) -> None:
+        """Until JupyterLab answers: its port every ``status_interval`` (no API request), the
+        console every ``console_interval`` (boot stages, and JupyterLab exiting: fail at once)."""
         url = f"http://{self.address}:{self.singleuser_port}{self.user.url}api"
         http = AsyncHTTPClient()
+        booted = starting = False
+        console_read = -self.console_interval
         while True:
             try:
                 await http.fetch(url, request_timeout=3, connect_timeout=3, follow_redirects=False)
@@ -637,13 +638,23 @@ class OpenStackSpawner(Spawner):
             except OSError:
                 pass
             await self._check_still_running()
-            await self._check_jupyterlab_alive()
+            if time.monotonic() - console_read >= self.console_interval:
+                console_read = time.monotonic()
+                console = await self.client.console_tail(self.server_id, 80)
+                if not booted and BOOTED_RE.search(console):
+                    booted = True
+                    self._emit(60, "The guest is booting (cloud-init is running)")
+                if not starting and STARTING_MARKER in console:
+                    starting = True
+                    self._emit(70, "Your VM booted; starting JupyterLab")
+                self._check_jupyterlab_alive(console)
             await asyncio.sleep(self.status_interval)
+        if not starting:
+            self._emit(70, "Your VM booted; starting JupyterLab")
         self._emit(90, "JupyterLab is answering")
 
-    async def _check_jupyterlab_alive(self) -> None:
+    def _check_jupyterlab_alive(self, console: str) -> None:
         """Fail at once, with the end of its log, when JupyterLab exited in the VM."""
-        console = await self.client.console_tail(self.server_id, 40)
         if EXITED_MARKER not in console:
             return
         if MISSING_MOUNT_MARKER in console:

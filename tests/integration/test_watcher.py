@@ -19,13 +19,6 @@ from .test_devcloud_servers import guest_record
 pytestmark = pytest.mark.devcloud
 
 
-def nova_list_requests(devcloud, tag: str) -> int:
-    """How many server lists filtered by ``tag`` nova-api has answered (its own request log)."""
-    log = devcloud.settings.logs_dir / "nova-api.log"
-    return sum(1 for line in log.read_text(errors="replace").splitlines()
-               if "requestlog" in line and "/servers/detail?" in line and f"tags={tag}" in line)
-
-
 async def wait_for(predicate, timeout: float, step: float = 0.1) -> float:
     started = time.monotonic()
     while not predicate():
@@ -35,41 +28,71 @@ async def wait_for(predicate, timeout: float, step: float = 0.1) -> float:
     return time.monotonic() - started
 
 
-async def test_one_list_per_interval_serves_every_server_and_sees_a_crash(devcloud, servers):
+async def test_one_list_per_interval_serves_every_server_and_sees_a_crash(devcloud, servers, conn, tmp_path):
     tag = f"hepsdesk-watch-{SESSION}"
     tagged = [servers.create("#!/bin/sh\nsleep 600 &\n", tags=[tag]) for _ in range(3)]
     untagged = servers.create(flavor="t1.empty")
-    client = OpenStackClient("devcloud", str(devcloud.settings.clouds_yaml))
-    watcher = ServerWatcher(client, tag, interval=0.5)
-    before = nova_list_requests(devcloud, tag)
-    try:
-        # The first poll waits for the first complete list.
-        views = [await watcher.get(s.id, wait=30) for s in tagged]
-        assert [v.status for v in views] == ["ACTIVE"] * 3
-        assert await watcher.get(untagged.id) is None, "only this hub's servers are listed"
+    # Through a pass-through proxy, which counts exactly this watcher's requests.
+    async with FaultProxy(conn.endpoint_for("compute"), 18773) as proxy:
+        client = OpenStackClient("devcloud", clouds_yaml_through(devcloud, tmp_path, compute=proxy.url))
+        watcher = ServerWatcher(client, tag, interval=0.5)
+        try:
+            # The first poll waits for the first complete list.
+            views = [await watcher.get(s.id, wait=30) for s in tagged]
+            assert [v.status for v in views] == ["ACTIVE"] * 3
+            assert await watcher.get(untagged.id) is None, "only this hub's servers are listed"
 
-        # Many polls over 3 s: the cloud sees one list per interval, not a request per poll.
-        started = time.monotonic()
-        while time.monotonic() - started < 3:
-            for s in tagged:
-                assert (await watcher.get(s.id)).status == "ACTIVE"
-            await asyncio.sleep(0.05)
-        made = nova_list_requests(devcloud, tag) - before
-        # Every list nova answered is one of the watcher's; the newest may still be on its way back.
-        assert watcher.list_calls <= made <= watcher.list_calls + 1, (made, watcher.list_calls)
-        assert 3 <= made <= (time.monotonic() - started) / 0.5 + 3, made
+            # Many polls over 3 s: the cloud sees one list per interval, not a request per poll.
+            before = len(proxy.requests)
+            started = time.monotonic()
+            while time.monotonic() - started < 3:
+                for s in tagged:
+                    assert (await watcher.get(s.id)).status == "ACTIVE"
+                await asyncio.sleep(0.05)
+            made = proxy.requests[before:]
+            assert all("/servers/detail?" in path for _, path in made), made
+            assert 3 <= len(made) <= (time.monotonic() - started) / 0.5 + 2, made
+            # After the first, full list: only what changed (Nova's changes-since).
+            assert all("changes-since=" in path for _, path in made), made
 
-        # A guest that crashes shows as SHUTOFF in the view within Nova's sync plus one interval.
-        os.kill(guest_record(devcloud, tagged[0])["monitor_pid"], signal.SIGKILL)
+            # A guest that crashes shows as SHUTOFF in the view within Nova's sync plus one interval.
+            os.kill(guest_record(devcloud, tagged[0])["monitor_pid"], signal.SIGKILL)
 
-        def crashed():
-            view = watcher.servers.get(tagged[0].id)
-            return view is not None and view.status == "SHUTOFF"
+            def crashed():
+                view = watcher.servers.get(tagged[0].id)
+                return view is not None and view.status == "SHUTOFF"
 
-        await wait_for(crashed, timeout=30)
-        assert (await watcher.get(tagged[1].id)).status == "ACTIVE"
-    finally:
-        await watcher.stop()
+            await wait_for(crashed, timeout=30)
+            assert (await watcher.get(tagged[1].id)).status == "ACTIVE"
+
+            # A server deleted behind the hub's back leaves the view (deleted servers lose their
+            # tags, so the incremental lists cannot filter by tag), and an untagged server that
+            # changes does not enter it.
+            conn.compute.delete_server(tagged[2])
+            conn.compute.stop_server(untagged)
+            await wait_for(lambda: tagged[2].id not in watcher.servers, timeout=30)
+            await asyncio.sleep(2)
+            assert untagged.id not in watcher.servers
+            assert (await watcher.get(tagged[1].id)).status == "ACTIVE"
+        finally:
+            await watcher.stop()
+
+
+async def test_a_full_list_every_resync_interval(devcloud, servers, conn, tmp_path):
+    tag = f"hepsdesk-resync-{SESSION}"
+    server = servers.create(flavor="t1.empty", tags=[tag])
+    async with FaultProxy(conn.endpoint_for("compute"), 18773) as proxy:
+        client = OpenStackClient("devcloud", clouds_yaml_through(devcloud, tmp_path, compute=proxy.url))
+        watcher = ServerWatcher(client, tag, interval=0.2, min_gap=0.1, resync_interval=1.0)
+        try:
+            assert (await watcher.get(server.id, wait=30)).status == "ACTIVE"
+            await asyncio.sleep(3.5)
+            full = [path for _, path in proxy.requests if f"tags={tag}" in path]
+            incremental = [path for _, path in proxy.requests if "changes-since=" in path]
+            assert 3 <= len(full) <= 5 and len(incremental) >= 5, (full, incremental)
+            assert (await watcher.get(server.id)).status == "ACTIVE"
+        finally:
+            await watcher.stop()
 
 
 def lists(proxy: FaultProxy) -> int:
