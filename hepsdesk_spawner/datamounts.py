@@ -92,6 +92,11 @@ def parse_data_mounts(entries, where: str) -> tuple[DataMount, ...]:
     return tuple(DataMount.from_config(entry, f"{where}, data mount #{i}") for i, entry in enumerate(entries))
 
 
+def needs_identity(templates) -> bool:
+    """Does any of ``templates`` use the user's POSIX identity?"""
+    return any(template.fields & set(IDENTITY_FIELDS) for template in templates)
+
+
 def expand_all(templates, identity: PosixIdentity | None, proposals: list[str]) -> list[DataMount]:
     """Every mount of this user, in order; a later mount on the same target replaces an earlier one."""
     by_target: dict[str, DataMount] = {}

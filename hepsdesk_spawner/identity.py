@@ -20,6 +20,8 @@ NAME_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 PATH_RE = re.compile(r"^(/[A-Za-z0-9_.@+-]+)+/?$")
 PROPOSAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_ID = 2**31 - 2
+# A home cannot be (or be under) one of the system's own directories: it is mounted over.
+SYSTEM_DIRS = ("bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "proc", "root", "run", "sbin", "sys", "usr")
 
 
 class IdentityError(ValueError):
@@ -52,7 +54,7 @@ class PosixIdentity:
             groups.append((_name(entry.get("name"), "group name"), _id(entry.get("gid"), "group gid", min_id)))
         return cls(username=username, uid=_id(posix.get("uid"), "uid", min_id),
                    gid=_id(posix.get("gid"), "gid", min_id),
-                   home=_path(posix.get("home") or f"/home/{username}", "home"),
+                   home=_home(posix.get("home") or f"/home/{username}"),
                    group=_name(posix.get("group") or username, "group"),
                    shell=_path(posix.get("shell") or "/bin/bash", "shell"), groups=tuple(groups))
 
@@ -89,6 +91,14 @@ def _path(value, what: str) -> str:
             or ".." in value.split("/"):
         raise IdentityError(f"the {what} {_shown(value)} is not a plain absolute path")
     return value.rstrip("/")
+
+
+def _home(value) -> str:
+    home = _path(value, "home")
+    parts = home.strip("/").split("/")
+    if len(parts) < 2 or parts[0] in SYSTEM_DIRS:
+        raise IdentityError(f"the home {_shown(value)} is not a user's directory (e.g. /home/<name>)")
+    return home
 
 
 def _shown(value) -> str:

@@ -33,7 +33,7 @@ from .cloudinit import (
     STARTING_MARKER,
     render_singleuser_user_data,
 )
-from .datamounts import DataMount, DataMountError, expand_all, parse_data_mounts
+from .datamounts import DataMount, DataMountError, expand_all, needs_identity, parse_data_mounts
 from .errors import SpawnError
 from .identity import IdentityError, PosixIdentity, proposals_of
 from .profiles import Profile, ProfileError, ProfileRefused, choose, parse_profiles
@@ -404,18 +404,13 @@ class OpenStackSpawner(Spawner):
                              "user office.", reason="bad_identity", status_code=403) from None
         try:
             templates = [*parse_data_mounts(self.data_mounts, "OpenStackSpawner.data_mounts"), *profile.data_mounts]
-        except DataMountError as e:
-            self.log.error("OpenStackSpawner.data_mounts is wrong: %s", e)
-            raise SpawnError("The hub's data mounts are misconfigured, so no server can be started. Please tell "
-                             "the hub's administrators.", reason="bad_data_mounts", status_code=500) from None
-        if identity is None and any(t.fields & {"username", "uid", "gid", "home"} for t in templates):
-            raise SpawnError("Your data cannot be mounted: your account has no computing identity (uid and gid) "
-                             "yet. Please sign out and in again; if this stays, tell the facility's user office.",
-                             reason="no_identity", status_code=403)
-        try:
+            if identity is None and needs_identity(templates):
+                raise SpawnError("Your data cannot be mounted: your account has no computing identity (uid and "
+                                 "gid) yet. Please sign out and in again; if this stays, tell the facility's user "
+                                 "office.", reason="no_identity", status_code=403)
             return identity, expand_all(templates, identity, proposals)
         except DataMountError as e:
-            self.log.error("A data mount of %s cannot be used: %s", self._log_name, e)
+            self.log.error("The data mounts of %s cannot be used: %s", self._log_name, e)
             raise SpawnError("The hub's data mounts are misconfigured, so no server can be started. Please tell "
                              "the hub's administrators.", reason="bad_data_mounts", status_code=500) from None
 

@@ -44,7 +44,9 @@ def test_hostile_names_are_refused(value):
     ({"uid": 0}, "uid 0 is outside"), ({"gid": 999}, "gid 999 is outside"), ({"uid": "23001; id"}, "not a number"),
     ({"uid": True}, "not a number"), ({"uid": "²³"}, "not a number"), ({"uid": "٢٣٠٠١"}, "not a number"),
     ({"uid": 2**40}, "outside"), ({"home": "/home/../etc"}, "not a plain"),
-    ({"home": "home/alice"}, "not a plain"), ({"home": "/home/al ice"}, "not a plain"),
+    ({"home": "home/alice"}, "not a plain"), ({"home": "/etc"}, "not a user's directory"),
+    ({"home": "/usr/local"}, "not a user's directory"), ({"home": "/home"}, "not a user's directory"),
+    ({"home": "/home/al ice"}, "not a plain"),
     ({"shell": "/bin/sh -c id"}, "not a plain"), ({"groups": ["p-1"]}, "{name, gid}"),
 ])
 def test_unsafe_numbers_and_paths_are_refused(posix, message):
