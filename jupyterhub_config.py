@@ -88,6 +88,10 @@ c.OpenStackSpawner.capacity_cloud = os.environ.get("HEPSDESK_CAPACITY_CLOUD", "d
 c.JupyterHub.allow_named_servers = True
 c.JupyterHub.named_server_limit_per_user = int(os.environ.get("HEPSDESK_SERVERS_PER_USER", "3"))
 c.OpenStackSpawner.network = os.environ.get("HEPSDESK_NETWORK", "hepsdesk-net")
+# A floating IP per VM from this external network (the dev cloud's: "hepsdesk-public"), e.g.
+# when the hub runs outside the cloud: then HEPSDESK_CONNECT_TO=floating. Unset: none.
+c.OpenStackSpawner.floating_ip_network = os.environ.get("HEPSDESK_FLOATING_IP_NETWORK", "")
+c.OpenStackSpawner.connect_to = os.environ.get("HEPSDESK_CONNECT_TO", "fixed")
 # The user's data, by their identity, from the facility's storage (NFS): their home, and one
 # directory per proposal (experiment) under /data. HEPSDESK_DATA_SERVER names the storage
 # server (the dev cloud's is "devcloud-storage", its .devcloud/storage directory); unset: no

@@ -27,6 +27,9 @@ HUB_USER = "hepsdesk-hub"
 ADMIN_USER = "admin"
 NETWORK = "hepsdesk-net"
 SUBNET = "hepsdesk-subnet"
+PUBLIC_NETWORK = "hepsdesk-public"
+PUBLIC_SUBNET = "hepsdesk-public-subnet"
+ROUTER = "hepsdesk-router"
 CLOUD = "devcloud"
 ADMIN_CLOUD = "devcloud-admin"
 ENDPOINTS = {  # service type -> (service name, port name, path)
@@ -36,7 +39,7 @@ ENDPOINTS = {  # service type -> (service name, port name, path)
     "network": ("neutron", "neutron", ""),
 }
 HUB_QUOTAS = {"instances": 100, "cores": 800, "ram": 4 * 1024 * 1024}
-HUB_NETWORK_QUOTAS = {"port": 500, "security_group": 50, "security_group_rule": 500}
+HUB_NETWORK_QUOTAS = {"port": 500, "security_group": 50, "security_group_rule": 500, "floatingip": 100}
 USER_CLOUDS_YAML = Path.home() / ".config" / "openstack" / "clouds.yaml"
 MANIFEST_DIGEST = "hepsdesk_manifest_sha256"
 
@@ -137,17 +140,41 @@ def _ensure_user(conn, name: str, password: str, domain_id: str, project_id: str
     return conn.identity.update_user(user, password=password)
 
 
-def ensure_network(conn, settings: DevCloudSettings) -> None:
-    network = conn.network.find_network(NETWORK)
+def _flat_network(conn, name: str, subnet: str, cidr: str, physnet: str, description: str, **attrs):
+    """A flat provider network on loopback with one gateway-less subnet (created if missing)."""
+    network = conn.network.find_network(name)
     if network is None:
-        network = conn.network.create_network(
-            name=NETWORK, is_shared=True, provider_network_type="flat", provider_physical_network="physnet1",
-            description="Loopback network of the dev cloud: every server gets its own 127.x.y.z address")
-    if conn.network.find_subnet(SUBNET) is None:
-        prefix = settings.network_cidr.split("/")[0].rsplit(".", 2)[0]
+        network = conn.network.create_network(name=name, provider_network_type="flat",
+                                              provider_physical_network=physnet, description=description, **attrs)
+    if conn.network.find_subnet(subnet) is None:
+        prefix = cidr.split("/")[0].rsplit(".", 2)[0]
         conn.network.create_subnet(
-            name=SUBNET, network_id=network.id, ip_version=4, cidr=settings.network_cidr, gateway_ip=None,
-            is_dhcp_enabled=False, allocation_pools=[{"start": f"{prefix}.0.10", "end": f"{prefix}.255.250"}])
+            name=subnet, network_id=network.id, ip_version=4, cidr=cidr, gateway_ip=None, is_dhcp_enabled=False,
+            allocation_pools=[{"start": f"{prefix}.0.10", "end": f"{prefix}.255.250"}])
+    return network
+
+
+def ensure_network(conn, settings: DevCloudSettings) -> None:
+    _flat_network(conn, NETWORK, SUBNET, settings.network_cidr, "physnet1", is_shared=True,
+                  description="Loopback network of the dev cloud: every server gets its own 127.x.y.z address")
+
+
+def ensure_public_network(conn, settings: DevCloudSettings) -> None:
+    """An external network for floating IPs and a router joining it to the VMs' network, as
+    a cloud that gives VMs public addresses has (no NAT behind them: see neutron.conf)."""
+    public = _flat_network(conn, PUBLIC_NETWORK, PUBLIC_SUBNET, settings.public_cidr, "physnet2",
+                           is_router_external=True,
+                           description="External network of the dev cloud: floating IPs (allocated, not routed)")
+    router = conn.network.find_router(ROUTER)
+    if router is None:
+        router = conn.network.create_router(name=ROUTER, external_gateway_info={"network_id": public.id})
+    internal = conn.network.find_network(NETWORK)
+    if not list(conn.network.ports(device_id=router.id, network_id=internal.id)):
+        # The VMs' subnet has no gateway address: the router joins it through a port of its own.
+        subnet = conn.network.find_subnet(SUBNET)
+        port = conn.network.create_port(network_id=internal.id, name=f"{ROUTER}-interface",
+                                        fixed_ips=[{"subnet_id": subnet.id}])
+        conn.network.add_interface_to_router(router, port_id=port.id)
 
 
 def ensure_flavors(conn, settings: DevCloudSettings) -> None:

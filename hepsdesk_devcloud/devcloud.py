@@ -228,6 +228,7 @@ class DevCloud:
             if not self._seeded():
                 conn = self._admin_connection()
                 bootstrap.ensure_network(conn, s)
+                bootstrap.ensure_public_network(conn, s)
                 bootstrap.ensure_flavors(conn, s)
                 bootstrap.ensure_images(conn, s)
                 bootstrap.ensure_quotas(conn)
@@ -355,7 +356,7 @@ class DevCloud:
         return json.dumps({"version": 2, "auth_url": self.settings.auth_url})
 
     def _seed_fingerprint(self) -> str:
-        return json.dumps({"version": 2, "gpus": self.settings.gpus, "cidr": self.settings.network_cidr,
+        return json.dumps({"version": 3, "gpus": self.settings.gpus, "cidr": self.settings.network_cidr,
                            "guest_env": self.settings.guest_env})
 
     def _seeded(self) -> bool:

@@ -75,6 +75,7 @@ class DevCloudSettings:
     gpus: dict[str, int] = dataclasses.field(default_factory=lambda: dict(DEFAULT_GPUS))
     compute_host: str = "devcloud"
     network_cidr: str = "127.200.0.0/16"
+    public_cidr: str = "127.201.0.0/16"  # floating IPs (allocated by Neutron, not routed)
     region: str = "RegionOne"
     # The NFS server name under which VMs mount the dev cloud's storage directory.
     storage_server: str = "devcloud-storage"

@@ -134,16 +134,8 @@ class OpenStackClient:
         if security_group_ids is not None:
             attrs["security_group_ids"] = list(security_group_ids)
 
-        def create(c):
-            port = c.network.create_port(**attrs)
-            if tags:
-                try:
-                    c.network.set_tags(port, list(tags))
-                except BaseException:
-                    c.network.delete_port(port, ignore_missing=True)
-                    raise
-            return port
-        return await self.call(create)
+        return await self.call(lambda c: _tagged(c.network.create_port(**attrs), tags, c.network.set_tags,
+                                                 c.network.delete_port))
 
     async def ensure_security_group(self, name: str, description: str, rules: set[tuple]) -> str:
         """The id of the project's security group ``name``, created if missing, whose ingress
@@ -165,6 +157,21 @@ class OpenStackClient:
                 c.network.delete_security_group_rule(have[key], ignore_missing=True)
             return group.id
         return await self.call(ensure)
+
+    async def create_floating_ip(self, network_id: str, port_id: str, description: str, tags: list[str] = ()):
+        """A floating IP from ``network_id`` associated with ``port_id``, tagged like ports
+        (deleted again if tagging fails)."""
+        return await self.call(lambda c: _tagged(
+            c.network.create_ip(floating_network_id=network_id, port_id=port_id, description=description),
+            tags, c.network.set_tags, c.network.delete_ip))
+
+    async def delete_floating_ips_of_port(self, port_id: str) -> None:
+        """Delete the floating IPs associated with a port (deleting the port would only
+        disassociate them, and they would stay allocated)."""
+        def delete(c):
+            for ip in c.network.ips(port_id=port_id):
+                c.network.delete_ip(ip, ignore_missing=True)
+        await self.call(delete, idempotent=True)
 
     async def delete_port(self, port_id: str) -> None:
         await self.call(lambda c: c.network.delete_port(port_id, ignore_missing=True), idempotent=True)
@@ -208,3 +215,15 @@ class OpenStackClient:
             return await self.call(tail, idempotent=True)
         except HttpError:  # the console is a progress detail: never fail a spawn for it
             return ""
+
+
+def _tagged(resource, tags, set_tags: Callable, delete: Callable):
+    """``resource`` (just created) with ``tags``; deleted again if tagging fails, so nothing
+    untagged escapes the reaper (Neutron takes tags only after creation)."""
+    if tags:
+        try:
+            set_tags(resource, list(tags))
+        except BaseException:
+            delete(resource, ignore_missing=True)
+            raise
+    return resource

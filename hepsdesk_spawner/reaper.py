@@ -1,4 +1,4 @@
-"""The orphan reaper: removes this hub's servers and ports that no JupyterHub server owns.
+"""The orphan reaper: removes this hub's servers, ports and floating IPs that no JupyterHub server owns.
 
 A VM is an orphan when it carries the hub's tag but no server in the hub's database names it:
 the hub was killed in the middle of a start (the ids are saved only when a start succeeds), an
@@ -40,11 +40,12 @@ class Owned:
     server_ids: frozenset[str]
     port_ids: frozenset[str]
     busy: frozenset[tuple[str, str]]  # (user, server name) with a start or stop in progress
+    floating_ip_ids: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
 class Orphan:
-    kind: str  # "server" or "port"
+    kind: str  # "server", "port" or "floating IP"
     id: str
     name: str
     user: str
@@ -59,7 +60,7 @@ def owned_by_hub(api_url: str, token: str, timeout: float = 30) -> Owned:
     """Every server id and port id in the hub's saved server states, page by page."""
     session = requests.Session()
     session.headers.update({"Authorization": f"token {token}", "Accept": "application/jupyterhub-pagination+json"})
-    servers, ports, busy = set(), set(), set()
+    servers, ports, ips, busy = set(), set(), set(), set()
     offset = 0
     for _ in range(100_000):  # bounded: at most one page per user
         response = session.get(f"{api_url.rstrip('/')}/users", params={"offset": offset, "limit": 200,
@@ -75,11 +76,12 @@ def owned_by_hub(api_url: str, token: str, timeout: float = 30) -> Owned:
                     raise PermissionError("the reaper's token cannot read servers' state (needs admin:server_state)")
                 servers.update([state["server_id"]] if state.get("server_id") else [])
                 ports.update([state["port_id"]] if state.get("port_id") else [])
+                ips.update([state["floating_ip_id"]] if state.get("floating_ip_id") else [])
         following = (page.get("_pagination") or {}).get("next")
         if not following:
             break
         offset = following["offset"]
-    return Owned(frozenset(servers), frozenset(ports), frozenset(busy))
+    return Owned(frozenset(servers), frozenset(ports), frozenset(busy), frozenset(ips))
 
 
 def _age(created_at: str | None, now: float) -> float:
@@ -111,11 +113,17 @@ def find_orphans(conn, hub_tag: str, owned: Owned, grace_s: float, now: float | 
         age = _age(port.created_at, now)
         if age >= grace_s:
             orphans.append(Orphan("port", port.id, port.name, "", age))
+    for ip in conn.network.ips(tags=hub_tag):
+        if ip.id in owned.floating_ip_ids or (ip.port_id and ip.port_id in owned.port_ids):
+            continue
+        age = _age(ip.created_at, now)
+        if age >= grace_s:
+            orphans.append(Orphan("floating IP", ip.id, ip.floating_ip_address or "", "", age))
     return orphans
 
 
 def reap(conn, orphans: list[Orphan], dry_run: bool, wait_s: float = 120) -> int:
-    """Delete the orphans (servers first, then ports); return how many were deleted."""
+    """Delete the orphans (servers first, then floating IPs and ports); return how many were deleted."""
     if dry_run:
         for orphan in orphans:
             log.warning("Orphan %s: would delete it (dry run)", orphan)
@@ -129,6 +137,10 @@ def reap(conn, orphans: list[Orphan], dry_run: bool, wait_s: float = 120) -> int
     for orphan in servers:
         while conn.compute.find_server(orphan.id, ignore_missing=True) is not None and time.monotonic() < deadline:
             time.sleep(1)
+        deleted += 1
+    for orphan in (o for o in orphans if o.kind == "floating IP"):
+        log.warning("Orphan %s: deleting it", orphan)
+        conn.network.delete_ip(orphan.id, ignore_missing=True)
         deleted += 1
     for orphan in (o for o in orphans if o.kind == "port"):
         log.warning("Orphan %s: deleting it", orphan)
@@ -144,7 +156,7 @@ def run_once(conn, api_url: str, token: str, hub_tag: str, grace_s: float, dry_r
     # look once more just before deleting.
     if orphans:
         again = owned_by_hub(api_url, token)
-        orphans = [o for o in orphans if o.id not in again.server_ids | again.port_ids]
+        orphans = [o for o in orphans if o.id not in again.server_ids | again.port_ids | again.floating_ip_ids]
     reap(conn, orphans, dry_run)
     log.info("%d orphan(s) %s; %d server(s) owned by the hub", len(orphans),
              "found (dry run)" if dry_run else "removed", len(owned.server_ids))

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 from jupyterhub.spawner import Spawner, SpawnException
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-from traitlets import Callable, Dict, Float, Integer, List, Unicode, Union, default
+from traitlets import Callable, Dict, Enum, Float, Integer, List, Unicode, Union, default
 
 from . import __version__, errors, options_form
 from .capacity import CapacityReader, flavor_gpu_request
@@ -129,6 +129,24 @@ class OpenStackSpawner(Spawner):
         config=True,
         help="Neutron network (name or id) the VMs are attached to. The hub must reach the VMs' "
         "fixed addresses on it (the port's address is what the hub connects to).",
+    )
+    floating_ip_network = Unicode(
+        "",
+        config=True,
+        help="""External network (name or id) to give each VM a floating IP from; empty: none.
+
+        The VMs' ``network`` must reach it through a router. The floating IP is tagged like the
+        port, passed to the VM as ``HEPSDESK_PUBLIC_ADDRESS`` and deleted with the VM (deleting
+        a port only disassociates its floating IP). See ``connect_to``.
+        """,
+    )
+    connect_to = Enum(
+        ["fixed", "floating"],
+        default_value="fixed",
+        config=True,
+        help="""The VM's address the hub and its proxy connect to: ``fixed`` (the port's address on
+        ``network``: the hub runs inside the cloud or routes to it) or ``floating`` (the floating
+        IP: the hub runs outside the cloud; needs ``floating_ip_network``).""",
     )
     security_group = Unicode(
         "{hub_tag}-vms",
@@ -254,6 +272,8 @@ class OpenStackSpawner(Spawner):
     idle_timeout = Integer(0)  # the profile's, kept in the state: polls need not read the profiles
     port_id = Unicode("")
     address = Unicode("")
+    floating_ip_id = Unicode("")
+    floating_address = Unicode("")
     events = List()
     _deleting = Dict()  # server id -> task deleting that dead VM
     _ready_at = 0.0  # when this process saw the server become ready (time.time())
@@ -264,6 +284,8 @@ class OpenStackSpawner(Spawner):
         if self.server_id:
             state.update(server_id=self.server_id, port_id=self.port_id, address=self.address,
                          profile=self.profile_slug, idle_timeout=self.idle_timeout, version=__version__)
+            if self.floating_ip_id:
+                state.update(floating_ip_id=self.floating_ip_id, floating_address=self.floating_address)
         return state
 
     def load_state(self, state):
@@ -273,10 +295,13 @@ class OpenStackSpawner(Spawner):
         self.address = state.get("address", "")
         self.profile_slug = state.get("profile", "")
         self.idle_timeout = int(state.get("idle_timeout", 0))
+        self.floating_ip_id = state.get("floating_ip_id", "")
+        self.floating_address = state.get("floating_address", "")
 
     def clear_state(self):
         super().clear_state()
         self.server_id = self.port_id = self.address = self.profile_slug = ""
+        self.floating_ip_id = self.floating_address = ""
         self.idle_timeout = 0
 
     @property
@@ -474,11 +499,18 @@ class OpenStackSpawner(Spawner):
         identity, mounts = await self._identity_and_mounts(profile)
         await self._remove_leftovers()
         self._emit(5, f"Looking up the image, flavor and network of {profile.display_name}")
-        image, flavor, network = await asyncio.gather(
+        if self.connect_to == "floating" and not self.floating_ip_network:
+            raise SpawnError("The hub's network settings are misconfigured, so no server can be started. Please "
+                             "tell the hub's administrators.", reason="bad_network_config", status_code=500,
+                             log_message="OpenStackSpawner.connect_to is 'floating' but floating_ip_network is unset")
+        image, flavor, network, public = await asyncio.gather(
             self.client.find_image(profile.image), self.client.find_flavor(profile.flavor),
-            self.client.find_network(self.network))
+            self.client.find_network(self.network),
+            self.client.find_network(self.floating_ip_network) if self.floating_ip_network else asyncio.sleep(0))
         for kind, wanted, found in (("image", profile.image, image), ("flavor", profile.flavor, flavor),
-                                    ("network", self.network, network)):
+                                    ("network", self.network, network),
+                                    *([("network", self.floating_ip_network, public)] if self.floating_ip_network
+                                      else [])):
             if found is None:
                 raise SpawnError(
                     f"The {kind} '{wanted}' does not exist on the cloud, so no VM can be started. "
@@ -500,12 +532,22 @@ class OpenStackSpawner(Spawner):
             raise errors.quota_exceeded(e, "network port") or e from None
         self.port_id = port.id
         self.address = port.fixed_ips[0]["ip_address"]
-        self.ip, self.port = self.address, self.singleuser_port
+        if self.floating_ip_network:
+            self._emit(12, "Reserving a public address")
+            try:
+                ip = await self.client.create_floating_ip(public.id, port.id, self._port_description,
+                                                          tags=[self.hub_tag])
+            except HttpError as e:
+                raise errors.quota_exceeded(e, "public address") or e from None
+            self.floating_ip_id, self.floating_address = ip.id, ip.floating_ip_address
+        self.ip, self.port = self.connect_address, self.singleuser_port
 
         env = self.get_env()
         env.update(self.extra_user_data_env)
         # The desktop offers this address for WebRTC media (see desktop_proxy.peers).
         env["HEPSDESK_VM_ADDRESS"] = self.address
+        if self.floating_address:
+            env["HEPSDESK_PUBLIC_ADDRESS"] = self.floating_address
         command = [*self.cmd, *self.get_args()]
         user_data = render_singleuser_user_data(command, env, workdir=self.notebook_dir, identity=identity,
                                                 mounts=mounts)
@@ -524,7 +566,7 @@ class OpenStackSpawner(Spawner):
         await self._wait_active()
         await self._wait_ready()
         self._ready_at = time.time()
-        return f"http://{self.address}:{self.singleuser_port}"
+        return f"http://{self.connect_address}:{self.singleuser_port}"
 
     def security_rules(self) -> set[tuple]:
         """The ingress rules of the managed group: (protocol, port_min, port_max, remote CIDR)."""
@@ -547,11 +589,20 @@ class OpenStackSpawner(Spawner):
         return ({("tcp", self.singleuser_port, self.singleuser_port, c) for c in hub}
                 | {("udp", low, high, c) for c in media})
 
+    @property
+    def _port_description(self) -> str:
+        """Names the hub's tag: what finds a port (or floating IP) whose create answer was lost."""
+        return f"hepsdesk ({self.hub_tag}): {self.user.name}'s server {self.name or '(default)'}"
+
+    @property
+    def connect_address(self) -> str:
+        """The address the hub connects to (see ``connect_to``)."""
+        return self.floating_address if self.connect_to == "floating" and self.floating_address else self.address
+
     async def _create_port(self, network_id: str, renew_group: bool = False):
         groups = [await self._security_group_id(renew_group)] if self.security_group else None
-        description = f"hepsdesk ({self.hub_tag}): {self.user.name}'s server {self.name or '(default)'}"
-        return await self.client.create_port(network_id, self.port_name, description, security_group_ids=groups,
-                                             tags=[self.hub_tag])
+        return await self.client.create_port(network_id, self.port_name, self._port_description,
+                                             security_group_ids=groups, tags=[self.hub_tag])
 
     async def _security_group_id(self, renew: bool = False) -> str:
         name = self.security_group.format(hub_tag=self.hub_tag)
@@ -619,7 +670,7 @@ class OpenStackSpawner(Spawner):
     async def _wait_ready(self) -> None:
         """Until JupyterLab answers: its port every ``status_interval`` (no API request), the
         console every ``console_interval`` (boot stages, and JupyterLab exiting: fail at once)."""
-        url = f"http://{self.address}:{self.singleuser_port}{self.user.url}api"
+        url = f"http://{self.connect_address}:{self.singleuser_port}{self.user.url}api"
         http = AsyncHTTPClient()
         booted = starting = False
         console_read = -self.console_interval
@@ -759,7 +810,7 @@ class OpenStackSpawner(Spawner):
         except SDKError as e:
             self.log.error("Listing the servers and ports of %s failed: %s", self._log_name, e)
         await self._delete(server_ids, port_ids)
-        self.server_id = self.port_id = self.address = ""
+        self.server_id = self.port_id = self.address = self.floating_ip_id = self.floating_address = ""
 
     async def _delete(self, server_ids: set[str], port_ids: set[str]) -> None:
         """Delete these servers and ports, waiting (up to delete_timeout) until the servers are
@@ -776,6 +827,9 @@ class OpenStackSpawner(Spawner):
                     break
                 await asyncio.sleep(self.status_interval)
         for port_id in port_ids:
+            if self.floating_ip_network:
+                await self._try(self.client.delete_floating_ips_of_port(port_id),
+                                f"deleting the floating IPs of port {port_id}")
             await self._try(self.client.delete_port(port_id), f"deleting port {port_id}")
 
     async def _try(self, call, what: str):

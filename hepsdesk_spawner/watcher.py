@@ -185,7 +185,7 @@ class ServerWatcher:
             return {s["id"]: ServerView.from_json(s) for s in servers}, clock
         view = dict(self.servers)
         for server in servers:
-            if server.get("status") in ("DELETED",) or self.hub_tag not in (server.get("tags") or []):
+            if server.get("status") == "DELETED" or self.hub_tag not in (server.get("tags") or []):
                 view.pop(server["id"], None)
             else:
                 view[server["id"]] = ServerView.from_json(server)

@@ -99,6 +99,9 @@ def stop_hub(hub: DevHub, devcloud) -> None:
             if (server.metadata or {}).get("hepsdesk-hub") == f"hepsdesk-test-{SESSION}":
                 admin.compute.delete_server(server)
                 admin.compute.wait_for_delete(server, wait=120)
+        for ip in admin.network.ips():  # a test that failed half-way may leave one
+            if f"(hepsdesk-test-{SESSION})" in (ip.description or ""):
+                admin.network.delete_ip(ip, ignore_missing=True)
         for port in admin.network.ports():  # a test that failed half-way may leave one
             if f"(hepsdesk-test-{SESSION})" in (port.description or ""):
                 admin.network.delete_port(port, ignore_missing=True)

@@ -28,7 +28,9 @@ def faulty_hub(devcloud, tmp_path_factory):
     with FaultProxy(conn.endpoint_for("compute"), 18776) as nova, \
             FaultProxy(conn.endpoint_for("network"), 18697) as neutron:
         clouds_yaml = clouds_yaml_through(devcloud, directory, compute=nova.url, network=neutron.url)
-        hub = start_hub(devcloud, directory / "hub", (18700, 18781, 19970), clouds_yaml=clouds_yaml)
+        # With a floating IP per VM: one more thing created, to be found and deleted on failure.
+        hub = start_hub(devcloud, directory / "hub", (18700, 18781, 19970), clouds_yaml=clouds_yaml,
+                        HEPSDESK_FLOATING_IP_NETWORK="hepsdesk-public")
         hub.api, hub.nova, hub.neutron = HubAPI(hub), nova, neutron
         try:
             yield hub
@@ -51,6 +53,10 @@ def mine(conn, user: str) -> tuple[list, list]:
     return servers, ports
 
 
+def floating_ips_of(conn, user: str) -> list:
+    return [ip for ip in conn.network.ips() if f"): {user}'s server" in (ip.description or "")]
+
+
 def spawn(hub, user: str) -> dict:
     create_user(hub.api, user)
     assert hub.api("POST", f"/users/{user}/server").status_code in (201, 202)
@@ -60,7 +66,8 @@ def spawn(hub, user: str) -> dict:
 @pytest.mark.parametrize("service, fault", [
     ("nova", Fault("POST", r"/servers$", 502, times=1, lost_answer=True)),
     ("neutron", Fault("POST", r"/ports$", 500, times=1, lost_answer=True)),
-], ids=["server-create", "port-create"])
+    ("neutron", Fault("POST", r"/floatingips$", 500, times=1, lost_answer=True)),
+], ids=["server-create", "port-create", "floating-ip-create"])
 def test_a_lost_answer_to_a_create_leaves_nothing(faulty_hub, conn, service, fault):
     """The service created the server (or port) but its answer never came: the spawner never
     saw the id, and still finds and deletes it by name and owner."""
@@ -71,22 +78,31 @@ def test_a_lost_answer_to_a_create_leaves_nothing(faulty_hub, conn, service, fau
     assert "anything created for it has been removed" in last["message"]
     assert fault.hits == 1
     assert mine(conn, user) == ([], [])
+    assert floating_ips_of(conn, user) == []
 
 
-def test_transient_errors_while_starting_and_stopping_are_retried(faulty_hub, conn):
+def test_transient_errors_while_starting_and_stopping_are_retried(faulty_hub, conn, devcloud):
     user = f"transient-{SESSION}"
     # The shared list fails all along (so the start reads its server itself), and so do the
     # first two of those reads: retried, the start goes on.
-    lists = faulty_hub.nova.inject(Fault("GET", r"/servers/detail\?.*tags=", 503))
+    lists = faulty_hub.nova.inject(Fault("GET", r"/servers/detail\?.*(tags|changes-since)=", 503))
     reads = faulty_hub.nova.inject(Fault("GET", SERVER, 503, times=2))
     assert spawn(faulty_hub, user).get("ready"), "failed lists and reads did not fail the start"
     assert lists.hits >= 1 and reads.hits == 2
+    # The VM has its floating IP, tagged, on its port, and knows the address.
+    state = faulty_hub.api("GET", f"/users/{user}").json()["servers"][""]["state"]
+    [ip] = floating_ips_of(conn, user)
+    assert ip.port_id == state["port_id"] and ip.floating_ip_address == state["floating_address"]
+    assert f"hepsdesk-test-{SESSION}" in ip.tags and ip.floating_ip_address.startswith("127.201.")
+    env_file = devcloud.guest_dir(state["server_id"]) / "disk/upper/etc/hepsdesk/singleuser.env"
+    assert f"HEPSDESK_PUBLIC_ADDRESS={ip.floating_ip_address}" in env_file.read_text()
     faulty_hub.nova.clear()
     deletes = faulty_hub.nova.inject(Fault("DELETE", SERVER, 503, times=2, lost_answer=True))
     assert faulty_hub.api("DELETE", f"/users/{user}/server").status_code in (202, 204)
     faulty_hub.api.wait_stopped(user)
     assert deletes.hits == 2
     assert mine(conn, user) == ([], [])
+    assert floating_ips_of(conn, user) == [], "deleting the port alone would have kept the floating IP"
 
 
 def test_nova_down_in_the_middle_of_a_start_fails_it_and_removes_the_vm(faulty_hub, conn):
@@ -99,10 +115,11 @@ def test_nova_down_in_the_middle_of_a_start_fails_it_and_removes_the_vm(faulty_h
     assert mine(conn, user) == ([], [])
 
 
-def test_the_fault_suite_leaves_no_server_and_no_port(faulty_hub, admin_conn):
+def test_the_fault_suite_leaves_no_server_no_port_and_no_floating_ip(faulty_hub, admin_conn):
     tag = f"hepsdesk-test-{SESSION}"
     servers = [s.id for s in admin_conn.compute.servers(all_projects=True)
                if (s.metadata or {}).get("hepsdesk-hub") == tag
                and (s.metadata or {}).get("hepsdesk-user", "").endswith(SESSION)]
     ports = [p.id for p in admin_conn.network.ports() if f"({tag})" in (p.description or "")]
-    assert servers == [] and ports == []
+    ips = [ip.id for ip in admin_conn.network.ips() if f"({tag})" in (ip.description or "")]
+    assert servers == [] and ports == [] and ips == []

@@ -28,7 +28,8 @@ TAG = f"hepsdesk-reaper-{SESSION}"
 @pytest.fixture(scope="module")
 def reaper_hub(devcloud, tmp_path_factory):
     hub = start_hub(devcloud, tmp_path_factory.mktemp("reaper-hub"), (18500, 18581, 19900), HEPSDESK_HUB_TAG=TAG,
-                    HEPSDESK_REAPER="dry-run", HEPSDESK_REAPER_ARGS="--grace 0 --interval 2")
+                    HEPSDESK_REAPER="dry-run", HEPSDESK_REAPER_ARGS="--grace 0 --interval 2",
+                    HEPSDESK_FLOATING_IP_NETWORK="hepsdesk-public")
     hub.api = HubAPI(hub)
     try:
         yield hub
@@ -40,6 +41,8 @@ def reaper_hub(devcloud, tmp_path_factory):
             for server in admin.compute.servers(all_projects=True, tags=TAG):
                 admin.compute.delete_server(server)
                 admin.compute.wait_for_delete(server, wait=120)
+            for ip in admin.network.ips(tags=TAG):
+                admin.network.delete_ip(ip)
             for port in admin.network.ports(tags=TAG):
                 admin.network.delete_port(port)
             for group in admin.network.security_groups(name=f"{TAG}-vms"):
@@ -94,10 +97,15 @@ def test_orphans_are_logged_then_removed_and_nothing_owned_is_touched(reaper_hub
     orphan_port, lone_port = (tagged_port(conn, servers, name) for name in ("orphan", "lone"))
     orphan = servers.create(port=orphan_port, tags=[TAG])
     foreign = servers.create(tags=["another-hub"])
+    lone_ip = conn.network.create_ip(floating_network_id=conn.network.find_network("hepsdesk-public").id,
+                                     description=f"left by a failed delete ({SESSION})")
+    conn.network.set_tags(lone_ip, [TAG])
+    [owned_ip] = [ip for ip in conn.network.ips(tags=TAG) if ip.id != lone_ip.id]  # the owner's VM's
 
     # The service (dry run) names the orphans in the hub's log and deletes nothing.
     wait_for_log(reaper_hub, f"Orphan server {orphan.id}")
     wait_for_log(reaper_hub, f"Orphan port {lone_port.id}")
+    wait_for_log(reaper_hub, f"Orphan floating IP {lone_ip.id}")
     assert "would delete it (dry run)" in reaper_hub.log_path.read_text()
     assert conn.compute.find_server(orphan.id) is not None
 
@@ -107,8 +115,9 @@ def test_orphans_are_logged_then_removed_and_nothing_owned_is_touched(reaper_hub
     assert find_orphans(conn, TAG, owned_now, grace_s=3600) == [], "nothing is younger than the grace period"
 
     removed = run_once(conn, hub_api_url(reaper_hub), token, TAG, grace_s=0, dry_run=False)
-    assert {o.id for o in removed} == {orphan.id, orphan_port.id, lone_port.id}
+    assert {o.id for o in removed} == {orphan.id, orphan_port.id, lone_port.id, lone_ip.id}
     assert conn.compute.find_server(orphan.id) is None
+    assert conn.network.find_ip(lone_ip.id) is None and conn.network.find_ip(owned_ip.id) is not None
     assert conn.network.find_port(orphan_port.id) is None and conn.network.find_port(lone_port.id) is None
     assert conn.compute.get_server(owned.id).status == "ACTIVE" and conn.compute.find_server(foreign.id)
     assert api("GET", f"/users/{owner}").json()["servers"][""]["ready"]
