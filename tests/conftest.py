@@ -19,6 +19,7 @@ from hepsdesk_devcloud.hub import DevHub
 
 ROOT = Path(__file__).resolve().parents[1]
 SESSION = uuid.uuid4().hex[:8]
+ALICE_UID = 21001  # the session hub's alice, as the SSO says (see start_hub)
 
 
 @pytest.fixture(scope="session")
@@ -74,10 +75,13 @@ def start_hub(devcloud, state_dir: Path, ports: tuple[int, int, int], clouds_yam
                             # The test hubs share a tag: one hub's reaper would see the others' servers as orphans.
                             "HEPSDESK_REAPER": "off", **env})
     hub.users = {}
-    for name, groups in (("alice", ["heps-users", "hepsdesk-admins"]), ("bob", ["csns-users"]),
-                         ("carol", ["visitors"])):
+    # alice and bob have computing accounts (the SSO releases their uid/gid): their VMs run
+    # JupyterLab and the desktop as them, not as root.
+    for name, groups, uid in (("alice", ["heps-users", "hepsdesk-admins"], ALICE_UID), ("bob", ["csns-users"], 21002),
+                              ("carol", ["visitors"], 0)):
         password = secrets.token_urlsafe(12)
-        hub.oidc.set_user(name, password, groups=groups, proposals=[f"P-{name}"])
+        posix = {"uidNumber": uid, "gidNumber": uid, "homeDirectory": f"/home/{name}"} if uid else None
+        hub.oidc.set_user(name, password, groups=groups, proposals=[f"P-{name}"], posix=posix)
         hub.users[name] = password
     hub.start()
     return hub

@@ -9,7 +9,7 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-from ..conftest import SESSION
+from ..conftest import ALICE_UID, SESSION
 from .hubflow import (
     click_picture,
     new_context,
@@ -72,15 +72,16 @@ def test_sign_in_spawn_lab_desktop_type_and_stop(hub, hub_api, devcloud, browser
     click_picture(desktop, 0.2, 0.3)
     expect(desktop.locator("#screen")).to_be_focused()
     desktop.wait_for_function("window.hepsdesk.inputReady", timeout=10_000)
-    desktop.keyboard.type(f"touch /root/{marker} && echo created {marker}")
+    desktop.keyboard.type(f"touch ~/{marker} && echo created {marker}")
     desktop.keyboard.press("Enter")
 
     [server] = vms_of(devcloud, "alice")
-    created = devcloud.guest_dir(server.id) / "disk" / "upper" / "root" / marker
+    created = devcloud.guest_dir(server.id) / "disk" / "upper" / "home" / "alice" / marker
     deadline = time.monotonic() + 20
     while not created.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert created.exists(), "the command typed in the browser ran in the VM"
+    assert created.stat().st_uid == ALICE_UID, "the desktop runs as alice's account, not as root"
 
     # Frames keep arriving and the picture changed (the typed text is on it).
     desktop.wait_for_timeout(1000)
