@@ -506,7 +506,7 @@ class OpenStackSpawner(Spawner):
         image, flavor, network, public = await asyncio.gather(
             self.client.find_image(profile.image), self.client.find_flavor(profile.flavor),
             self.client.find_network(self.network),
-            self.client.find_network(self.floating_ip_network) if self.floating_ip_network else asyncio.sleep(0))
+            self._find_public_network())
         for kind, wanted, found in (("image", profile.image, image), ("flavor", profile.flavor, flavor),
                                     ("network", self.network, network),
                                     *([("network", self.floating_ip_network, public)] if self.floating_ip_network
@@ -588,6 +588,10 @@ class OpenStackSpawner(Spawner):
         hub, media = cidrs[:len(hub_cidrs)], cidrs[len(hub_cidrs):]
         return ({("tcp", self.singleuser_port, self.singleuser_port, c) for c in hub}
                 | {("udp", low, high, c) for c in media})
+
+    async def _find_public_network(self):
+        """The floating IPs' network, or None when VMs get no floating IP."""
+        return await self.client.find_network(self.floating_ip_network) if self.floating_ip_network else None
 
     @property
     def _port_description(self) -> str:

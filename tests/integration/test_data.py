@@ -129,13 +129,14 @@ def test_missing_storage_fails_the_spawn_clearly_and_removes_the_vm(data_hub, de
     assert vm_of(devcloud, user) == []
 
 
-@pytest.mark.parametrize("posix, message", [
-    (None, "your account has no computing identity"),
-    ({"uidNumber": 0, "gidNumber": 0}, "the uid 0 is outside"),
-    ({"uidNumber": UID, "gidNumber": UID, "homeDirectory": "/home/x; reboot"}, "is not a plain absolute path"),
+@pytest.mark.parametrize("case, posix, message", [
+    ("none", None, "your account has no computing identity"),
+    ("root", {"uidNumber": 0, "gidNumber": 0}, "the uid 0 is outside"),
+    ("shell", {"uidNumber": UID, "gidNumber": UID, "homeDirectory": "/home/x; reboot"},
+     "is not a plain absolute path"),
 ])
-def test_no_or_unsafe_identity_is_refused_before_anything_is_created(data_hub, devcloud, posix, message):
-    user = f"noid-{SESSION}-{'none' if posix is None else posix['uidNumber']}-{len(posix or '')}"
+def test_no_or_unsafe_identity_is_refused_before_anything_is_created(data_hub, devcloud, case, posix, message):
+    user = f"noid-{case}-{SESSION}"
     sign_in(data_hub, user, [], posix)
     events = spawn(data_hub, user)
     assert events[-1].get("failed") and message in events[-1]["message"], events[-1]
