@@ -84,6 +84,11 @@ c.OpenStackSpawner.profiles = json.loads(Path(os.environ["HEPSDESK_PROFILES_FILE
 # Free GPUs on the spawn page come from Placement, which a project member may not read:
 # production gives the hub a read-only cloud entry for it (the dev cloud: its admin).
 c.OpenStackSpawner.capacity_cloud = os.environ.get("HEPSDESK_CAPACITY_CLOUD", "devcloud-admin")
+# A profile with "stop_mode": "shelve" keeps the user's VM shelved (disk kept as an image, no
+# host used) between starts; the resumed VM asks the hub for its new token at this endpoint.
+from hepsdesk_spawner.resume import handlers as resume_handlers  # noqa: E402
+
+c.JupyterHub.extra_handlers = [*resume_handlers]
 # Several servers per user (e.g. a GPU desktop beside a CPU one), each its own VM.
 c.JupyterHub.allow_named_servers = True
 c.JupyterHub.named_server_limit_per_user = int(os.environ.get("HEPSDESK_SERVERS_PER_USER", "3"))

@@ -205,6 +205,13 @@ class OpenStackClient:
     async def delete_server(self, server_id: str) -> None:
         await self.call(lambda c: c.compute.delete_server(server_id, ignore_missing=True), idempotent=True)
 
+    async def shelve_server(self, server_id: str) -> None:
+        """Shelve: Nova snapshots the disk to an image and (offloaded) frees the host."""
+        await self.call(lambda c: c.compute.shelve_server(server_id))
+
+    async def unshelve_server(self, server_id: str) -> None:
+        await self.call(lambda c: c.compute.unshelve_server(server_id))
+
     async def console_tail(self, server_id: str, lines: int = 40) -> str:
         def tail(c):
             try:

@@ -1,9 +1,13 @@
 """The cloud-init user-data that starts a user's JupyterLab in their VM.
 
 Kept within the subset any cloud-init and the dev cloud's process VMs both honour:
-``write_files``, ``runcmd`` and ``mounts``. The hub's environment for the single-user server
-(its API token among it) goes into a root-only file that a small start script sources, so the
-token appears neither on the command line, nor in the console log, nor in server metadata.
+``write_files``, ``mounts`` and a script in ``/var/lib/cloud/scripts/per-boot``, which
+cloud-init runs at every boot: the first, and after a reboot or an unshelve (when it runs
+neither ``write_files`` nor ``runcmd`` again). The hub's environment for the single-user
+server (its API token among it) goes into a root-only file that the start script sources, so
+the token appears neither on the command line, nor in the console log, nor in server
+metadata. At every boot after the first, the start script first asks the hub for the current
+environment (a resumed VM needs the new start's token: see ``resume.py``).
 
 With the user's POSIX identity, the start script creates their account (same uid, gid and
 groups as on the storage), checks that every required data mount is there, and runs
@@ -19,11 +23,15 @@ import yaml
 
 from .datamounts import DataMount
 from .identity import PosixIdentity
+from .resume import AUTH_SCHEME, RESUME_ENV_PATH
 
 SafeDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 ENV_FILE = "/etc/hepsdesk/singleuser.env"
 START_SCRIPT = "/usr/local/sbin/hepsdesk-start-singleuser"
+PER_BOOT_SCRIPT = "/var/lib/cloud/scripts/per-boot/hepsdesk-singleuser"
+FETCH_ENV_SCRIPT = "/usr/local/sbin/hepsdesk-fetch-env"
+BOOTED_FILE = "/var/lib/hepsdesk/booted"
 LOG_FILE = "/var/log/hepsdesk-singleuser.log"
 # Printed on the console when the guest starts JupyterLab, and when JupyterLab exits (with
 # the end of its log): the spawner reads both, for its progress and to fail a spawn at once.
@@ -32,6 +40,18 @@ EXITED_MARKER = "hepsdesk: JupyterLab exited"
 LOG_LINE_PREFIX = "hepsdesk: | "
 # Printed instead of starting JupyterLab when a required data mount is missing.
 MISSING_MOUNT_MARKER = "hepsdesk: data not mounted:"
+# Printed instead of starting JupyterLab when a later boot got no environment from the hub.
+NO_ENV_MARKER = "hepsdesk: no environment from the hub:"
+
+
+def render_env_file(env: dict[str, str], identity: PosixIdentity | None = None) -> str:
+    """The env file the start script sources: ``env`` (and the identity's HOME, USER, ...)
+    as shell-quoted exports."""
+    if identity is not None:
+        env = {**env, "HOME": identity.home, "USER": identity.username, "LOGNAME": identity.username,
+               "SHELL": identity.shell}
+    return "".join(f"export {key}={shlex.quote(str(value))}\n" for key, value in sorted(env.items())
+                   if _valid_name(key))
 
 
 def render_singleuser_user_data(command: list[str], env: dict[str, str], workdir: str = "",
@@ -39,12 +59,7 @@ def render_singleuser_user_data(command: list[str], env: dict[str, str], workdir
                                 mounts: list[DataMount] = ()) -> str:
     """#cloud-config that mounts ``mounts`` and starts ``command`` with ``env`` at every boot,
     as ``identity`` (root without one), in ``workdir`` (empty: the home)."""
-    if identity is not None:
-        env = {**env, "HOME": identity.home, "USER": identity.username, "LOGNAME": identity.username,
-               "SHELL": identity.shell}
     workdir = workdir or (identity.home if identity is not None else "/root")
-    env_lines = "".join(f"export {key}={shlex.quote(str(value))}\n" for key, value in sorted(env.items())
-                        if _valid_name(key))
     log = shlex.quote(LOG_FILE)
     run = shlex.join(command)
     if identity is not None:
@@ -53,8 +68,13 @@ def render_singleuser_user_data(command: list[str], env: dict[str, str], workdir
         run = f"setpriv --reuid={identity.uid} --regid={identity.gid} --groups={groups} -- {run}"
     script = (
         "#!/bin/sh\n"
-        "# Started at boot by cloud-init (runcmd); JupyterHub's environment is in the env file.\n"
-        "# Its output is the console: if JupyterLab exits, the end of its log goes there.\n"
+        "# Started at every boot by cloud-init (scripts/per-boot); JupyterHub's environment is in\n"
+        "# the env file. Its output is the console: if JupyterLab exits, the end of its log goes there.\n"
+        f"if [ -e {BOOTED_FILE} ]; then\n"
+        "  # A later boot (an unshelve, a reboot): the hub has the current environment.\n"
+        f"  {FETCH_ENV_SCRIPT} || {{ echo \"{EXITED_MARKER} with status 4; the end of {LOG_FILE}:\"; exit 4; }}\n"
+        "fi\n"
+        f"mkdir -p {shlex.quote(BOOTED_FILE.rsplit('/', 1)[0])} && touch {BOOTED_FILE}\n"
         f". {ENV_FILE}\n"
         + (_account_lines(identity) if identity is not None else "")
         + "".join(_mount_check_lines(m) for m in mounts if m.required)
@@ -67,11 +87,11 @@ def render_singleuser_user_data(command: list[str], env: dict[str, str], workdir
     )
     config = {
         "write_files": [
-            {"path": ENV_FILE, "permissions": "0600", "owner": "root:root", "content": env_lines},
+            {"path": ENV_FILE, "permissions": "0600", "owner": "root:root", "content": render_env_file(env, identity)},
             {"path": START_SCRIPT, "permissions": "0700", "owner": "root:root", "content": script},
-        ],
-        "runcmd": [
-            ["sh", "-c", f"echo '{STARTING_MARKER}'; nohup {START_SCRIPT} &"],
+            {"path": FETCH_ENV_SCRIPT, "permissions": "0700", "owner": "root:root", "content": FETCH_ENV},
+            {"path": PER_BOOT_SCRIPT, "permissions": "0700", "owner": "root:root",
+             "content": f"#!/bin/sh\necho '{STARTING_MARKER}'\nnohup {START_SCRIPT} &\n"},
         ],
     }
     if mounts:
@@ -79,6 +99,57 @@ def render_singleuser_user_data(command: list[str], env: dict[str, str], workdir
     # libyaml's emitter: PyYAML's pure-Python one takes milliseconds, on the hub's event loop.
     return "#cloud-config\n" + yaml.dump(config, Dumper=SafeDumper, default_flow_style=False, sort_keys=False,
                                          width=1000)
+
+
+# Run by the start script at every boot after the first (standard library only: any python3).
+FETCH_ENV = f"""#!/usr/bin/env python3
+# hepsdesk: ask the hub for this server's current environment (see hepsdesk_spawner/resume.py).
+import json, os, shlex, sys, time, urllib.error, urllib.request
+
+ENV_FILE = {ENV_FILE!r}
+env = {{}}
+with open(ENV_FILE) as f:
+    for line in f:
+        words = shlex.split(line)
+        if len(words) == 2 and words[0] == "export" and "=" in words[1]:
+            key, value = words[1].split("=", 1)
+            env[key] = value
+
+
+def fail(why):
+    print({NO_ENV_MARKER!r}, why, flush=True)
+    sys.exit(4)
+
+
+request = urllib.request.Request(
+    env.get("JUPYTERHUB_API_URL", "").rstrip("/") + {RESUME_ENV_PATH!r}, method="POST",
+    data=json.dumps({{"user": env.get("JUPYTERHUB_USER", ""),
+                     "server": env.get("JUPYTERHUB_SERVER_NAME", "")}}).encode(),
+    headers={{"Authorization": {AUTH_SCHEME!r} + " " + env.get("JUPYTERHUB_API_TOKEN", ""),
+             "Content-Type": "application/json"}})
+body, last = None, "no attempt"
+for attempt in range(30):  # about a minute while the hub is unreachable
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read()
+        break
+    except urllib.error.HTTPError as e:
+        if e.code == 409:  # no start under way (a reboot of a running server): the env is current
+            sys.exit(0)
+        try:
+            fail(f"HTTP {{e.code}}: {{json.loads(e.read())['message']}}")
+        except (ValueError, KeyError, TypeError):
+            fail(f"HTTP {{e.code}}")
+    except OSError as e:
+        last = str(e)
+        time.sleep(2)
+if body is None:
+    fail(f"the hub did not answer ({{last}})")
+new = ENV_FILE + ".new"
+with os.fdopen(os.open(new, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+    f.write(body)
+os.replace(new, ENV_FILE)
+"""
 
 
 def _account_lines(identity: PosixIdentity) -> str:

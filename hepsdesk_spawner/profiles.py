@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from .datamounts import DataMount, DataMountError, parse_data_mounts
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-STOP_MODES = ("delete",)  # "shelve" comes with token delivery to unshelved VMs
+STOP_MODES = ("delete", "shelve")
 
 
 class ProfileError(ValueError):
@@ -61,8 +61,7 @@ class Profile:
             raise ProfileError(f"{where}: slug must be lower-case letters, digits, '-' or '_' (at most 63)")
         stop_mode = entry.get("stop_mode", "delete")
         if stop_mode not in STOP_MODES:
-            raise ProfileError(f"{where}: stop_mode must be one of {', '.join(STOP_MODES)}, not {stop_mode!r}"
-                               + (" (shelving is not supported yet)" if stop_mode == "shelve" else ""))
+            raise ProfileError(f"{where}: stop_mode must be one of {', '.join(STOP_MODES)}, not {stop_mode!r}")
         try:
             gpu_count, idle_timeout = int(entry.get("gpu_count", 0)), int(entry.get("idle_timeout", 0))
         except (TypeError, ValueError):

@@ -1,6 +1,7 @@
 """The orphan reaper: removes this hub's servers, ports and floating IPs that no JupyterHub server owns.
 
-A VM is an orphan when it carries the hub's tag but no server in the hub's database names it:
+A VM is an orphan when it carries the hub's tag but no server in the hub's database names it
+(a stopped server's state names its shelved VM, which is therefore never an orphan):
 the hub was killed in the middle of a start (the ids are saved only when a start succeeds), an
 operator restored an old database, a delete failed while the cloud was down. Orphans cost GPUs
 and quota, so the reaper deletes them, with their ports, once they are older than a grace
@@ -63,8 +64,10 @@ def owned_by_hub(api_url: str, token: str, timeout: float = 30) -> Owned:
     servers, ports, ips, busy = set(), set(), set(), set()
     offset = 0
     for _ in range(100_000):  # bounded: at most one page per user
+        # Every user, with stopped servers too: a stopped server's state names its shelved VM.
         response = session.get(f"{api_url.rstrip('/')}/users", params={"offset": offset, "limit": 200,
-                                                                      "state": "active"}, timeout=timeout)
+                                                                      "include_stopped_servers": "1"},
+                               timeout=timeout)
         response.raise_for_status()
         page = response.json()
         for user in page["items"]:

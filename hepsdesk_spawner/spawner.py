@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import ipaddress
 import re
 import time
@@ -21,7 +22,7 @@ from urllib.parse import urlparse
 
 from jupyterhub.spawner import Spawner, SpawnException
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-from traitlets import Callable, Dict, Enum, Float, Integer, List, Unicode, Union, default
+from traitlets import Bool, Callable, Dict, Enum, Float, Integer, List, Unicode, Union, default
 
 from . import __version__, errors, options_form
 from .capacity import CapacityReader, flavor_gpu_request
@@ -30,13 +31,16 @@ from .cloudinit import (
     EXITED_MARKER,
     LOG_LINE_PREFIX,
     MISSING_MOUNT_MARKER,
+    NO_ENV_MARKER,
     STARTING_MARKER,
+    render_env_file,
     render_singleuser_user_data,
 )
 from .datamounts import DataMount, DataMountError, expand_all, needs_identity, parse_data_mounts
 from .errors import SpawnError
 from .identity import IdentityError, PosixIdentity, proposals_of
 from .profiles import Profile, ProfileError, ProfileRefused, choose, parse_profiles
+from .resume import resume_key
 from .watcher import ServerView, ServerWatcher, WatcherUnavailable
 
 BOOTED_RE = re.compile(r"Cloud-init v\. \S+ running 'modules:final'")
@@ -45,7 +49,9 @@ TASK_STAGES = {
     "networking": (30, "Connecting your VM to the network"),
     "block_device_mapping": (35, "Preparing your VM's disk"),
     "spawning": (40, "Booting your VM"),
+    "unshelving": (30, "Restoring your shelved VM's disk"),
 }
+SHELVED_STATES = ("SHELVED", "SHELVED_OFFLOADED")
 # A server in one of these states died: poll() deletes it (shelved servers keep their disk).
 DEAD_STATES = ("SHUTOFF", "ERROR")
 GONE_STATES = ("SHUTOFF", "ERROR", "SHELVED", "SHELVED_OFFLOADED", "DELETED", "SOFT_DELETED")
@@ -84,8 +90,11 @@ class OpenStackSpawner(Spawner):
         Keys: ``slug`` (the name users and the API use), ``display_name``, ``description``,
         ``image`` (Glance name or id), ``flavor`` (Nova name or id; GPU flavors ask Placement for
         ``resources:VGPU`` with a ``CUSTOM_GPU_<MODEL>`` trait), ``gpu_model`` and ``gpu_count``
-        (shown on the card, with the GPUs free right now), ``stop_mode`` (``delete``: shelving
-        is not supported yet), ``idle_timeout`` (seconds without activity after which the hub
+        (shown on the card, with the GPUs free right now), ``stop_mode`` (``delete``: the VM is
+        deleted when the server stops; ``shelve``: Nova shelves it, keeping its disk as an
+        image and freeing the host, and the next start of the same server with the same
+        profile resumes it; needs ``hepsdesk_spawner.resume.handlers`` in
+        ``JupyterHub.extra_handlers``), ``idle_timeout`` (seconds without activity after which the hub
         stops the server; 0: never), ``allowed_groups`` (JupyterHub groups that may use it;
         empty: everyone; admins may use every profile), ``default``.
 
@@ -274,7 +283,12 @@ class OpenStackSpawner(Spawner):
     address = Unicode("")
     floating_ip_id = Unicode("")
     floating_address = Unicode("")
+    shelved = Bool(False)  # the VM is shelved: its ids survive stop, for the next start to resume it
+    resume_key = Unicode("")  # SHA-256 of the API token the VM holds (see resume.py)
+    mounts_digest = Unicode("")  # of the account and data mounts the VM was created with
     events = List()
+    _resume_env_file = None  # while a start resumes the VM: the env file the hub gives it
+    _resuming = False  # this start unshelves the VM (a failure shelves it again)
     _deleting = Dict()  # server id -> task deleting that dead VM
     _ready_at = 0.0  # when this process saw the server become ready (time.time())
     _security_groups: dict[tuple, asyncio.Future] = {}  # one ensure per group and rules per hub process
@@ -286,6 +300,10 @@ class OpenStackSpawner(Spawner):
                          profile=self.profile_slug, idle_timeout=self.idle_timeout, version=__version__)
             if self.floating_ip_id:
                 state.update(floating_ip_id=self.floating_ip_id, floating_address=self.floating_address)
+            if self.resume_key:
+                state.update(resume_key=self.resume_key, mounts_digest=self.mounts_digest)
+            if self.shelved:
+                state.update(shelved=True)
         return state
 
     def load_state(self, state):
@@ -297,12 +315,26 @@ class OpenStackSpawner(Spawner):
         self.idle_timeout = int(state.get("idle_timeout", 0))
         self.floating_ip_id = state.get("floating_ip_id", "")
         self.floating_address = state.get("floating_address", "")
+        self.shelved = bool(state.get("shelved", False))
+        self.resume_key = state.get("resume_key", "")
+        self.mounts_digest = state.get("mounts_digest", "")
 
     def clear_state(self):
         super().clear_state()
+        if self.shelved:
+            return  # kept for the next start, which resumes the shelved VM
         self.server_id = self.port_id = self.address = self.profile_slug = ""
-        self.floating_ip_id = self.floating_address = ""
+        self.floating_ip_id = self.floating_address = self.resume_key = self.mounts_digest = ""
         self.idle_timeout = 0
+
+    def take_resume_env(self) -> str | None:
+        """The env file for the VM this start resumes (None if it resumes none); called by
+        the resume handler once the VM proved it holds the last token. From now on, the VM
+        holds this start's token."""
+        env_file = self._resume_env_file
+        if env_file is not None:
+            self.resume_key = resume_key(self.api_token)
+        return env_file
 
     @property
     def client(self) -> OpenStackClient:
@@ -470,33 +502,49 @@ class OpenStackSpawner(Spawner):
     async def start(self):
         self.events = []
         self._started = time.monotonic()
+        self._resuming = False
         deadline = self.start_deadline or max(60.0, self.start_timeout - 15)
         try:
             return await asyncio.wait_for(self._start(), timeout=deadline)
         except TimeoutError:
             console = await self._console_excerpt()
-            await self._cleanup()
+            what = await self._undo_start()
             raise SpawnError(
-                f"Your VM was not ready within {deadline:.0f} seconds, so it has been removed. "
+                f"Your VM was not ready within {deadline:.0f} seconds, so {what}. "
                 f"Please try again; if this keeps happening, contact the facility's support. {console}",
                 reason="timeout", status_code=504) from None
         except SpawnException:
-            await self._cleanup()
+            await self._undo_start()
             raise
         except SDKError as e:
-            await self._cleanup()
+            what = await self._undo_start()
             raise SpawnError(
-                "The cloud could not start your VM, and anything created for it has been removed. Please try "
+                f"The cloud could not start your VM, and {what}. Please try "
                 f"again; if this keeps happening, tell the facility's support: {str(e)[:300]}",
                 reason="cloud_error", status_code=502) from None
         except BaseException:
-            await self._cleanup()
+            await self._undo_start()
             raise
+        finally:
+            self._resume_env_file = None
+
+    async def _undo_start(self) -> str:
+        """After a failed start: a VM being resumed is shelved again (its disk is kept);
+        anything else created for the start is deleted. Says which, for the user."""
+        if self._resuming and await self._shelve():
+            return "it has been shelved again: nothing on its disk was lost"
+        await self._cleanup()
+        return "anything created for it has been removed"
 
     async def _start(self):
         profile = await self._choose_profile()
-        self.profile_slug, self.idle_timeout = profile.slug, profile.idle_timeout
         identity, mounts = await self._identity_and_mounts(profile)
+        digest = hashlib.sha256(repr((identity, tuple(mounts))).encode()).hexdigest()
+        if self.shelved and self.server_id:
+            url = await self._resume(profile, identity, digest)
+            if url:
+                return url
+        self.profile_slug, self.idle_timeout, self.mounts_digest = profile.slug, profile.idle_timeout, digest
         await self._remove_leftovers()
         self._emit(5, f"Looking up the image, flavor and network of {profile.display_name}")
         if self.connect_to == "floating" and not self.floating_ip_network:
@@ -542,15 +590,10 @@ class OpenStackSpawner(Spawner):
             self.floating_ip_id, self.floating_address = ip.id, ip.floating_ip_address
         self.ip, self.port = self.connect_address, self.singleuser_port
 
-        env = self.get_env()
-        env.update(self.extra_user_data_env)
-        # The desktop offers this address for WebRTC media (see desktop_proxy.peers).
-        env["HEPSDESK_VM_ADDRESS"] = self.address
-        if self.floating_address:
-            env["HEPSDESK_PUBLIC_ADDRESS"] = self.floating_address
         command = [*self.cmd, *self.get_args()]
-        user_data = render_singleuser_user_data(command, env, workdir=self.notebook_dir, identity=identity,
-                                                mounts=mounts)
+        user_data = render_singleuser_user_data(command, self._singleuser_env(), workdir=self.notebook_dir,
+                                                identity=identity, mounts=mounts)
+        self.resume_key = resume_key(self.api_token)
         self._emit(15, f"Creating your VM ({image.name}, {flavor.name})")
         try:
             server = await self.client.create_server(
@@ -565,6 +608,52 @@ class OpenStackSpawner(Spawner):
 
         await self._wait_active()
         await self._wait_ready()
+        self._ready_at = time.time()
+        return f"http://{self.connect_address}:{self.singleuser_port}"
+
+    def _singleuser_env(self) -> dict[str, str]:
+        """The single-user server's environment in the VM."""
+        env = self.get_env()
+        env.update(self.extra_user_data_env)
+        # The desktop offers this address for WebRTC media (see desktop_proxy.peers).
+        env["HEPSDESK_VM_ADDRESS"] = self.address
+        if self.floating_address:
+            env["HEPSDESK_PUBLIC_ADDRESS"] = self.floating_address
+        return env
+
+    async def _resume(self, profile: Profile, identity: PosixIdentity | None, digest: str) -> str | None:
+        """Unshelve this server's shelved VM and wait until JupyterLab answers in it; or, when
+        it cannot serve this start (another profile, a changed account or data mounts, gone),
+        delete it and return None: a new VM is started."""
+        if self.server_id in self._deleting:  # an idle server still being shelved
+            await asyncio.shield(self._deleting[self.server_id])
+        # Asked directly: the watcher's newest list may predate the shelve.
+        server = await self.client.get_server(self.server_id)
+        view = ServerView.of(server) if server is not None else None
+        why = ("it no longer exists" if view is None
+               else f"it is {view.status}" if view.status not in SHELVED_STATES
+               else f"you chose {profile.display_name}" if (profile.slug, profile.stop_mode) != (self.profile_slug,
+                                                                                                 "shelve")
+               else "your account or data mounts changed" if digest != self.mounts_digest else "")
+        if why:
+            self._emit(3, f"Not resuming your shelved VM ({why}): starting a new one")
+            self.log.info("Not resuming the shelved VM %s of %s (%s): deleting it", self.server_id, self._log_name,
+                          why)
+            self.shelved = False
+            await self._cleanup()
+            return None
+        self._resuming = True
+        self._profile, self.idle_timeout = profile, profile.idle_timeout
+        flavor = await self.client.find_flavor(profile.flavor)
+        self._gpu_trait = flavor_gpu_request(flavor.extra_specs or {})[0] if flavor else ""
+        self.ip, self.port = self.connect_address, self.singleuser_port
+        self._resume_env_file = render_env_file(self._singleuser_env(), identity)
+        self._emit(15, f"Resuming your shelved VM ({profile.display_name})")
+        self.log.info("Spawn of %s: unshelving VM %s", self._log_name, self.server_id)
+        await self.client.unshelve_server(self.server_id)
+        await self._wait_active()
+        await self._wait_ready()
+        self.shelved = self._resuming = False
         self._ready_at = time.time()
         return f"http://{self.connect_address}:{self.singleuser_port}"
 
@@ -707,6 +796,13 @@ class OpenStackSpawner(Spawner):
         """Fail at once, with the end of its log, when JupyterLab exited in the VM."""
         if EXITED_MARKER not in console:
             return
+        if NO_ENV_MARKER in console:
+            why = console[console.rindex(NO_ENV_MARKER) + len(NO_ENV_MARKER):].splitlines()[0]
+            raise SpawnError(
+                f"Your VM was resumed but the hub did not give it its new credentials ({self._scrub(why.strip())}), "
+                "so JupyterLab was not started. Please tell the hub's administrators (is "
+                "hepsdesk_spawner.resume.handlers in JupyterHub.extra_handlers?).", reason="no_resume_env",
+                status_code=500)
         if MISSING_MOUNT_MARKER in console:
             missing = console[console.rindex(MISSING_MOUNT_MARKER) + len(MISSING_MOUNT_MARKER):].splitlines()[0]
             why = [line for line in console.splitlines() if line.startswith(("mount:", "mount."))]
@@ -763,9 +859,20 @@ class OpenStackSpawner(Spawner):
                 self._delete_in_background(view, f"is {view.status}")
             return 0
         if self._idle_too_long():
-            self._delete_in_background(view, "is idle")
+            shelve = await self._stop_mode() == "shelve"
+            # Set now: the hub saves the state (clear_state keeps a shelved VM's) when poll returns.
+            self.shelved = shelve
+            self._delete_in_background(view, "is idle", shelve=shelve)
             return 0
         return None
+
+    async def _stop_mode(self) -> str:
+        """The stop mode of this server's profile (``delete`` if the profile is gone from the config)."""
+        try:
+            profiles = await self.all_profiles()
+        except ProfileError:
+            return "delete"
+        return next((p.stop_mode for p in profiles if p.slug == self.profile_slug), "delete")
 
     def _idle_too_long(self) -> bool:
         """Has this server been idle longer than its profile's idle_timeout? Idle time counts
@@ -782,17 +889,21 @@ class OpenStackSpawner(Spawner):
                       self.profile_slug, self.idle_timeout)
         return True
 
-    def _delete_in_background(self, view: ServerView, why: str) -> None:
-        """Delete a VM that poll() reports as stopped (it died: crash, shut down from inside or
-        by an operator; or it was idle too long) with its port, as stop() would: the hub never
-        calls stop() for a server that poll() says is not running. Only these ids are deleted,
-        so a new start for the same user is never touched."""
+    def _delete_in_background(self, view: ServerView, why: str, shelve: bool = False) -> None:
+        """Delete (or ``shelve``) a VM that poll() reports as stopped (it died: crash, shut down
+        from inside or by an operator; or it was idle too long) with its port, as stop() would:
+        the hub never calls stop() for a server that poll() says is not running. Only these ids
+        are deleted, so a new start for the same user is never touched."""
         if view.id in self._deleting:
             return
-        self.log.warning("Server %s of %s %s: deleting it", view.id, self._log_name, why)
+        self.log.warning("Server %s of %s %s: %s it", view.id, self._log_name, why,
+                         "shelving" if shelve else "deleting")
 
         async def delete(port_id: str = self.port_id) -> None:
             try:
+                if shelve and await self._shelve():
+                    return
+                self.shelved = False
                 await self._delete({view.id}, {port_id} - {""})
             except SDKError as e:  # logged; the server stays until deleted by hand
                 self.log.error("Deleting the dead server %s of %s failed: %s", view.id, self._log_name, e)
@@ -802,7 +913,41 @@ class OpenStackSpawner(Spawner):
         self._deleting[view.id] = asyncio.ensure_future(delete())
 
     async def stop(self, now=False):
+        if self.server_id and await self._stop_mode() == "shelve" and await self._shelve():
+            return
         await self._cleanup()
+
+    async def _shelve(self) -> bool:
+        """Shelve this server's VM and wait (up to ``delete_timeout``) until Nova has; False when
+        it cannot be (it is gone or in ERROR, or Nova failed): then the caller deletes it."""
+        try:
+            server = await self.client.get_server(self.server_id)
+            if server is not None and server.status not in (*SHELVED_STATES, "ERROR"):
+                self.log.info("Shelving VM %s of %s", self.server_id, self._log_name)
+                await self.client.shelve_server(self.server_id)
+            deadline = time.monotonic() + self.delete_timeout
+            # Until Nova is done (an offload follows the shelve when the cloud offloads at once).
+            while server is not None and (server.status not in SHELVED_STATES or server.task_state):
+                if server.status == "ERROR" or time.monotonic() > deadline:
+                    self.log.error("Shelving VM %s of %s failed (%s): deleting it instead", self.server_id,
+                                   self._log_name, server.fault or server.status)
+                    return False
+                await asyncio.sleep(self.status_interval)
+                server = await self.client.get_server(self.server_id)
+        except (SDKError, OSError) as e:
+            self.log.error("Shelving VM %s of %s failed (%s): deleting it instead", self.server_id, self._log_name,
+                           str(e)[:300])
+            return False
+        if server is None:
+            return False
+        self.shelved = True
+        self.log.info("Shelved VM %s of %s", self.server_id, self._log_name)
+        return True
+
+    async def delete_forever(self):
+        """The server (or its user) is removed: a shelved VM goes, with its port and floating IP."""
+        if self.server_id or self.port_id:
+            await self._cleanup()
 
     async def _cleanup(self) -> None:
         """Delete this server's VM and port (the known ids and any found by name and owner) and
@@ -815,6 +960,7 @@ class OpenStackSpawner(Spawner):
             self.log.error("Listing the servers and ports of %s failed: %s", self._log_name, e)
         await self._delete(server_ids, port_ids)
         self.server_id = self.port_id = self.address = self.floating_ip_id = self.floating_address = ""
+        self.shelved = False
 
     async def _delete(self, server_ids: set[str], port_ids: set[str]) -> None:
         """Delete these servers and ports, waiting (up to delete_timeout) until the servers are

@@ -60,8 +60,8 @@ def build_boot_plan(user_data: bytes | str | None) -> dict:
     """Return the boot plan for ``user_data`` (raw bytes, not base64).
 
     The plan is plain JSON-able data: ``bootcmd`` (shell lines run on every boot),
-    ``write_files`` (content base64-encoded), ``scripts`` (name and base64 content, run in
-    order at the end of boot), ``hostname`` and ``final_message``.
+    ``write_files`` (content base64-encoded; written at the instance's first boot), ``scripts``
+    (name and base64 content, run in order at the end of the instance's first boot), ``hostname`` and ``final_message``.
     ``mounts`` lists ``source``, ``target``, ``fstype`` and ``options`` of each mount.
     """
     plan: dict = {"bootcmd": [], "write_files": [], "scripts": [], "mounts": [], "hostname": None,

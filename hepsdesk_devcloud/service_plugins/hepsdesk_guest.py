@@ -10,8 +10,9 @@ for each boot. It plays two parts:
 * the init (PID 1 of the guest): it builds the guest's root filesystem (an overlay of the
   host's ``/`` under the VM's own disk), hides the dev cloud's state
   directory, chroots, sets the hostname, and runs the boot plan the driver derived from the
-  user-data (bootcmd, write_files, scripts) the way cloud-init would, printing cloud-init's
-  console lines. Then it reaps orphans until it is told to stop.
+  user-data the way cloud-init would, printing cloud-init's console lines: bootcmd and the
+  scripts in /var/lib/cloud/scripts/per-boot at every boot, write_files and the user's
+  scripts (runcmd, shell user-data) only at the instance's first boot. Then it reaps orphans until it is told to stop.
 
 NFS ``mounts`` stand for the facility's central storage: a share ``SERVER:/PATH`` whose
 server is one of the dev cloud's storage servers is the host directory ``<storage
@@ -243,16 +244,28 @@ class GuestInit:
         self._stage("init")
         for line in self.mount_messages:
             self._console(line)
+        # As cloud-init: bootcmd and the per-boot scripts run at every boot; write_files and
+        # the user's scripts (runcmd, shell user-data) once per instance, so not again after a
+        # reboot, a stop and start, or an unshelve (the same instance id, the same disk).
+        semaphore = f"/var/lib/cloud/instances/{b['uuid']}/sem/hepsdesk-per-instance"
+        first_boot = not os.path.exists(semaphore)
         if plan["bootcmd"]:
             self._run_script("bootcmd", "#!/bin/sh\n" + "\n".join(plan["bootcmd"]) + "\n")
-        self._write_files([f for f in plan["write_files"] if not f["defer"]])
+        if first_boot:
+            self._write_files([f for f in plan["write_files"] if not f["defer"]])
         self._stage("modules:config")
         self._stage("modules:final")
-        for script in plan["scripts"]:
-            if self.stopping:
-                return
-            self._run_script(script["name"], base64.b64decode(script["content_b64"]).decode())
-        self._write_files([f for f in plan["write_files"] if f["defer"]])
+        self._run_per_boot_scripts()
+        if first_boot:
+            for script in plan["scripts"]:
+                if self.stopping:
+                    return
+                self._run_script(script["name"], base64.b64decode(script["content_b64"]).decode())
+            self._write_files([f for f in plan["write_files"] if f["defer"]])
+            if not self.stopping:
+                os.makedirs(os.path.dirname(semaphore), exist_ok=True)
+                with open(semaphore, "w") as f:
+                    f.write(_now() + "\n")
         if not self.stopping:
             self._console(f"Cloud-init v. {CLOUD_INIT_VERSION} finished at {_now()}. "
                           f"Datasource DataSourceOpenStackLocal [net,ver=2].  Up {_uptime(b):.2f} seconds")
@@ -278,6 +291,15 @@ class GuestInit:
             except (OSError, KeyError) as e:
                 self._console(f"WARNING: write_files {path} failed: {e}")
 
+    def _run_per_boot_scripts(self) -> None:
+        """cloud-init's scripts_per_boot: the executables in /var/lib/cloud/scripts/per-boot, by name."""
+        directory = "/var/lib/cloud/scripts/per-boot"
+        names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+        for name in names:
+            path = os.path.join(directory, name)
+            if not self.stopping and os.path.isfile(path) and os.access(path, os.X_OK):
+                self._run_file(name, path)
+
     def _run_script(self, name: str, content: str) -> None:
         scripts = "/var/lib/cloud/instance/scripts"
         os.makedirs(scripts, exist_ok=True)
@@ -285,6 +307,9 @@ class GuestInit:
         with open(path, "w") as f:
             f.write(content)
         os.chmod(path, 0o700)
+        self._run_file(name, path)
+
+    def _run_file(self, name: str, path: str) -> None:
         try:
             process = subprocess.Popen([path], env=self.env, cwd="/", stdin=subprocess.DEVNULL)
         except OSError as e:

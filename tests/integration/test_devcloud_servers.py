@@ -80,6 +80,8 @@ def test_stop_start_and_reboot(conn, servers, devcloud):
     second = wait_answer(addr)
     assert second != first, "start boots the guest again"
     assert get(addr, "/first-boot") is not None
+    # As cloud-init: the per-boot script ran again, runcmd did not (the same instance).
+    assert (get(addr, "/boots"), get(addr, "/instance-runs")) == ("boot\nboot\n", "run\n")
 
     record = guest_record(devcloud, server)
     conn.compute.reboot_server(server, "SOFT")
@@ -89,6 +91,7 @@ def test_stop_start_and_reboot(conn, servers, devcloud):
     assert not monitor_alive(record), "reboot replaces the guest's processes"
     wait_status(conn, server, "ACTIVE")
     assert wait_answer(addr) not in (first, second)
+    assert (get(addr, "/boots"), get(addr, "/instance-runs")) == ("boot\n" * 3, "run\n")
 
 
 def test_shelve_and_unshelve_keep_the_disk(conn, servers, devcloud):

@@ -10,6 +10,8 @@ service, so the spawner creates no volumes).
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ..conftest import SESSION, HubAPI, start_hub, stop_hub
@@ -28,9 +30,15 @@ def faulty_hub(devcloud, tmp_path_factory):
     with FaultProxy(conn.endpoint_for("compute"), 18776) as nova, \
             FaultProxy(conn.endpoint_for("network"), 18697) as neutron:
         clouds_yaml = clouds_yaml_through(devcloud, directory, compute=nova.url, network=neutron.url)
+        profiles = directory / "profiles.json"
+        profiles.write_text(json.dumps([
+            {"slug": "desktop", "display_name": "Desktop", "image": "hepsdesk-desktop", "flavor": "c1.small",
+             "default": True},
+            {"slug": "keep", "display_name": "Kept desktop", "image": "hepsdesk-desktop", "flavor": "c1.small",
+             "stop_mode": "shelve"}]))
         # With a floating IP per VM: one more thing created, to be found and deleted on failure.
         hub = start_hub(devcloud, directory / "hub", (18700, 18781, 19970), clouds_yaml=clouds_yaml,
-                        HEPSDESK_FLOATING_IP_NETWORK="hepsdesk-public")
+                        HEPSDESK_FLOATING_IP_NETWORK="hepsdesk-public", HEPSDESK_PROFILES_FILE=str(profiles))
         hub.api, hub.nova, hub.neutron = HubAPI(hub), nova, neutron
         try:
             yield hub
@@ -113,6 +121,36 @@ def test_nova_down_in_the_middle_of_a_start_fails_it_and_removes_the_vm(faulty_h
     assert last.get("failed") and "anything created for it has been removed" in last["message"], last
     assert "Traceback" not in last["message"]
     assert mine(conn, user) == ([], [])
+
+
+def test_a_resume_the_cloud_refuses_keeps_the_vm_shelved(faulty_hub, conn):
+    user, path = f"resume-{SESSION}", f"/users/resume-{SESSION}/servers/kept"
+    create_user(faulty_hub.api, user)
+
+    def start() -> dict:
+        assert faulty_hub.api("POST", path, json={"profile": "keep"}).status_code in (201, 202)
+        return faulty_hub.api.progress(user, server="kept")[-1]
+
+    def stop(**body) -> None:
+        assert faulty_hub.api("DELETE", path, json=body).status_code in (202, 204)
+        faulty_hub.api.wait_stopped(user)
+
+    assert start().get("ready")
+    [vm], [port] = mine(conn, user)
+    stop()
+    assert conn.compute.get_server(vm.id).status == "SHELVED_OFFLOADED"
+    assert [ip.port_id for ip in floating_ips_of(conn, user)] == [port.id], "the address stays with the port"
+
+    unshelve = faulty_hub.nova.inject(Fault("POST", SERVER[:-1] + "/action$", 500, times=1))
+    last = start()
+    assert last.get("failed") and "it has been shelved again: nothing on its disk was lost" in last["message"], last
+    assert unshelve.hits == 1
+    assert conn.compute.get_server(vm.id).status == "SHELVED_OFFLOADED"
+    assert start().get("ready"), "the next start resumes it"
+    assert [s.id for s in mine(conn, user)[0]] == [vm.id]
+    stop()
+    stop(remove=True)  # removing the server deletes its shelved VM, port and floating IP
+    assert mine(conn, user) == ([], []) and floating_ips_of(conn, user) == []
 
 
 def test_the_fault_suite_leaves_no_server_no_port_and_no_floating_ip(faulty_hub, admin_conn):

@@ -7,6 +7,8 @@ from hepsdesk_devcloud.service_plugins.hepsdesk_cloudconfig import build_boot_pl
 from hepsdesk_spawner.cloudinit import (
     ENV_FILE,
     EXITED_MARKER,
+    FETCH_ENV_SCRIPT,
+    PER_BOOT_SCRIPT,
     START_SCRIPT,
     STARTING_MARKER,
     render_singleuser_user_data,
@@ -27,5 +29,13 @@ def test_singleuser_user_data_is_honoured_and_keeps_the_token_in_a_private_file(
     script = base64.b64decode(files[START_SCRIPT]["content_b64"]).decode()
     assert "jupyterhub-singleuser --allow-root >> /var/log/hepsdesk-singleuser.log 2>&1" in script
     assert EXITED_MARKER in script and "s3cr3t-token" not in script
-    runcmd = base64.b64decode(next(s for s in plan["scripts"] if s["name"] == "runcmd")["content_b64"]).decode()
-    assert STARTING_MARKER in runcmd and "s3cr3t-token" not in runcmd
+    # Started by a per-boot script, which cloud-init runs again after a reboot or an unshelve
+    # (runcmd it does not): at later boots the start script first asks the hub for the env.
+    assert plan["scripts"] == []
+    per_boot = base64.b64decode(files[PER_BOOT_SCRIPT]["content_b64"]).decode()
+    assert STARTING_MARKER in per_boot and START_SCRIPT in per_boot and "s3cr3t-token" not in per_boot
+    assert files[PER_BOOT_SCRIPT]["permissions"] == 0o700
+    assert script.index(FETCH_ENV_SCRIPT) < script.index(f". {ENV_FILE}")
+    fetch = base64.b64decode(files[FETCH_ENV_SCRIPT]["content_b64"]).decode()
+    compile(fetch, FETCH_ENV_SCRIPT, "exec")  # valid Python
+    assert "s3cr3t-token" not in fetch and files[FETCH_ENV_SCRIPT]["permissions"] == 0o700
