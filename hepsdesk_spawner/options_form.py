@@ -3,7 +3,8 @@
 Each card says what the user gets: the image's software (its ``hepsdesk_software`` Glance
 property), the flavor's CPUs and memory, the GPUs and how many of them are free right now.
 Every value is HTML-escaped: profile texts come from the hub's config, image properties from
-whoever may edit images. A GPU profile with no free GPU is shown but cannot be chosen.
+whoever may edit images. A GPU profile with no free GPU is shown but cannot be chosen. The
+profile of a shelved VM is chosen first, and its card says that starting another deletes it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Card:
     ram_mb: int = 0
     gpus: GpuCapacity | None = None
     capacity_note: str = ""  # e.g. "free GPUs unknown right now"
+    shelved: bool = False  # the user's VM of this profile is shelved: starting it resumes that VM
 
     @property
     def full(self) -> bool:
@@ -44,7 +46,9 @@ STYLE = """
 
 
 def render(cards: list[Card]) -> str:
-    checked = next((c.profile.slug for c in cards if c.profile.default and not c.full), None)
+    checked = next((c.profile.slug for c in cards if c.shelved and not c.full), None)
+    if checked is None:
+        checked = next((c.profile.slug for c in cards if c.profile.default and not c.full), None)
     if checked is None:
         checked = next((c.profile.slug for c in cards if not c.full), None)
     items = []
@@ -62,6 +66,9 @@ def render(cards: list[Card]) -> str:
             facts.append(f'<span class="hepsdesk-gpu">{gpu}</span>')
         software = f"<p>Software: {escape(card.software)}</p>" if card.software else ""
         note = "<p><em>All these GPUs are in use right now; try again later.</em></p>" if card.full else ""
+        if card.shelved:
+            note += ("<p><em>Your VM of this environment is shelved: starting it resumes it as you left it. "
+                     "Starting another environment deletes it (your home and data are not on it).</em></p>")
         attrs = " disabled" if card.full else (" checked" if p.slug == checked else "")
         items.append(
             f'<label class="hepsdesk-profile{" full" if card.full else ""}" data-profile="{escape(p.slug)}">'

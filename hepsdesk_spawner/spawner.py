@@ -417,7 +417,8 @@ class OpenStackSpawner(Spawner):
             self.log.warning("Cannot read image/flavor of profile %s: %s", profile.slug, e)
             image = flavor = None
         card = {"software": (image.properties or {}).get("hepsdesk_software", "") if image else "",
-                "vcpus": flavor.vcpus if flavor else 0, "ram_mb": flavor.ram if flavor else 0}
+                "vcpus": flavor.vcpus if flavor else 0, "ram_mb": flavor.ram if flavor else 0,
+                "shelved": self.shelved and profile.slug == self.profile_slug and profile.stop_mode == "shelve"}
         trait, _ = flavor_gpu_request(flavor.extra_specs or {}) if flavor else ("", 0)
         if profile.gpu_count and trait:
             try:

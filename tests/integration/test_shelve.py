@@ -6,6 +6,7 @@ profile, or when the server is removed. The reaper leaves shelved VMs alone."""
 from __future__ import annotations
 
 import json
+import secrets
 import time
 
 import pytest
@@ -13,7 +14,7 @@ import requests
 
 from hepsdesk_spawner.reaper import find_orphans, owned_by_hub
 
-from ..conftest import SESSION, HubAPI, start_hub, stop_hub
+from ..conftest import SESSION, HubAPI, sign_in_without_browser, start_hub, stop_hub
 from ..kernel import run_in_kernel
 from .test_data import user_token
 from .test_spawner import create_user, vm_of
@@ -84,8 +85,9 @@ def images_named(conn, name: str) -> list:
 
 
 def test_a_shelved_vm_keeps_its_disk_and_resumes_with_the_new_token(shelve_hub, devcloud, conn):
-    user = f"shelve-{SESSION}"
-    create_user(shelve_hub.api, user)
+    user, password = f"shelve-{SESSION}", secrets.token_urlsafe(12)
+    shelve_hub.oidc.set_user(user, password, groups=["heps-users"])
+    browser = sign_in_without_browser(shelve_hub, user, password)
     start(shelve_hub, user, "keep")
     [vm] = vm_of(devcloud, user)
     assert in_vm(shelve_hub, user, "open('/root/kept.txt', 'w').write('on the disk'); print('ok')") == "ok"
@@ -103,6 +105,9 @@ def test_a_shelved_vm_keeps_its_disk_and_resumes_with_the_new_token(shelve_hub, 
     owned = owned_by_hub(f"{shelve_hub.url}/hub/api", shelve_hub.secrets()["admin_token"])
     assert vm.id in owned.server_ids
     assert vm.id not in {o.id for o in find_orphans(conn, f"hepsdesk-test-{SESSION}", owned, grace_s=0)}
+    # The spawn page offers it first, and says what choosing another environment does.
+    page = browser.get(f"{shelve_hub.url}/hub/spawn/{user}", timeout=30)
+    assert 'value="keep" checked' in page.text and "Your VM of this environment is shelved" in page.text
     # Only the VM's last token opens a resume, and only of its own server.
     for who, key in ((user, "not-the-token"), (user, ""), ("someone-else", token)):
         refused = resume_env(shelve_hub, who, key)

@@ -77,3 +77,12 @@ def test_cards_escape_everything_and_a_full_gpu_profile_cannot_be_chosen():
     assert "&lt;img src=x onerror=alert(1)&gt;" in html and "2 vCPU, 4 GB RAM" in html
     assert 'value="desktop" checked' in html
     assert 'value="gpu" disabled' in html and "1x A100 GPU (0 of 4 A100 free)" in html
+
+
+def test_the_profile_of_a_shelved_vm_is_chosen_first_and_says_what_another_choice_does():
+    default = Profile.from_config({**BASE, "default": True}, 0)
+    kept = Profile.from_config({**BASE, "slug": "kept", "stop_mode": "shelve"}, 1)
+    html = render([Card(default), Card(kept, shelved=True)])
+    assert 'value="kept" checked' in html and 'value="desktop" checked' not in html
+    assert "shelved: starting it resumes it as you left it" in html
+    assert "Starting another environment deletes it" in html
