@@ -32,6 +32,24 @@ if os.environ.get("HEPSDESK_HUB_CONNECT_URL"):
 # Production: PostgreSQL (e.g. "postgresql://jupyterhub:...@db/jupyterhub"), the cookie secret
 # and JUPYTERHUB_CRYPT_KEY (encrypts auth_state: `openssl rand -hex 32`) from a secret store.
 c.JupyterHub.db_url = os.environ.get("HEPSDESK_HUB_DB_URL", f"sqlite:///{state / 'jupyterhub.sqlite'}")
+if c.JupyterHub.db_url.startswith("sqlite"):
+    # JupyterHub commits on its event loop. In SQLite's default (rollback journal) mode every
+    # commit creates, syncs and deletes a journal file: 10-40 ms each on a busy disk, the
+    # largest part of the hub's loop lag while 100 servers start. Write-ahead logging with
+    # synchronous=NORMAL commits without a sync; a power cut may lose the last commits (never
+    # the database), and the reaper removes VMs whose start was not saved.
+    import sqlite3  # noqa: E402
+
+    from sqlalchemy import event  # noqa: E402
+    from sqlalchemy.engine import Engine  # noqa: E402
+
+    @event.listens_for(Engine, "connect")
+    def _sqlite_write_ahead_log(connection, record):
+        if isinstance(connection, sqlite3.Connection):
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
 c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
 c.ConfigurableHTTPProxy.pid_file = str(state / "jupyterhub-proxy.pid")
 # The proxy's REST API (only the hub talks to it).
