@@ -631,6 +631,14 @@ class OpenStackSpawner(Spawner):
         # Asked directly: the watcher's newest list may predate the shelve.
         server = await self.client.get_server(self.server_id)
         view = ServerView.of(server) if server is not None else None
+        same = (profile.slug, profile.stop_mode, digest) == (self.profile_slug, "shelve", self.mounts_digest)
+        if same and view is not None and view.status in ("ACTIVE", "SHUTOFF"):
+            # A resume the hub did not see finish (it was restarted) left it running: its disk
+            # is still the user's, so it is shelved again and resumed the usual way.
+            self._emit(4, "Your VM was left running by an interrupted start: shelving it first")
+            if await self._shelve():
+                server = await self.client.get_server(self.server_id)
+                view = ServerView.of(server) if server is not None else None
         why = ("it no longer exists" if view is None
                else f"it is {view.status}" if view.status not in SHELVED_STATES
                else f"you chose {profile.display_name}" if (profile.slug, profile.stop_mode) != (self.profile_slug,
@@ -856,6 +864,10 @@ class OpenStackSpawner(Spawner):
             self.log.warning("Cannot poll server %s of %s: %s", self.server_id, self._log_name, e)
             return None  # the cloud may be briefly unreachable: do not declare the server dead
         if view is None or view.status in GONE_STATES:
+            if view is not None and view.status in SHELVED_STATES:
+                # Shelved by a stop the hub did not see finish (it was restarted), or by an
+                # operator: kept, for the next start to resume.
+                self.shelved = True
             if view is not None and view.status in DEAD_STATES:
                 self._delete_in_background(view, f"is {view.status}")
             return 0

@@ -152,3 +152,29 @@ def test_an_idle_server_is_shelved_and_removing_it_deletes_the_shelved_vm(shelve
     assert vm_of(devcloud, user) == [], "removing the server deletes its shelved VM"
     assert images_named(conn, f"{vm.name}-shelved") == []
     assert list(conn.network.ports(name=f"{vm.name}-port")) == []
+
+
+def test_a_vm_shelved_or_left_running_behind_the_hubs_back_is_still_resumed(shelve_hub, devcloud, conn):
+    """An operator shelves a running VM (the hub sees it stop and keeps it), then the VM is
+    running again while the hub thinks it shelved (what a hub restarted in the middle of a
+    resume leaves): the next start shelves it first and resumes it, disk and all."""
+    user = f"shelve-ops-{SESSION}"
+    create_user(shelve_hub.api, user)
+    start(shelve_hub, user, "keep", server="ops")
+    [vm] = vm_of(devcloud, user)
+    conn.compute.shelve_server(vm.id)
+    shelve_hub.api.wait_stopped(user, timeout=120)
+    wait_status(conn, vm.id, "SHELVED_OFFLOADED")
+
+    conn.compute.unshelve_server(vm.id)
+    wait_status(conn, vm.id, "ACTIVE")
+    messages = start(shelve_hub, user, "keep", server="ops")
+    assert any("left running by an interrupted start: shelving it first" in m for m in messages), messages
+    assert any("Resuming your shelved VM" in m for m in messages), messages
+    assert [s.id for s in vm_of(devcloud, user)] == [vm.id]
+    token = user_token(shelve_hub, user)
+    assert run_in_kernel(f"{shelve_hub.url}/user/{user}/ops/", token, "print('ok')").strip().endswith("ok")
+
+    stop(shelve_hub, user, server="ops")
+    stop(shelve_hub, user, server="ops", remove=True)
+    assert vm_of(devcloud, user) == [] and images_named(conn, f"{vm.name}-shelved") == []
