@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -85,6 +86,22 @@ def start_hub(devcloud, state_dir: Path, ports: tuple[int, int, int], clouds_yam
         hub.users[name] = password
     hub.start()
     return hub
+
+
+@contextlib.contextmanager
+def running_hub(devcloud, directory: Path, ports: tuple[int, int, int], profiles: list[dict] | None = None,
+                clouds_yaml: str | None = None, **env: str):
+    """A test hub (``start_hub``) in ``directory`` with ``hub.api``, stopped with its servers
+    at the end; ``profiles``: its ``OpenStackSpawner.profiles`` instead of the repository's."""
+    if profiles is not None:
+        (directory / "profiles.json").write_text(json.dumps(profiles))
+        env["HEPSDESK_PROFILES_FILE"] = str(directory / "profiles.json")
+    hub = start_hub(devcloud, directory / "hub", ports, clouds_yaml=clouds_yaml, **env)
+    hub.api = HubAPI(hub)
+    try:
+        yield hub
+    finally:
+        stop_hub(hub, devcloud)
 
 
 def stop_hub(hub: DevHub, devcloud) -> None:

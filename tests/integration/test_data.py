@@ -10,7 +10,7 @@ import secrets
 import pytest
 import requests
 
-from ..conftest import SESSION, HubAPI, sign_in_without_browser, start_hub, stop_hub
+from ..conftest import SESSION, running_hub, sign_in_without_browser
 from ..kernel import run_in_kernel
 from .test_spawner import vm_of
 
@@ -21,13 +21,9 @@ UID = 23417
 
 @pytest.fixture(scope="module")
 def data_hub(devcloud, tmp_path_factory):
-    hub = start_hub(devcloud, tmp_path_factory.mktemp("data-hub"), (18900, 18981, 19990),
-                    HEPSDESK_DATA_SERVER=devcloud.settings.storage_server)
-    hub.api = HubAPI(hub)
-    try:
+    with running_hub(devcloud, tmp_path_factory.mktemp("data-hub"), (18900, 18981, 19990),
+                     HEPSDESK_DATA_SERVER=devcloud.settings.storage_server) as hub:
         yield hub
-    finally:
-        stop_hub(hub, devcloud)
 
 
 def sign_in(hub, user: str, proposals: list[str], posix: dict | None) -> None:

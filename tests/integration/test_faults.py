@@ -10,11 +10,9 @@ service, so the spawner creates no volumes).
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from ..conftest import SESSION, HubAPI, start_hub, stop_hub
+from ..conftest import SESSION, running_hub
 from ..faults import Fault, FaultProxy, clouds_yaml_through
 from .test_spawner import create_user
 
@@ -30,22 +28,18 @@ def faulty_hub(devcloud, tmp_path_factory):
     with FaultProxy(conn.endpoint_for("compute"), 18776) as nova, \
             FaultProxy(conn.endpoint_for("network"), 18697) as neutron:
         clouds_yaml = clouds_yaml_through(devcloud, directory, compute=nova.url, network=neutron.url)
-        profiles = directory / "profiles.json"
-        profiles.write_text(json.dumps([
-            {"slug": "desktop", "display_name": "Desktop", "image": "hepsdesk-desktop", "flavor": "c1.small",
-             "default": True},
-            {"slug": "keep", "display_name": "Kept desktop", "image": "hepsdesk-desktop", "flavor": "c1.small",
-             "stop_mode": "shelve"}]))
+        desktop = {"image": "hepsdesk-desktop", "flavor": "c1.small"}
+        profiles = [{"slug": "desktop", "display_name": "Desktop", "default": True, **desktop},
+                    {"slug": "keep", "display_name": "Kept desktop", "stop_mode": "shelve", **desktop}]
         # With a floating IP per VM: one more thing created, to be found and deleted on failure.
-        hub = start_hub(devcloud, directory / "hub", (18700, 18781, 19970), clouds_yaml=clouds_yaml,
-                        HEPSDESK_FLOATING_IP_NETWORK="hepsdesk-public", HEPSDESK_PROFILES_FILE=str(profiles))
-        hub.api, hub.nova, hub.neutron = HubAPI(hub), nova, neutron
-        try:
-            yield hub
-        finally:
-            nova.clear()
-            neutron.clear()
-            stop_hub(hub, devcloud)
+        with running_hub(devcloud, directory, (18700, 18781, 19970), profiles, clouds_yaml=clouds_yaml,
+                         HEPSDESK_FLOATING_IP_NETWORK="hepsdesk-public") as hub:
+            hub.nova, hub.neutron = nova, neutron
+            try:
+                yield hub
+            finally:
+                nova.clear()
+                neutron.clear()
 
 
 @pytest.fixture(autouse=True)

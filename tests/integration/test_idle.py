@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 
-from ..conftest import SESSION, HubAPI, start_hub, stop_hub
+from ..conftest import SESSION, running_hub
 from .test_profiles import vms_of
 from .test_spawner import create_user
 
@@ -18,17 +17,10 @@ IDLE_TIMEOUT = 20
 
 @pytest.fixture(scope="module")
 def idle_hub(devcloud, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("idle-hub")
-    profiles = directory / "profiles.json"
-    profiles.write_text(json.dumps([{"slug": "short", "display_name": "Short-lived desktop",
-                                     "image": "hepsdesk-desktop", "flavor": "c1.small",
-                                     "idle_timeout": IDLE_TIMEOUT}]))
-    hub = start_hub(devcloud, directory / "hub", (18800, 18881, 19980), HEPSDESK_PROFILES_FILE=str(profiles))
-    hub.api = HubAPI(hub)
-    try:
+    profiles = [{"slug": "short", "display_name": "Short-lived desktop", "image": "hepsdesk-desktop",
+                 "flavor": "c1.small", "idle_timeout": IDLE_TIMEOUT}]
+    with running_hub(devcloud, tmp_path_factory.mktemp("idle-hub"), (18800, 18881, 19980), profiles) as hub:
         yield hub
-    finally:
-        stop_hub(hub, devcloud)
 
 
 def test_an_idle_server_is_stopped_after_its_profiles_idle_timeout(idle_hub, devcloud):

@@ -15,7 +15,7 @@ import requests
 
 from hepsdesk_devcloud.bootstrap import HUB_NETWORK_QUOTAS, HUB_PROJECT, HUB_QUOTAS
 
-from ..conftest import SESSION, HubAPI, sign_in_without_browser, start_hub, stop_hub
+from ..conftest import SESSION, HubAPI, running_hub, sign_in_without_browser
 from .test_spawner import create_user
 
 pytestmark = pytest.mark.devcloud
@@ -25,12 +25,10 @@ CAPACITY_TTL = 10  # OpenStackSpawner.capacity_ttl's default: one Placement read
 
 @pytest.fixture(scope="module")
 def limited_hub(devcloud, tmp_path_factory):
-    hub = start_hub(devcloud, tmp_path_factory.mktemp("limited-hub"), (18400, 18481, 19800),
-                    HEPSDESK_CONSECUTIVE_FAILURE_LIMIT="2", HEPSDESK_SERVERS_PER_USER="2")
-    hub.api = HubAPI(hub)
-    hub.first_pid = hub.processes.running("jupyterhub").pid
-    yield hub
-    stop_hub(hub, devcloud)
+    with running_hub(devcloud, tmp_path_factory.mktemp("limited-hub"), (18400, 18481, 19800),
+                     HEPSDESK_CONSECUTIVE_FAILURE_LIMIT="2", HEPSDESK_SERVERS_PER_USER="2") as hub:
+        hub.first_pid = hub.processes.running("jupyterhub").pid
+        yield hub
 
 
 def member(api: HubAPI, user: str, *groups: str) -> str:

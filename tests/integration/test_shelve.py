@@ -5,7 +5,6 @@ profile, or when the server is removed. The reaper leaves shelved VMs alone."""
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 
@@ -14,7 +13,7 @@ import requests
 
 from hepsdesk_spawner.reaper import find_orphans, owned_by_hub
 
-from ..conftest import SESSION, HubAPI, sign_in_without_browser, start_hub, stop_hub
+from ..conftest import SESSION, running_hub, sign_in_without_browser
 from ..kernel import run_in_kernel
 from .test_data import user_token
 from .test_spawner import create_user, vm_of
@@ -27,21 +26,15 @@ ENV_FILE = "etc/hepsdesk/singleuser.env"
 
 @pytest.fixture(scope="module")
 def shelve_hub(devcloud, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("shelve-hub")
-    profiles = directory / "profiles.json"
     desktop = {"image": "hepsdesk-desktop", "flavor": "c1.small"}
-    profiles.write_text(json.dumps([
+    profiles = [
         {"slug": "keep", "display_name": "Kept desktop", "stop_mode": "shelve", "default": True, **desktop},
         {"slug": "keep-idle", "display_name": "Kept, stopped when idle", "stop_mode": "shelve",
          "idle_timeout": IDLE_TIMEOUT, **desktop},
         {"slug": "plain", "display_name": "Plain desktop", **desktop},
-    ]))
-    hub = start_hub(devcloud, directory / "hub", (18960, 18961, 19960), HEPSDESK_PROFILES_FILE=str(profiles))
-    hub.api = HubAPI(hub)
-    try:
+    ]
+    with running_hub(devcloud, tmp_path_factory.mktemp("shelve-hub"), (18960, 18961, 19960), profiles) as hub:
         yield hub
-    finally:
-        stop_hub(hub, devcloud)
 
 
 def start(hub, user: str, profile: str, server: str = "") -> list[str]:
