@@ -11,6 +11,7 @@ import re
 import time
 
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -60,10 +61,12 @@ def wait_for_lab(page: Page, username: str, timeout_s: float = 300, profile: str
             submitted = True
             continue
         message = page.locator("#progress-message")
-        if message.count():
-            text = message.first.inner_text(timeout=1000).strip()
-            if text and (not seen or seen[-1] != text):
-                seen.append(text)
+        try:
+            text = message.first.inner_text(timeout=1000).strip() if message.count() else ""
+        except PlaywrightTimeoutError:  # the page went on to JupyterLab in the meantime
+            text = ""
+        if text and (not seen or seen[-1] != text):
+            seen.append(text)
         page.wait_for_timeout(200)
     page.wait_for_url(re.compile(rf".*/user/{username}/lab.*"), timeout=max(1, deadline - time.monotonic()) * 1000)
     expect(desktop_tile(page)).to_be_visible(timeout=120_000)
