@@ -58,7 +58,8 @@ class ResumeEnvHandler(APIHandler):
         key = getattr(spawner, "resume_key", "")
         # The same answer for an unknown server and a wrong token: no oracle for either.
         if scheme.lower() != AUTH_SCHEME or not token or not key or not hmac.compare_digest(key, resume_key(token)):
-            self.log.warning("Refused a resume-env request for %s/%s from %s", user_name[:100], server_name[:100],
+            # repr: the names come from the request (no forged log lines).
+            self.log.warning("Refused a resume-env request for %r/%r from %s", user_name[:100], server_name[:100],
                              self.request.remote_ip)
             raise web.HTTPError(403, "Unknown server, or not its VM's key.")
         env_file = spawner.take_resume_env() if spawner.pending == "spawn" else None
