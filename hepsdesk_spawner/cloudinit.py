@@ -128,7 +128,7 @@ request = urllib.request.Request(
     headers={{"Authorization": {AUTH_SCHEME!r} + " " + env.get("JUPYTERHUB_API_TOKEN", ""),
              "Content-Type": "application/json"}})
 body, last = None, "no attempt"
-for attempt in range(30):  # about a minute while the hub is unreachable
+for attempt in range(30):  # bounded: about a minute of refused connections (the start has a deadline)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             body = response.read()

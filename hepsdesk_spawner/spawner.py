@@ -648,8 +648,7 @@ class OpenStackSpawner(Spawner):
             self._emit(3, f"Not resuming your shelved VM ({why}): starting a new one")
             self.log.info("Not resuming the shelved VM %s of %s (%s): deleting it", self.server_id, self._log_name,
                           why)
-            self.shelved = False
-            await self._cleanup()
+            await self._cleanup()  # no longer shelved
             return None
         self._resuming = True
         self._profile, self.idle_timeout = profile, profile.idle_timeout
