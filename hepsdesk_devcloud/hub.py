@@ -105,8 +105,8 @@ class DevHub:
             return
         proxy_pid = self._running_proxy_pid()
         for port in (self.port, self.hub_port, self.proxy_api_port or self.hub_port - 80):
-            owner = port_owner(port)
-            if owner and not (proxy_pid and listening_pid(port) == proxy_pid):
+            owner = self._wait_for_port(port, proxy_pid)
+            if owner:
                 raise RuntimeError(f"port {port} for JupyterHub is already in use by {owner}")
         jupyterhub = shutil.which("jupyterhub", path=str(Path(sys.executable).parent)) or "jupyterhub"
         self.processes.start("jupyterhub", [jupyterhub, "-f", str(self.config_file)], self.env(),
@@ -120,6 +120,20 @@ class DevHub:
                 return
             time.sleep(0.5)
         raise RuntimeError(f"JupyterHub did not answer on {self.url} within {timeout:.0f} s")
+
+    @staticmethod
+    def _wait_for_port(port: int, proxy_pid: int | None, grace: float = 10.0) -> str | None:
+        """Who keeps ``port`` busy after ``grace`` seconds, or None once it is free (or held by
+        the proxy the hub keeps). The grace covers a just-stopped hub whose sockets the kernel
+        is still closing."""
+        deadline = time.monotonic() + grace
+        while True:
+            owner = port_owner(port)
+            if not owner or (proxy_pid and listening_pid(port) == proxy_pid):
+                return None
+            if time.monotonic() >= deadline:
+                return owner
+            time.sleep(0.2)
 
     def _running_proxy_pid(self) -> int | None:
         """The proxy a killed hub left running (JupyterHub finds it by its pid file and keeps it)."""
