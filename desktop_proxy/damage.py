@@ -51,6 +51,11 @@ class Damage:
         self._display.flush()
         return True
 
+    def screen_size(self) -> tuple[int, int]:
+        """The root window's size now (it changes with RandR)."""
+        geometry = self._display.screen().root.get_geometry()
+        return geometry.width, geometry.height
+
     def _drain(self) -> bool:
         """Take every pending event (the connection asked for damage only); any at all?"""
         seen = False

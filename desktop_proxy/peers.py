@@ -1,8 +1,10 @@
-"""WebRTC sessions with the browser: one screen source shared by every viewer.
+"""WebRTC sessions with the browser: one screen stream shared by every viewer.
 
 The browser offers (video receive-only, H.264 preferred, plus an ``input`` data channel);
-this side answers with the screen track. The screen is captured once and fanned out to all
-peers (``MediaRelay``), and capture stops when the last viewer leaves. Peers that fail or
+this side answers with the screen. The screen is captured and encoded once for all peers
+(``stream.py``), and capture stops when the last viewer leaves. Each peer's RTCP feedback
+steers the stream: a lost picture (PLI/FIR) asks for a key frame, and the link estimate
+(REMB, loss; ``congestion.py``) of the slowest viewer sets the bitrate. Peers that fail or
 close are cleaned up; input messages are typed JSON with a version (``{"v": 1, ...}``).
 
 ICE: ``ice_addresses`` pins the host candidates this side offers. A VM with one NIC does not
@@ -17,13 +19,16 @@ import asyncio
 import ipaddress
 import json
 import logging
+import math
+import re
 
 import aioice.ice
-from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaRelay
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket, unpack_remb_fci
 
+from .congestion import LinkEstimate
 from .injector import InputInjector
-from .screen import ScreenTrack
+from .stream import EncodedTrack, ScreenStream
 from .xdisplay import XDisplay
 
 log = logging.getLogger("desktop_proxy")
@@ -53,21 +58,77 @@ def drop_unreachable_candidates(sdp: str, addresses: list[str]) -> str:
     return "\r\n".join(kept) + "\r\n"
 
 
+def negotiated_video_codec(sdp: str) -> str:
+    """The codec the first video section of an SDP sends with (its first payload type)."""
+    section = re.search(r"^m=video \S+ \S+ (\d+)", sdp, re.MULTILINE)
+    if section:
+        rtpmap = re.search(rf"^a=rtpmap:{section.group(1)} ([\w-]+)/", sdp, re.MULTILINE)
+        if rtpmap:
+            return rtpmap.group(1).upper()
+    raise ValueError("the answer has no video codec")
+
+
+def watch_feedback(sender: RTCRtpSender, on_keyframe, on_remb, on_loss) -> None:
+    """Route a sender's RTCP feedback to the stream. aiortc would pass key frame requests and
+    REMB to its own encoder, which the stream's pre-encoded pictures bypass."""
+    handle = sender._handle_rtcp_packet
+
+    async def handle_and_watch(packet) -> None:
+        await handle(packet)
+        if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            for report in packet.reports:
+                if report.ssrc == sender._ssrc:
+                    on_loss(report.fraction_lost)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                return
+            if sender._ssrc in ssrcs:
+                on_remb(bitrate)
+
+    sender._handle_rtcp_packet = handle_and_watch
+    sender._send_keyframe = on_keyframe
+
+
 class DesktopSessions:
-    def __init__(self, display: XDisplay, ice_addresses: list[str], fps: float = 30.0):
+    def __init__(self, display: XDisplay, ice_addresses: list[str], fps: float = 60.0, keepalive: float = 0.0):
         self.display = display
         self.ice_addresses = ice_addresses
         self.fps = fps
+        self.keepalive = keepalive
         self.peers: set[RTCPeerConnection] = set()
-        self.relay = MediaRelay()
-        self.source: ScreenTrack | None = None
+        self.links: dict[RTCPeerConnection, LinkEstimate] = {}
+        self.stream: ScreenStream | None = None
+        self._resizing = asyncio.Lock()
+        self._stopping: set[ScreenStream] = set()
         self.injector = InputInjector(display.name, display.width, display.height)
         pin_host_candidates(ice_addresses)
 
-    def _screen(self) -> ScreenTrack:
-        if self.source is None or self.source.readyState != "live":
-            self.source = ScreenTrack(self.display.name, self.fps)
-        return self.source
+    def _screen(self) -> ScreenStream:
+        if self.stream is None:
+            self.stream = ScreenStream(self.display.name, self.display.width, self.display.height, self.fps,
+                                       keepalive=self.keepalive)
+        return self.stream
+
+    def _steer(self) -> None:
+        """The bitrate the slowest viewer's link allows."""
+        if self.stream is not None:
+            cap = min((link.cap for link in self.links.values()), default=math.inf)
+            self.stream.set_bitrate(min(cap, self.stream.bitrates.start))
+
+    def _watch(self, pc: RTCPeerConnection, sender: RTCRtpSender, stream: ScreenStream) -> None:
+        link = self.links[pc] = LinkEstimate(ceiling=stream.bitrates.high)
+
+        def on_remb(bitrate: int) -> None:
+            link.on_remb(bitrate, stream.sending_rate())
+            self._steer()
+
+        def on_loss(fraction_lost: int) -> None:
+            link.on_loss(fraction_lost, stream.sending_rate())
+            self._steer()
+
+        watch_feedback(sender, stream.request_keyframe, on_remb, on_loss)
 
     async def answer(self, offer_sdp: str) -> tuple[RTCPeerConnection, str]:
         pc = RTCPeerConnection()
@@ -87,14 +148,32 @@ class DesktopSessions:
         try:
             sdp = drop_unreachable_candidates(offer_sdp, self.ice_addresses)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            tracks = []
             for transceiver in pc.getTransceivers():
                 if transceiver.kind == "video":
-                    pc.addTrack(self.relay.subscribe(self._screen(), buffered=False))
+                    stream = self._screen()
+                    track = EncodedTrack(stream)
+                    self._watch(pc, pc.addTrack(track), stream)
+                    tracks.append(track)
             await pc.setLocalDescription(await pc.createAnswer())
+            if tracks:
+                codec = negotiated_video_codec(pc.localDescription.sdp)
+                for track in tracks:
+                    track.codec = codec
         except Exception:
             await self.close(pc)
             raise
         return pc, pc.localDescription.sdp
+
+    async def resize(self, width: float, height: float, scale: float = 1.0) -> tuple[int, int]:
+        """Fit the desktop to a viewer's window (device pixels); the size it took."""
+        async with self._resizing:  # one xrandr sequence at a time
+            size = await asyncio.get_running_loop().run_in_executor(
+                None, self.display.resize, width, height, scale)
+        self.injector.width, self.injector.height = size
+        if self.stream is not None:
+            self.stream.resize(*size)
+        return size
 
     def _on_input(self, message) -> None:
         try:
@@ -110,12 +189,24 @@ class DesktopSessions:
     async def close(self, pc: RTCPeerConnection) -> None:
         if pc in self.peers:
             self.peers.discard(pc)
+            self.links.pop(pc, None)
             await pc.close()
-        if not self.peers and self.source is not None:
-            self.source.stop()
-            self.source = None
+        if not self.peers and self.stream is not None:
+            stream, self.stream = self.stream, None
+            stream.stop()
             self.injector.submit({"v": PROTOCOL_VERSION, "type": "release-all"})
+            await self._join(stream)
+
+    async def _join(self, stream: ScreenStream) -> None:
+        """Wait for a stopped stream's threads (they end within half a second): the X display
+        must outlive them."""
+        self._stopping.add(stream)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, stream.join, 2.0)
+        finally:
+            self._stopping.discard(stream)
 
     async def shutdown(self) -> None:
         await asyncio.gather(*(self.close(pc) for pc in list(self.peers)), return_exceptions=True)
+        await asyncio.gather(*(self._join(s) for s in list(self._stopping)))
         self.injector.close()

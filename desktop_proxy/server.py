@@ -5,7 +5,7 @@ server can reach it and JupyterHub's authentication guards every request: the pa
 ``/``, its static files, and the signalling websocket at ``/ws``. Media flows directly
 between browser and VM over WebRTC.
 
-    python -m desktop_proxy --unix-socket PATH | --port N [--size 1920x1080]
+    python -m desktop_proxy --unix-socket PATH | --port N [--size 1920x1080] [--fps 60]
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
 import signal
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 from tornado import httpserver, netutil, web, websocket
 
 from .peers import DesktopSessions
-from .xdisplay import XDisplay
+from .xdisplay import DisplayError, XDisplay
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("desktop_proxy")
@@ -56,17 +57,42 @@ class SignallingHandler(websocket.WebSocketHandler):
         try:
             data = json.loads(message)
         except ValueError:
-            return self.write_message(json.dumps({"type": "error", "message": "not JSON"}))
+            data = None
+        if not isinstance(data, dict):
+            return self._send({"type": "error", "message": "not a JSON object"})
+        if data.get("type") == "resize":
+            return await self._resize(data)
         if data.get("type") != "offer" or not isinstance(data.get("sdp"), str):
-            return self.write_message(json.dumps({"type": "error", "message": "expected an offer"}))
+            return self._send({"type": "error", "message": "expected an offer or a resize"})
         if self.pc is not None:
             await self.sessions.close(self.pc)
         try:
             self.pc, sdp = await self.sessions.answer(data["sdp"])
         except Exception as e:
             log.exception("cannot answer the offer")
-            return self.write_message(json.dumps({"type": "error", "message": f"cannot start the stream: {e}"}))
-        self.write_message(json.dumps({"type": "answer", "sdp": sdp}))
+            return self._send({"type": "error", "message": f"cannot start the stream: {e}"})
+        self._send({"type": "answer", "sdp": sdp})
+
+    async def _resize(self, data: dict) -> None:
+        try:
+            width, height, scale = (float(data[k]) for k in ("width", "height", "scale"))
+            if not all(math.isfinite(v) and v > 0 for v in (width, height, scale)):
+                raise ValueError
+        except (KeyError, TypeError, ValueError):
+            return self._send({"type": "error", "message": "a resize needs positive width, height and scale"})
+        try:
+            width, height = await self.sessions.resize(width, height, scale)
+        except DisplayError as e:
+            log.warning("resize to %.0fx%.0f refused: %s", width, height, e)
+            return self._send({"type": "resize-failed", "message": str(e),
+                               "width": self.sessions.display.width, "height": self.sessions.display.height})
+        self._send({"type": "resized", "width": width, "height": height})
+
+    def _send(self, message: dict) -> None:
+        try:
+            self.write_message(json.dumps(message))
+        except websocket.WebSocketClosedError:
+            pass
 
     def on_close(self):
         if self.pc is not None:
@@ -93,7 +119,7 @@ async def serve(args: argparse.Namespace) -> None:
     failure = ""
     try:
         await display.start()
-        sessions = DesktopSessions(display, ice)
+        sessions = DesktopSessions(display, ice, fps=args.fps, keepalive=args.keepalive)
     except Exception as e:
         # Keep serving, so the user gets a page that says what happened instead of a proxy error.
         log.exception("the desktop could not start")
@@ -125,6 +151,11 @@ def main(argv: list[str] | None = None) -> None:
     where.add_argument("--port", type=int)
     parser.add_argument("--size", default=os.environ.get("HEPSDESK_DESKTOP_SIZE", "1920x1080"),
                         help="initial size of the desktop (default 1920x1080)")
+    parser.add_argument("--fps", type=float, default=float(os.environ.get("HEPSDESK_DESKTOP_FPS", 60)),
+                        help="most frames per second sent (default 60)")
+    parser.add_argument("--keepalive", type=float, default=0.0,
+                        help="re-send the picture after this many still seconds (default 0: never; "
+                        "a still desktop sends no video)")
     parser.add_argument("--ice-address", default="",
                         help="comma-separated addresses to offer as ICE host candidates "
                         "(default: $HEPSDESK_DESKTOP_ICE_ADDRESSES, else $HEPSDESK_VM_ADDRESS, else all)")

@@ -1,11 +1,16 @@
-"""The desktop itself: an X display (Xvfb) with a window manager and a terminal.
+"""The desktop itself: an X display with a window manager and a terminal.
 
-Xvfb picks a free display number itself (``-displayfd``) and listens only on its socket in
-``/tmp/.X11-unix``: no TCP port, and no abstract socket, whose namespace is shared by every
-process of the network namespace (so, on the dev cloud, by every VM: a client of one VM's
-``:0`` could otherwise reach another VM's display). It has the extensions the streaming side
-uses (MIT-SHM for capture, XTEST for input, DAMAGE and RANDR for later). The session
-processes are children of the desktop server and die with it; their exits are logged.
+The X server is Xtigervnc with its VNC port closed (``-rfbport -1``) when it is installed,
+else Xvfb. Both are virtual framebuffers with the extensions the streaming side uses
+(MIT-SHM for capture, XTEST for input, DAMAGE); only Xtigervnc can change its size through
+RandR to any width and height (Debian's Xvfb keeps the size it started with), which the
+desktop needs to follow the browser window.
+
+The server picks a free display number itself (``-displayfd``) and listens only on its
+socket in ``/tmp/.X11-unix``: no TCP port, and no abstract socket, whose namespace is shared
+by every process of the network namespace (so, on the dev cloud, by every VM: a client of
+one VM's ``:0`` could otherwise reach another VM's display). The session processes are
+children of the desktop server and die with it; their exits are logged.
 """
 
 from __future__ import annotations
@@ -24,8 +29,21 @@ from Xlib import display as xlib_display
 log = logging.getLogger("desktop_proxy")
 
 
+MIN_SIZE = (640, 480)
+MAX_SIZE = (3840, 2160)
+
+
 class DisplayError(RuntimeError):
     pass
+
+
+def fit_size(width: float, height: float) -> tuple[int, int]:
+    """A size the desktop can take: within 640x480..3840x2160 (keeping the aspect ratio when
+    it is too large) and even (the video is 4:2:0)."""
+    width, height = max(1.0, float(width)), max(1.0, float(height))
+    shrink = min(1.0, MAX_SIZE[0] / width, MAX_SIZE[1] / height)
+    width, height = width * shrink, height * shrink
+    return (max(MIN_SIZE[0], int(width)) & ~1, max(MIN_SIZE[1], int(height)) & ~1)
 
 
 class XDisplay:
@@ -38,21 +56,45 @@ class XDisplay:
             "xterm", "-geometry", "120x36+40+40", "-fa", "DejaVu Sans Mono", "-fs", "12",
             "-title", "Terminal"]
         self.name = ""
+        self.server = ""  # "Xtigervnc" or "Xvfb"
+        self.dpi = 96
         self._processes: list[subprocess.Popen] = []
+        self._modes: list[str] = []  # RandR modes this desktop added (the current one last)
 
     @property
     def env(self) -> dict[str, str]:
         return {**os.environ, "DISPLAY": self.name}
 
-    async def start(self, timeout: float = 15) -> None:
+    @property
+    def resizable(self) -> bool:
+        return self.server == "Xtigervnc"
+
+    def _server_command(self, fd: int) -> list[str]:
+        common = ["-displayfd", str(fd), "-nolisten", "tcp", "-nolisten", "local"]
+        xtigervnc = shutil.which("Xtigervnc")
+        if xtigervnc:
+            self.server = "Xtigervnc"
+            return [xtigervnc, *common, "-geometry", f"{self.width}x{self.height}", "-depth", "24",
+                    "-rfbport", "-1", "-SecurityTypes", "None", "-AcceptSetDesktopSize=0", "-Log", "*:stderr:0"]
         xvfb = shutil.which("Xvfb")
-        if xvfb is None:
-            raise DisplayError("Xvfb is not installed in this environment (Debian package: xvfb)")
+        if xvfb:
+            self.server = "Xvfb"
+            return [xvfb, *common, "-screen", "0", f"{self.width}x{self.height}x24", "-noreset",
+                    "+extension", "RANDR", "+extension", "DAMAGE"]
+        raise DisplayError("neither Xtigervnc nor Xvfb is installed in this environment "
+                           "(Debian packages: tigervnc-standalone-server, xvfb)")
+
+    async def start(self, timeout: float = 15) -> None:
+        self.width, self.height = fit_size(self.width, self.height)
         read_fd, write_fd = os.pipe()
-        process = subprocess.Popen(
-            [xvfb, "-displayfd", str(write_fd), "-screen", "0", f"{self.width}x{self.height}x24",
-             "-nolisten", "tcp", "-nolisten", "local", "-noreset", "+extension", "RANDR", "+extension", "DAMAGE"],
-            pass_fds=(write_fd,), stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            command = self._server_command(write_fd)
+        except DisplayError:
+            os.close(read_fd)
+            os.close(write_fd)
+            raise
+        process = subprocess.Popen(command, pass_fds=(write_fd,), stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
         os.close(write_fd)
         self._processes.append(process)
         try:
@@ -60,11 +102,11 @@ class XDisplay:
                 None, _read_line, read_fd), timeout)
         except (TimeoutError, ValueError) as e:
             self.stop()
-            raise DisplayError(f"Xvfb did not start (exit status {process.poll()}): {e}") from e
+            raise DisplayError(f"{self.server} did not start (exit status {process.poll()}): {e}") from e
         finally:
             os.close(read_fd)
         self.name = f":{number}"
-        log.info("X display %s (%dx%d) started", self.name, self.width, self.height)
+        log.info("X display %s (%s, %dx%d) started", self.name, self.server, self.width, self.height)
         self._spawn_optional(["xsetroot", "-solid", "#2b4257"], wait=True)
         if self.window_manager and self._spawn_optional([self.window_manager]):
             # Start the session's windows only once the window manager runs: a window mapped
@@ -75,6 +117,39 @@ class XDisplay:
                 log.warning("%s did not announce itself within %.0f s", self.window_manager, timeout)
         if self.terminal:
             self._spawn_optional(self.terminal)
+
+    def resize(self, width: float, height: float, scale: float = 1.0) -> tuple[int, int]:
+        """Change the desktop's size (RandR) to fit ``width`` x ``height`` device pixels, and
+        its font resolution to ``scale`` (the browser's devicePixelRatio, so text keeps its
+        size on a HiDPI screen). Blocking (it runs ``xrandr``): call it from a thread.
+        Returns the size the desktop has now."""
+        width, height = fit_size(width, height)
+        dpi = int(96 * min(4.0, max(0.5, float(scale))))
+        if dpi != self.dpi and shutil.which("xrdb"):
+            # Read by applications as they start (Xft, Qt, GTK through xsettings daemons).
+            subprocess.run(["xrdb", "-merge"], input=f"Xft.dpi: {dpi}\n", text=True, env=self.env,
+                           timeout=10, check=False)
+            self.dpi = dpi
+        if (width, height) == (self.width, self.height):
+            return width, height
+        if not self.resizable:
+            raise DisplayError(f"this desktop ({self.server}) cannot change its size")
+        mode = f"hepsdesk-{width}x{height}"
+        xrandr = ["xrandr", "--display", self.name]
+        output = _randr_output(self.name)
+        if mode not in self._modes:
+            # A mode of exactly this size (the timings do not matter to a virtual screen).
+            _run([*xrandr, "--newmode", mode, "60", str(width), str(width), str(width), str(width),
+                  str(height), str(height), str(height), str(height)])
+            _run([*xrandr, "--addmode", output, mode])
+        _run([*xrandr, "--output", output, "--mode", mode])
+        for old in [m for m in self._modes if m != mode]:  # no pile of unused modes
+            subprocess.run([*xrandr, "--delmode", output, old], capture_output=True, timeout=10)
+            subprocess.run([*xrandr, "--rmmode", old], capture_output=True, timeout=10)
+        self._modes = [mode]
+        self.width, self.height = width, height
+        log.info("X display %s resized to %dx%d (%d dpi)", self.name, width, height, self.dpi)
+        return width, height
 
     def _spawn_optional(self, argv: list[str], wait: bool = False) -> bool:
         if shutil.which(argv[0]) is None:
@@ -106,6 +181,26 @@ class XDisplay:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
         self._processes.clear()
+
+
+def _run(argv: list[str]) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    if done.returncode:
+        raise DisplayError(f"{' '.join(argv[3:5])} failed: {done.stderr.strip() or done.returncode}")
+
+
+def _randr_output(display_name: str) -> str:
+    """The name of the display's (single) RandR output, e.g. ``VNC-0``."""
+    display = xlib_display.Display(display_name)
+    try:
+        resources = display.screen().root.xrandr_get_screen_resources()
+        for output in resources.outputs:
+            info = display.xrandr_get_output_info(output, resources.config_timestamp)
+            if info.crtc:
+                return info.name
+        raise DisplayError(f"display {display_name} has no active output")
+    finally:
+        display.close()
 
 
 def _read_line(fd: int) -> int:

@@ -4,11 +4,13 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-# The dev cloud (MariaDB, RabbitMQ), the desktop in the VMs (Xvfb, a window manager, a
-# terminal), the browser for the end-to-end tests (Debian's Chromium), Node.js for the OIDC
+# The dev cloud (MariaDB, RabbitMQ), the desktop in the VMs (Xtigervnc, which can resize,
+# or Xvfb; a window manager, a terminal), the browser for the end-to-end tests (Debian's
+# Chromium), noVNC and websockify for the desktop benchmark's baseline, Node.js for the OIDC
 # provider and JupyterHub's proxy.
 APT_PACKAGES="python3 python3-venv python3-dev gcc tar util-linux mariadb-server mariadb-client rabbitmq-server
-erlang-base xvfb xterm openbox x11-xserver-utils fonts-dejavu-core chromium"
+erlang-base tigervnc-standalone-server xvfb xterm openbox x11-xserver-utils fonts-dejavu-core chromium
+novnc websockify"
 missing=""
 for pkg in $APT_PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"

@@ -11,6 +11,8 @@ let channel = null;
 const pending = [];  // input sent before the data channel opened
 const pressed = new Map();  // KeyboardEvent.code -> keysym sent on keydown
 let firstFrameAt = null;  // when the first video frame was shown (ms since the epoch)
+let ws = null;
+let desktopSize = null;  // the size the desktop last took: {width, height}
 
 function setStatus(text, kind = '') {
   statusBox.textContent = text;
@@ -66,15 +68,34 @@ async function startPeer(ws) {
   ws.send(JSON.stringify({ type: 'offer', sdp: pc.localDescription.sdp }));
 }
 
+// The desktop follows the window, in device pixels (sharp on HiDPI screens; the desktop's
+// font resolution follows devicePixelRatio, so text keeps its size).
+function requestResize() {
+  if (!ws || ws.readyState !== WebSocket.OPEN) return;
+  const scale = window.devicePixelRatio || 1;
+  ws.send(JSON.stringify({ type: 'resize', width: Math.round(window.innerWidth * scale),
+                           height: Math.round(window.innerHeight * scale), scale }));
+}
+let resizeTimer = null;
+window.addEventListener('resize', () => {
+  clearTimeout(resizeTimer);
+  resizeTimer = setTimeout(requestResize, 250);  // once the user stops dragging
+});
+
 function connect() {
   const url = new URL('ws', window.location.href);
   url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
-  const ws = new WebSocket(url);
-  ws.onopen = () => startPeer(ws).catch((e) => setStatus(`Cannot start the video: ${e}`, 'error'));
+  ws = new WebSocket(url);
+  ws.onopen = () => {
+    requestResize();
+    startPeer(ws).catch((e) => setStatus(`Cannot start the video: ${e}`, 'error'));
+  };
   ws.onmessage = async (event) => {
     const message = JSON.parse(event.data);
     if (message.type === 'answer') {
       await pc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
+    } else if (message.type === 'resized' || message.type === 'resize-failed') {
+      desktopSize = { width: message.width, height: message.height };
     } else if (message.type === 'error') {
       setStatus(`The desktop cannot stream: ${message.message}`, 'error');
     }
@@ -141,13 +162,16 @@ window.hepsdesk = {
     const report = await pc.getStats();
     for (const stat of report.values()) {
       if (stat.type === 'inbound-rtp' && stat.kind === 'video') {
+        const codec = stat.codecId && report.get(stat.codecId);
         return { framesDecoded: stat.framesDecoded || 0, framesReceived: stat.framesReceived || 0,
-                 frameWidth: stat.frameWidth, frameHeight: stat.frameHeight, codec: stat.codecId };
+                 frameWidth: stat.frameWidth, frameHeight: stat.frameHeight,
+                 codec: codec ? codec.mimeType : null };
       }
     }
     return { framesDecoded: 0, framesReceived: 0 };
   },
   get connectionState() { return pc ? pc.connectionState : 'new'; },
+  get desktopSize() { return desktopSize; },
   get firstFrameAt() { return firstFrameAt; },
   get inputReady() { return Boolean(channel && channel.readyState === 'open'); },
 };

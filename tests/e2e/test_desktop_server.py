@@ -1,4 +1,6 @@
-"""The desktop server on its own (no hub): what the browser shows when it cannot start."""
+"""The desktop server on its own (no hub), in Chromium: the picture arrives, a still desktop
+sends no video, the desktop follows the browser window (RandR), and what the browser shows
+when the desktop cannot start."""
 
 from __future__ import annotations
 
@@ -13,26 +15,96 @@ from playwright.sync_api import expect
 
 from hepsdesk_devcloud.processes import port_owner
 
-from .hubflow import new_context
+from .hubflow import CHROMIUM_ARGS, frames_decoded, new_context, wait_for_frames
 
 
-@pytest.fixture
-def desktop_without_xvfb(tmp_path):
-    port = 18765
+def start_desktop(port: int, env: dict, *args: str) -> subprocess.Popen:
     assert port_owner(port) is None
-    env = {"PATH": str(tmp_path), "HOME": str(tmp_path), "LANG": "C.UTF-8"}
-    process = subprocess.Popen([sys.executable, "-m", "desktop_proxy", "--port", str(port)], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "desktop_proxy", "--port", str(port), *args], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=os.getcwd())
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/static/desktop.css", timeout=1)
-            break
+            return process
         except OSError:
+            assert process.poll() is None, process.stdout.read().decode(errors="replace")
             time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}/", process
+    process.kill()
+    raise AssertionError("the desktop server did not answer")
+
+
+def stop_desktop(process: subprocess.Popen) -> None:
     process.terminate()
-    process.wait(timeout=10)
+    process.wait(timeout=15)
+
+
+@pytest.fixture
+def desktop():
+    port = 18766
+    process = start_desktop(port, {**os.environ, "HEPSDESK_DESKTOP_ICE_ADDRESSES": "127.0.0.1"})
+    yield f"http://127.0.0.1:{port}/"
+    stop_desktop(process)
+
+
+def inbound(page) -> dict:
+    return page.evaluate("window.hepsdesk.stats()") or {}
+
+
+def settle(page, quiet_s: float = 1.5, timeout_s: float = 20) -> int:
+    """Wait until no video frame arrived for ``quiet_s`` (the desktop is still); frames so far."""
+    deadline = time.monotonic() + timeout_s
+    last, since = inbound(page).get("framesReceived", 0), time.monotonic()
+    while time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+        now = inbound(page).get("framesReceived", 0)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return now
+    raise AssertionError(f"the desktop kept sending video for {timeout_s:.0f} s")
+
+
+def test_the_desktop_streams_h264_sends_nothing_while_still_and_follows_the_window(desktop, browser):
+    assert "--disable-features=WebRtcHideLocalIpsWithMdns" in CHROMIUM_ARGS
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    page = context.new_page()
+    page.goto(desktop)
+    wait_for_frames(page, 1, timeout_s=30)
+    # The desktop took the window's size (device pixels), and the picture has it.
+    page.wait_for_function("window.hepsdesk.desktopSize && window.hepsdesk.desktopSize.width === 1280", timeout=10000)
+    page.wait_for_function("document.getElementById('screen').videoWidth === 1280", timeout=10000)
+    stats = inbound(page)
+    assert stats["codec"] == "video/H264" and (stats["frameWidth"], stats["frameHeight"]) == (1280, 720), stats
+
+    # A still desktop: not one video frame in three seconds.
+    still = settle(page)
+    page.wait_for_timeout(3000)
+    assert inbound(page)["framesReceived"] == still, "a still desktop sends no video"
+
+    # Typing into the terminal: the change arrives.
+    page.locator("#screen").click(position={"x": 300, "y": 200})
+    page.keyboard.type("echo hello")
+    deadline = time.monotonic() + 10
+    while frames_decoded(page) <= still and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert frames_decoded(page) > still, "typing produced no picture"
+
+    # The window changes size: the desktop follows, and the stream carries the new size.
+    page.set_viewport_size({"width": 1024, "height": 768})
+    page.wait_for_function("document.getElementById('screen').videoWidth === 1024 && "
+                           "document.getElementById('screen').videoHeight === 768", timeout=10000)
+    assert page.evaluate("window.hepsdesk.desktopSize") == {"width": 1024, "height": 768}
+    context.close()
+
+
+@pytest.fixture
+def desktop_without_xvfb(tmp_path):
+    port = 18765
+    env = {"PATH": str(tmp_path), "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+    process = start_desktop(port, env)
+    yield f"http://127.0.0.1:{port}/", process
+    stop_desktop(process)
 
 
 def test_a_desktop_that_cannot_start_says_so(desktop_without_xvfb, browser):
@@ -41,6 +113,6 @@ def test_a_desktop_that_cannot_start_says_so(desktop_without_xvfb, browser):
     response = page.goto(url)
     assert response.status == 503
     expect(page.get_by_role("heading")).to_have_text("Your desktop could not start")
-    expect(page.locator("#failure")).to_contain_text("Xvfb is not installed")
+    expect(page.locator("#failure")).to_contain_text("neither Xtigervnc nor Xvfb is installed")
     expect(page.get_by_text("Your notebooks and files are not affected")).to_be_visible()
     assert process.poll() is None, "the server keeps running to explain the failure"

@@ -1,5 +1,7 @@
-"""The screen track on a real Xvfb: a still screen is neither grabbed nor encoded (only a
-keepalive frame now and then), and a drawing is sent at once (X DAMAGE)."""
+"""The screen stream on a real Xvfb, decoded with FFmpeg's H.264 decoder: a viewer starts
+with a key frame; a still screen is neither grabbed nor encoded, and sends nothing (or, when
+asked for, a tiny keepalive now and then); a drawing is sent at once; a key frame asked for
+on a still screen comes at once; and the threads end when the stream stops."""
 
 from __future__ import annotations
 
@@ -8,49 +10,94 @@ import concurrent.futures
 import subprocess
 import time
 
-from desktop_proxy.screen import ScreenTrack
+import av
+
+from desktop_proxy.stream import EncodedTrack, ScreenStream
 from desktop_proxy.xdisplay import XDisplay
 
 KEEPALIVE = 1.0
 
 
-async def still_then_drawn() -> dict:
+async def next_picture(track: EncodedTrack, decoder, timeout: float = 5) -> tuple[av.Packet, list]:
+    packet = await asyncio.wait_for(track.recv(), timeout)
+    return packet, decoder.decode(packet)
+
+
+async def still_then_drawn(keepalive: float) -> dict:
     display = XDisplay(640, 480, window_manager="", terminal=[])
     await display.start()
-    track = ScreenTrack(display.name, fps=30, keepalive=KEEPALIVE)
+    stream = ScreenStream(display.name, 640, 480, fps=30, keepalive=keepalive, refresh_after=0.25)
+    track = EncodedTrack(stream, "H264")
+    decoder = av.CodecContext.create("h264", "r")
+    seen: dict = {}
     try:
-        await asyncio.wait_for(track.recv(), 5)  # the first frame comes at once
-        for _ in range(5):  # until the display's own start has been drawn and sent
-            await asyncio.wait_for(track.recv(), 5)
-            if track.keepalives:
+        first, pictures = await next_picture(track, decoder)
+        seen["first_is_key"] = first.is_keyframe or stream.stats.keyframes == 1
+        seen["first_size"] = (pictures[0].width, pictures[0].height) if pictures else None
+        # Until the display's own start-up drawing is sent, and the refresh after it.
+        deadline = time.monotonic() + 10
+        while stream.stats.refreshes == 0 and time.monotonic() < deadline:
+            await next_picture(track, decoder)
+        await asyncio.sleep(0.5)
+        while track._queue.qsize():
+            await next_picture(track, decoder)
+        grabs, encoded, sent = stream.stats.grabs, stream.stats.encoded, stream.stats.bytes
+        started, still_pictures = time.monotonic(), 0
+        while (remaining := 3 - (time.monotonic() - started)) > 0:
+            try:
+                await next_picture(track, decoder, timeout=remaining)
+            except TimeoutError:
                 break
-        track.keepalives = 0
-        grabs = []
-        original = track._grab
-        track._grab = lambda: grabs.append(1) or original()
-        started, still_frames = time.monotonic(), 0
-        while time.monotonic() - started < 3:
-            await asyncio.wait_for(track.recv(), 5)
-            still_frames += 1
-        keepalives = track.keepalives
+            still_pictures += 1
+        seen.update(still_pictures=still_pictures, grabs_while_still=stream.stats.grabs - grabs,
+                    encoded_while_still=stream.stats.encoded - encoded,
+                    bytes_per_still_picture=(stream.stats.bytes - sent) / max(1, still_pictures))
+
+        keyframes = stream.stats.keyframes
+        asked = time.monotonic()
+        stream.request_keyframe(urgent=True)
+        packet, _ = await next_picture(track, decoder)
+        seen.update(keyframe_delay=time.monotonic() - asked, keyframe_sent=stream.stats.keyframes == keyframes + 1)
+
         subprocess.run(["xsetroot", "-display", display.name, "-solid", "#ff0000"], check=True, timeout=10)
         drawn_at = time.monotonic()
-        frame = await asyncio.wait_for(track.recv(), 5)
-        return {"still_frames": still_frames, "keepalives": keepalives, "grabs_while_still": len(grabs) - 1,
-                "delay": time.monotonic() - drawn_at, "after_drawing_is_keepalive": track.keepalives > keepalives,
-                "pixel": frame.to_ndarray(format="bgra")[10, 10, :3].tolist()}
+        _, pictures = await next_picture(track, decoder)
+        seen["drawing_delay"] = time.monotonic() - drawn_at
+        seen["pixel"] = pictures[0].to_ndarray(format="rgb24")[10, 10].tolist() if pictures else None
+        seen["threads"] = len(stream._threads)
     finally:
         track.stop()
+        stream.stop()
+        await asyncio.get_running_loop().run_in_executor(None, stream.join, 5)
         display.stop()
+    seen["threads_left"] = len(stream._threads)
+    return seen
 
 
-def test_a_still_screen_sends_only_keepalives_and_a_drawing_comes_at_once():
+def run_apart(keepalive: float) -> dict:
     # A thread of its own: the browser tests' Playwright keeps an event loop in this one.
     with concurrent.futures.ThreadPoolExecutor(1) as thread:
-        seen = thread.submit(asyncio.run, still_then_drawn()).result(timeout=60)
-    # Three seconds of a still screen: about one keepalive a second, no grab at all.
-    assert 2 <= seen["still_frames"] <= 4 and seen["keepalives"] == seen["still_frames"], seen
-    assert seen["grabs_while_still"] == 0, seen
-    # The drawing: grabbed and sent at once, not at the next keepalive.
-    assert not seen["after_drawing_is_keepalive"] and seen["delay"] < 0.5, seen
-    assert seen["pixel"] == [0, 0, 255], seen  # BGR red
+        return thread.submit(asyncio.run, still_then_drawn(keepalive)).result(timeout=60)
+
+
+def test_a_still_screen_sends_nothing_and_changes_and_key_frames_come_at_once():
+    seen = run_apart(keepalive=0)
+    assert seen["first_is_key"] and seen["first_size"] == (640, 480), seen
+    # Three seconds of a still screen: no grab, no encode, no picture.
+    assert seen["still_pictures"] == 0, seen
+    assert seen["grabs_while_still"] == 0 and seen["encoded_while_still"] == 0, seen
+    # A key frame asked for on a still screen (a new viewer, a lost picture) comes at once.
+    assert seen["keyframe_sent"] and seen["keyframe_delay"] < 0.5, seen
+    # The drawing: grabbed and sent at once, not at the next keepalive, and it decodes red.
+    assert seen["drawing_delay"] < 0.5, seen
+    red, green, blue = seen["pixel"]
+    assert red > 200 and green < 60 and blue < 60, seen
+    assert seen["threads"] == 2 and seen["threads_left"] == 0, seen
+
+
+def test_a_keepalive_when_asked_for_is_a_tiny_picture_about_once_per_interval():
+    seen = run_apart(keepalive=KEEPALIVE)
+    assert 2 <= seen["still_pictures"] <= 4, seen
+    assert seen["grabs_while_still"] == 0 and seen["encoded_while_still"] == seen["still_pictures"], seen
+    assert seen["bytes_per_still_picture"] < 500, seen
+    assert seen["drawing_delay"] < 0.5 and seen["threads_left"] == 0, seen

@@ -1,0 +1,408 @@
+"""The screen as encoded video for every viewer: capture, convert and encode, overlapped.
+
+Two threads per display, so the event loop that carries RTP, RTCP and signalling never waits
+for the X server or the encoder, and capturing the next frame overlaps encoding this one:
+
+- **capture**: sleeps until the X server reports damage (``damage.py``), grabs the screen
+  with MIT-SHM (mss), converts it to YUV (``encoding.to_yuv420``), and leaves it in a slot
+  of one frame: a frame the encoder has not taken yet is replaced by the newer one (the
+  newest frame wins; no queue builds up behind a slow encoder).
+- **encode**: encodes the frame in the slot once per negotiated codec and hands the coded
+  picture to every viewer's track (``EncodedTrack``), which aiortc packetizes as it is.
+  With nothing new to encode it re-encodes the last frame when there is a reason:
+  a key frame was asked for (a viewer joined, a picture was lost), or motion just stopped
+  (a *refresh* at a higher bitrate, so text and plots become sharp).
+
+A still screen therefore costs neither a grab nor an encode, and sends no video: the
+session is kept alive by ICE consent checks and RTCP sender reports, which cost nothing
+measurable, and the browser shows the last picture. For players that flag a long gap as
+a freeze, ``keepalive`` re-sends the last picture every so many seconds (an almost
+empty P-frame of a few dozen bytes).
+Timestamps are the capture's wall clock, so the browser's jitter buffer follows real time
+(aiortc's default adds a fixed 1/30 s per frame, and the buffer grows when frames are late).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from .congestion import RateMeter
+from .damage import Damage, DamageUnavailable
+from .encoding import (
+    TIME_BASE,
+    VIDEO_CLOCK_RATE,
+    BitrateRange,
+    EncodedFrame,
+    VideoEncoder,
+    bitrate_range,
+    make_encoder,
+    to_yuv420,
+)
+from .grab import GrabError, ScreenGrabber
+
+log = logging.getLogger("desktop_proxy")
+
+
+@dataclass
+class StreamStats:
+    """Counters since the stream started (read from any thread; written by its threads)."""
+
+    grabs: int = 0
+    encoded: int = 0
+    keyframes: int = 0
+    keepalives: int = 0
+    refreshes: int = 0
+    still_requests: int = 0  # key frame requests ignored on a still screen
+    dropped: int = 0  # grabs replaced in the slot before the encoder took them
+    bytes: int = 0
+    grab_ms: deque = field(default_factory=lambda: deque(maxlen=120))
+    encode_ms: deque = field(default_factory=lambda: deque(maxlen=120))
+
+    def as_dict(self) -> dict:
+        def mean(values):
+            return round(sum(values) / len(values), 2) if values else None
+        return {"grabs": self.grabs, "encoded": self.encoded, "keyframes": self.keyframes,
+                "keepalives": self.keepalives, "refreshes": self.refreshes, "dropped": self.dropped,
+                "still_requests": self.still_requests,
+                "bytes": self.bytes, "grab_ms": mean(list(self.grab_ms)), "encode_ms": mean(list(self.encode_ms))}
+
+
+@dataclass
+class _Grab:
+    frame: av.VideoFrame
+    captured: float
+
+
+class ScreenStream:
+    """One X display, captured once and encoded once per codec for all its viewers.
+
+    ``fps`` caps the frame rate; ``keepalive`` (seconds, 0 for none) is the longest silence
+    on a still screen; ``refresh_after`` is how long the screen must be still before the
+    sharp refresh, whose bitrate is ``refresh_boost`` times the target.
+    """
+
+    STILL_REQUEST_AGE = 2.0  # seconds after the last picture: a key frame request is a timeout
+
+    def __init__(self, display: str, width: int, height: int, fps: float = 60.0, keepalive: float = 0.0,
+                 refresh_after: float = 0.25, refresh_boost: float = 3.0):
+        self.display = display
+        self.size = (width & ~1, height & ~1)
+        self.fps = fps
+        self.keepalive = keepalive
+        self.refresh_after = refresh_after
+        self.refresh_boost = refresh_boost
+        self.stats = StreamStats()
+        self._meter = RateMeter()
+        self.bitrates: BitrateRange = bitrate_range(*self.size, fps)
+        self.target_bitrate = self.bitrates.start
+        self._tracks: set[EncodedTrack] = set()
+        self._encoders: dict[str, VideoEncoder] = {}
+        self._lock = threading.Condition()
+        self._slot: _Grab | None = None  # the newest grab not yet encoded
+        self._last: _Grab | None = None  # the last grab encoded (for key frames, refresh, keepalive)
+        self._keyframe_wanted = False
+        self._last_keyframe = 0.0
+        self._last_sent = 0.0  # when the last picture was encoded
+        self._regrab = False  # grab even without damage (the size changed)
+        self._running = False
+        self._stopped = False
+        self._started = time.monotonic()
+        self._threads: list[threading.Thread] = []
+
+    # -- viewers ----------------------------------------------------------------------------
+
+    def attach(self, track: EncodedTrack) -> None:
+        """Start sending to a viewer's track (the first picture it gets is a key frame)."""
+        with self._lock:
+            if self._stopped:
+                raise MediaStreamError("the screen stream has stopped")
+            if track.codec not in self._encoders:
+                self._encoders[track.codec] = make_encoder(track.codec, *self.size, self.fps, self.target_bitrate)
+            self._tracks.add(track)
+        self.request_keyframe(urgent=True)
+        self._start()
+
+    def detach(self, track: EncodedTrack) -> None:
+        """Stop sending to a track (the stream goes on until ``stop``: a viewer may be joining)."""
+        with self._lock:
+            self._tracks.discard(track)
+            if not any(t.codec == track.codec for t in self._tracks):
+                self._encoders.pop(track.codec, None)
+
+    def sending_rate(self) -> float:
+        """Bits per second encoded over the last second."""
+        with self._lock:
+            return self._meter.rate()
+
+    @property
+    def viewers(self) -> int:
+        return len(self._tracks)
+
+    def request_keyframe(self, urgent: bool = False) -> None:
+        """Make the next frame a key frame. Requests from the network (PLI/FIR) are honoured at
+        most once a second: each key frame is large, and when loss comes from congestion,
+        answering every request makes more loss (a key frame storm).
+
+        A request that comes seconds after the last picture, with nothing sent since, is not a
+        loss (a lost picture is asked for again within a round trip or two, after NACK): it is
+        Chromium's "no decodable frame in 3 s" timer, which fires once on a still screen and
+        stops when nothing arrived for 5 s. Answering it would send a key frame every few
+        seconds to an idle desktop, so it is counted and ignored."""
+        now = time.monotonic()
+        with self._lock:
+            if not urgent and now - self._last_keyframe < 1.0:
+                return
+            if not urgent and self._slot is None and now - self._last_sent > self.STILL_REQUEST_AGE:
+                self.stats.still_requests += 1
+                return
+            self._last_keyframe = now
+            self._keyframe_wanted = True
+            self._lock.notify_all()
+
+    def resize(self, width: int, height: int) -> None:
+        """The display has a new size: grab that (the encoder restarts with a key frame)."""
+        with self._lock:
+            self.size = (width & ~1, height & ~1)
+            self.bitrates = bitrate_range(*self.size, self.fps)
+            self.target_bitrate = self.bitrates.clamp(self.target_bitrate)
+            self._regrab = True  # a smaller screen need not report damage
+
+    def set_bitrate(self, bitrate: float) -> int:
+        """Set the target bitrate (clamped to the resolution's range); returns the value used."""
+        value = self.bitrates.clamp(bitrate)
+        if abs(value - self.target_bitrate) > 0.05 * self.target_bitrate:
+            self.target_bitrate = value  # the encode thread applies it at the next frame
+        return self.target_bitrate
+
+    # -- threads ----------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._running or self._stopped:
+                return
+            self._running = True
+        for name, target in (("screen-capture", self._capture_loop), ("screen-encode", self._encode_loop)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop capturing and encoding (the threads end within a keepalive interval)."""
+        with self._lock:
+            self._running = False
+            self._stopped = True  # a stream is not restarted: the next viewer gets a new one
+            self._lock.notify_all()
+            tracks = list(self._tracks)
+            self._tracks.clear()
+        for track in tracks:
+            track.end()
+
+    def join(self, timeout: float = 5.0) -> None:
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = [t for t in self._threads if t.is_alive()]
+
+    def _capture_loop(self) -> None:
+        grabber = damage = None
+        interval = 1.0 / self.fps
+        next_grab = 0.0
+        grabbed = False
+        try:
+            grabber = ScreenGrabber(self.display)
+            try:
+                damage = Damage(self.display)
+            except DamageUnavailable as e:
+                log.warning("grabbing every frame: %s", e)
+            while self._running:
+                if damage is not None and grabbed and not self._regrab and not damage.wait(0.5):
+                    continue  # still: nothing to grab (the wait is bounded to notice a stop)
+                self._regrab = False
+                delay = next_grab - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)  # at most ``fps``; damage meanwhile is in this grab too
+                started = time.monotonic()
+                next_grab = started + interval
+                width, height = self.size
+                try:
+                    pixels = grabber.grab(width, height)
+                except GrabError:
+                    # The screen shrank under us (a resize): take the size it has now.
+                    if damage is None:
+                        raise
+                    self.resize(*damage.screen_size())
+                    time.sleep(0.05)
+                    continue
+                grab = _Grab(to_yuv420(pixels), started)
+                self.stats.grab_ms.append((time.monotonic() - started) * 1000)
+                with self._lock:
+                    self.stats.grabs += 1
+                    self.stats.dropped += self._slot is not None
+                    self._slot = grab
+                    self._lock.notify_all()
+                grabbed = True
+                if damage is None:
+                    time.sleep(max(0.0, next_grab - time.monotonic()))
+        except Exception:
+            if self._running:
+                log.exception("screen capture failed; the stream ends")
+                self.stop()
+        finally:
+            for connection in (grabber, damage):
+                if connection is not None:
+                    connection.close()
+
+    def _encode_loop(self) -> None:
+        last_sent = self._last_sent = time.monotonic()
+        in_motion = False
+        try:
+            while True:
+                with self._lock:
+                    grab, reason = self._next_job(last_sent, in_motion)
+                    if not self._running:
+                        return
+                    if grab is None:
+                        continue
+                    keyframe = self._keyframe_wanted
+                    self._keyframe_wanted = False
+                    encoders = dict(self._encoders)
+                if reason == "new":
+                    in_motion = True
+                elif reason == "refresh":
+                    in_motion = False
+                self._encode(grab, encoders, keyframe, reason)
+                last_sent = self._last_sent = time.monotonic()
+        except Exception:
+            if self._running:
+                log.exception("screen encoder failed; the stream ends")
+                self.stop()
+
+    def _next_job(self, last_sent: float, in_motion: bool) -> tuple[_Grab | None, str]:
+        """(Called with the lock held.) What to encode next, waiting at most until a refresh or
+        keepalive is due: a new grab, or the last one again for a key frame, a refresh after
+        motion, or a keepalive."""
+        if self._slot is not None:
+            grab, self._slot = self._slot, None
+            self._last = grab
+            return grab, "new"
+        if self._last is None:
+            self._lock.wait(1.0)  # the first grab notifies
+            return None, ""
+        if self._keyframe_wanted:
+            return self._last, "keyframe"
+        if not in_motion and not self.keepalive:
+            self._lock.wait(1.0)  # a grab, a key frame request and the stop notify
+            return None, ""
+        due = last_sent + (self.refresh_after if in_motion else self.keepalive)
+        wait = due - time.monotonic()
+        if wait > 0:
+            self._lock.wait(wait)
+            if self._slot is not None or self._keyframe_wanted or not self._running:
+                return None, ""
+            if time.monotonic() < due:
+                return None, ""
+        return self._last, "refresh" if in_motion else "keepalive"
+
+    def _encode(self, grab: _Grab, encoders: dict[str, VideoEncoder], keyframe: bool, reason: str) -> None:
+        started = time.monotonic()
+        pts = int((started - self._started) * VIDEO_CLOCK_RATE)
+        boost = self.refresh_boost if reason == "refresh" else 1.0
+        coded = []
+        for codec, encoder in encoders.items():
+            if keyframe:
+                encoder.request_keyframe()
+            encoder.set_bitrate(self.bitrates.clamp(self.target_bitrate * boost))
+            data, is_key = encoder.encode(grab.frame, pts)
+            if data:
+                coded.append((codec, EncodedFrame(data, pts, is_key, grab.captured)))
+        # The counters first: a viewer that got the picture sees them counted.
+        self.stats.encode_ms.append((time.monotonic() - started) * 1000)
+        with self._lock:
+            self.stats.encoded += 1
+            self.stats.keepalives += reason == "keepalive"
+            self.stats.refreshes += reason == "refresh"
+            for _, frame in coded:
+                self.stats.bytes += len(frame.data)
+                self.stats.keyframes += frame.keyframe
+                self._meter.add(len(frame.data))
+            tracks = list(self._tracks)
+        for codec, frame in coded:
+            for track in tracks:
+                if track.codec == codec:
+                    track.deliver(frame)
+
+
+class EncodedTrack(MediaStreamTrack):
+    """One viewer's video: coded pictures from the stream, as ``av.Packet`` (aiortc sends them
+    without encoding). Pictures before the first key frame are skipped (the decoder could not
+    use them); a viewer too slow to keep up loses its backlog and gets a key frame."""
+
+    kind = "video"
+    MAX_BACKLOG = 30
+
+    def __init__(self, stream: ScreenStream, codec: str = "H264"):
+        super().__init__()
+        self.stream = stream
+        self.codec = codec.upper()  # set to the negotiated codec before the first ``recv``
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[EncodedFrame | None] = asyncio.Queue()
+        self._attached = False
+        self._synced = False
+        self.sent = 0
+
+    def deliver(self, frame: EncodedFrame) -> None:
+        """From the encode thread: queue a coded picture for this viewer."""
+        try:
+            self._loop.call_soon_threadsafe(self._put, frame)
+        except RuntimeError:  # the event loop is closed
+            pass
+
+    def end(self) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
+        except RuntimeError:
+            pass
+
+    def _put(self, frame: EncodedFrame) -> None:
+        if not self._synced and not frame.keyframe:
+            return
+        self._synced = True
+        if self._queue.qsize() >= self.MAX_BACKLOG:
+            # A P-frame without its predecessor cannot be decoded: drop the whole backlog and
+            # wait for a key frame.
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._synced = frame.keyframe
+            self.stream.request_keyframe(urgent=True)
+            if not frame.keyframe:
+                return
+        self._queue.put_nowait(frame)
+
+    async def recv(self) -> av.Packet:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if not self._attached:  # the connection is up: now the viewer needs pictures
+            self._attached = True
+            self.stream.attach(self)
+        frame = await self._queue.get()
+        if frame is None:
+            self.stop()
+            raise MediaStreamError
+        packet = av.Packet(frame.data)
+        packet.pts = frame.pts
+        packet.time_base = TIME_BASE
+        self.sent += 1
+        return packet
+
+    def stop(self) -> None:
+        if self.readyState == "live":
+            super().stop()
+            if self._attached:
+                self.stream.detach(self)

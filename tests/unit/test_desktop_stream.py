@@ -1,0 +1,83 @@
+"""The desktop stream's decisions that need no X server: sizes, bitrates, the negotiated
+codec, and the link estimate from RTCP feedback."""
+
+from __future__ import annotations
+
+import math
+
+import numpy
+import pytest
+
+from desktop_proxy.congestion import LinkEstimate, RateMeter
+from desktop_proxy.encoding import H264Encoder, bitrate_range, to_yuv420
+from desktop_proxy.peers import negotiated_video_codec
+from desktop_proxy.xdisplay import fit_size
+
+
+def test_sizes_are_even_within_limits_and_keep_the_aspect_when_too_large():
+    assert fit_size(1366, 768) == (1366, 768)
+    assert fit_size(1365.6, 767.2) == (1364, 766)
+    assert fit_size(7680, 4320) == (3840, 2160)
+    assert fit_size(5000, 3000) == (3600, 2160)
+    assert fit_size(100, 50) == (640, 480)
+
+
+def test_bitrates_grow_with_pixels_and_frame_rate():
+    hd, uhd = bitrate_range(1920, 1080), bitrate_range(3840, 2160)
+    assert (hd.low, hd.start, hd.high) == (600_000, 4_000_000, 8_000_000)
+    assert uhd.start == 4 * hd.start and hd.low < uhd.low < 4 * hd.low
+    assert hd.start < bitrate_range(1920, 1080, fps=60).start < 2 * hd.start
+    assert hd.clamp(50e6) == hd.high and hd.clamp(1) == hd.low
+
+
+def test_the_codec_is_the_first_payload_of_the_answers_video_section():
+    answer = ("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n"
+              "m=video 9 UDP/TLS/RTP/SAVPF 102 96\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\n")
+    assert negotiated_video_codec(answer) == "H264"
+    assert negotiated_video_codec(answer.replace("SAVPF 102 96", "SAVPF 96 102")) == "VP8"
+    with pytest.raises(ValueError):
+        negotiated_video_codec("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n")
+
+
+def test_an_odd_sized_grab_is_cropped_to_even_and_encodes_to_a_key_frame_then_a_small_one():
+    bgra = numpy.zeros((481, 641, 4), numpy.uint8)
+    bgra[..., 2] = 255  # red
+    frame = to_yuv420(bgra)
+    assert (frame.width, frame.height) == (640, 480)
+    encoder = H264Encoder(640, 480, 30, 1_000_000)
+    first, first_key = encoder.encode(frame, 0)
+    again, again_key = encoder.encode(to_yuv420(bgra), 3000)
+    assert first_key and first.startswith(b"\x00\x00\x00\x01") and not again_key
+    assert len(again) < 200 < len(first)  # an unchanged picture costs almost nothing
+    encoder.request_keyframe()
+    _, key = encoder.encode(to_yuv420(bgra), 6000)
+    assert key
+
+
+def test_remb_below_the_sending_rate_caps_it_and_the_cap_is_lifted_as_the_link_recovers():
+    link = LinkEstimate(ceiling=8e6)
+    link.on_remb(6_000_000, sending=2e6)  # above what is sent: says nothing about the path
+    assert link.cap == math.inf
+    link.on_remb(1_000_000, sending=4e6)  # below: the path is full
+    assert link.cap == 1_000_000 and link.drops == 1
+    link.on_remb(1_100_000, sending=1e6)  # recovering: the cap grows by a quarter a report
+    assert link.cap == 1_250_000
+    for _ in range(20):
+        link.on_remb(20_000_000, sending=link.cap if link.cap < math.inf else 8e6)
+    assert link.cap == math.inf
+
+
+def test_heavy_loss_lowers_the_cap_and_light_loss_does_not():
+    link = LinkEstimate(ceiling=8e6)
+    link.on_loss(int(0.05 * 256), sending=4e6)
+    assert link.cap == math.inf
+    link.on_loss(int(0.30 * 256), sending=4e6)
+    assert 3.3e6 < link.cap < 3.5e6
+
+
+def test_the_rate_meter_counts_the_last_second():
+    meter = RateMeter(window=1.0)
+    meter.add(1000, now=10.0)
+    meter.add(1000, now=10.5)
+    assert meter.rate(now=10.6) == 16000
+    assert meter.rate(now=11.2) == 8000
