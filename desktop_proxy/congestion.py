@@ -2,11 +2,12 @@
 
 The browser tells the sender two things: REMB, the bitrate its delay-based estimator
 thinks the path carries (Chromium sends it because the desktop negotiates ``goog-remb``),
-and receiver reports with the fraction of packets lost. A desktop stream is bursty (nothing
-is sent while the screen is still), and a receiver estimate never exceeds about 1.5 times
-what arrived, so REMB is taken as a *cap* only when it is below what is being sent, that
-is when the path is congested; while it is above, the cap grows back by a quarter per
-report until it no longer binds. Loss of more than 10% lowers the cap too.
+and receiver reports with the fraction of packets lost. When REMB is below what is being
+sent, queues are growing somewhere: the cap drops to it at once. While REMB is at or above
+the sending rate, the cap grows back by at most ``GROWTH`` a second (never past REMB) until
+it no longer binds. A desktop stream is bursty (nothing is sent while the screen is
+still), so REMB's level alone, which follows what arrived, says nothing while the sender
+is below it. Loss above 10% lowers the cap too.
 """
 
 from __future__ import annotations
@@ -38,12 +39,45 @@ class RateMeter:
             self._sent.popleft()
 
 
+class SendBudget:
+    """A leaky bucket at the link's rate: what was sent and has not left the bottleneck yet,
+    as far as the sender can tell. While more than ``queue`` seconds of it are waiting, the
+    next new picture is skipped (the newest one after it is sent): frames get fewer instead
+    of the router's queue longer, which would make every picture late and then lost."""
+
+    def __init__(self, queue: float = 0.1):
+        self.queue = queue
+        self._level = 0.0  # bits
+        self._at = 0.0
+
+    def add(self, size: int, rate: float, now: float | None = None) -> None:
+        self._drain(rate, time.monotonic() if now is None else now)
+        self._level += 8 * size
+
+    def hold(self, rate: float, seconds: float, now: float | None = None) -> None:
+        """Count ``seconds`` of the link as queued: nothing new is sent until they drained
+        (after heavy loss, the router's queue is full)."""
+        self._drain(rate, time.monotonic() if now is None else now)
+        if not math.isinf(rate):
+            self._level = max(self._level, rate * (self.queue + seconds))
+
+    def full(self, rate: float, now: float | None = None) -> bool:
+        if math.isinf(rate):
+            return False
+        self._drain(rate, time.monotonic() if now is None else now)
+        return self._level > rate * self.queue
+
+    def _drain(self, rate: float, now: float) -> None:
+        self._level = 0.0 if math.isinf(rate) else max(0.0, self._level - rate * (now - self._at))
+        self._at = now
+
+
 class LinkEstimate:
     """The bitrate one viewer's link allows (``cap``; infinite while nothing says otherwise)."""
 
     OVERUSE = 0.9  # REMB below this fraction of the sending rate: the path is full
     LOSS_LIMIT = 0.10
-    GROWTH = 1.25
+    GROWTH = 1.2  # per second
 
     def __init__(self, ceiling: float):
         self.ceiling = ceiling  # above this the cap is lifted
@@ -51,21 +85,33 @@ class LinkEstimate:
         self.remb: int | None = None
         self.loss = 0.0
         self.drops = 0  # times the cap was lowered
+        self._grown = 0.0
+        self._lost = -math.inf
 
-    def on_remb(self, bitrate: int, sending: float) -> None:
+    def on_remb(self, bitrate: int, sending: float, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
         self.remb = bitrate
         if sending > 0 and bitrate < self.OVERUSE * sending:
             self._lower(bitrate)
+            self._grown = now
         elif self.cap < math.inf:
-            self.cap = max(bitrate, self.cap * self.GROWTH) if bitrate > self.cap else self.cap
+            seconds = min(1.0, now - self._grown)
+            self._grown = now
+            self.cap = max(self.cap, min(bitrate, self.cap * self.GROWTH ** seconds))
             if self.cap >= self.ceiling:
                 self.cap = math.inf
 
-    def on_loss(self, fraction_lost: int, sending: float) -> None:
-        """``fraction_lost`` as in a receiver report: lost/received * 256."""
+    def on_loss(self, fraction_lost: int, sending: float, now: float | None = None) -> None:
+        """``fraction_lost`` as in a receiver report: lost/received * 256. Acted on once a
+        second at most: reports come several times a second and describe the same queue."""
+        now = time.monotonic() if now is None else now
         self.loss = fraction_lost / 256
-        if self.loss > self.LOSS_LIMIT and sending > 0:
-            self._lower(sending * (1 - self.loss / 2))
+        if self.loss > self.LOSS_LIMIT and sending > 0 and now - self._lost >= 1.0:
+            self._lost = now
+            # From the cap, not from what was sent: a sender that skipped pictures to let the
+            # queue drain sent little, and the cap would spiral down.
+            self._lower(min(self.cap, sending) * (1 - self.loss / 2) if math.isinf(self.cap)
+                        else self.cap * (1 - self.loss / 2))
 
     def _lower(self, bitrate: float) -> None:
         if bitrate < self.cap:

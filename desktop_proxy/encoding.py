@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fractions
 import logging
+import time
 from dataclasses import dataclass
 
 import av
@@ -57,13 +58,18 @@ def bitrate_range(width: int, height: int, fps: float = 30.0) -> BitrateRange:
                         high=int(8_000_000 * scale))
 
 
-def to_yuv420(bgra: numpy.ndarray) -> av.VideoFrame:
-    """A BGRA screen grab as a yuv420p frame (even width and height; the grab is cropped)."""
+def to_yuv420(bgra: numpy.ndarray, size: tuple[int, int] | None = None) -> av.VideoFrame:
+    """A BGRA screen grab as a yuv420p frame of ``size`` (default: the grab's, cropped to even
+    width and height), scaled with area averaging when smaller (text stays legible)."""
     height, width = bgra.shape[0] & ~1, bgra.shape[1] & ~1
     if (height, width) != bgra.shape[:2]:
         bgra = bgra[:height, :width]
+    width, height = size or (width, height)
     if cv2 is None:
-        return av.VideoFrame.from_ndarray(numpy.ascontiguousarray(bgra), format="bgra").reformat(format="yuv420p")
+        frame = av.VideoFrame.from_ndarray(numpy.ascontiguousarray(bgra), format="bgra")
+        return frame.reformat(width=width, height=height, format="yuv420p")
+    if (width, height) != (bgra.shape[1], bgra.shape[0]):
+        bgra = cv2.resize(bgra, (width, height), interpolation=cv2.INTER_AREA)
     return av.VideoFrame.from_ndarray(cv2.cvtColor(bgra, cv2.COLOR_BGRA2YUV_I420), format="yuv420p")
 
 
@@ -76,30 +82,55 @@ class EncodedFrame:
 
 
 class VideoEncoder:
-    """One encoder of one codec; not thread-safe (the stream's encode thread owns it)."""
+    """One encoder of one codec; not thread-safe (the stream's encode thread owns it).
+
+    FFmpeg's encoders take their bitrate and frame rate when they open: x264's average-bitrate
+    control ignores a later ``bit_rate`` for seconds (it averages over the whole stream) and
+    budgets every frame as 1/fps of a second whatever the timestamps say. So ``retarget``
+    records the bitrate and the frame rate the screen really has, and ``encode`` opens the
+    encoder again (with a key frame) when either is off by more than ``RETARGET`` (a quarter)
+    and the last opening is ``REOPEN_AFTER`` seconds old; a new size, or a bitrate that must
+    fall, opens it at once.
+    """
 
     codec_name = ""
+    VBV_SECONDS = 0.25  # no frame larger than this many seconds at the bitrate: a router queues it
+    RETARGET = 0.25
+    REOPEN_AFTER = 1.0
 
     def __init__(self, width: int, height: int, fps: float, bitrate: int, threads: int = 2):
-        self.width, self.height, self.fps, self.threads = width, height, fps, threads
-        self.bitrate = bitrate
+        self.width, self.height, self.threads = width, height, threads
+        self.fps = self._wanted_fps = fps
+        self.bitrate = self._wanted_bitrate = int(bitrate)
         self._context: av.CodecContext | None = None
+        self._opened = 0.0
         self._keyframe_next = True
+        self.openings = 0
 
     def request_keyframe(self) -> None:
         self._keyframe_next = True
 
-    def set_bitrate(self, bitrate: int) -> None:
-        """Change the target bitrate; x264 and libvpx take it at the next frame, without a key
-        frame (FFmpeg reconfigures the encoder when ``bit_rate`` changes)."""
-        if int(bitrate) != self.bitrate:
-            self.bitrate = int(bitrate)
-            if self._context is not None:
-                self._context.bit_rate = self.bitrate
+    def retarget(self, bitrate: int, fps: float | None = None) -> None:
+        """The bitrate to aim at, and the frame rate the screen changes at."""
+        self._wanted_bitrate = int(bitrate)
+        if fps:
+            self._wanted_fps = fps
+
+    def _off_target(self) -> bool:
+        """Whether to open again: the bitrate must fall by a quarter (at once: the link is
+        congested), or rise by a quarter, or the frame rate changed (after a second)."""
+        if self._wanted_bitrate < (1 - self.RETARGET) * self.bitrate:
+            return True
+        def off(wanted, now):
+            return abs(wanted - now) > self.RETARGET * now
+        return (off(self._wanted_bitrate, self.bitrate) or off(self._wanted_fps, self.fps)) and \
+            time.monotonic() - self._opened >= self.REOPEN_AFTER
 
     def encode(self, frame: av.VideoFrame, pts: int) -> tuple[bytes, bool]:
         """Encode one frame; the coded picture and whether it is a key frame."""
-        if self._context is None or (frame.width, frame.height) != (self._context.width, self._context.height):
+        if self._context is None or (frame.width, frame.height) != (self._context.width, self._context.height) \
+                or self._off_target():
+            self.bitrate, self.fps = self._wanted_bitrate, self._wanted_fps
             self._context = self._open(frame.width, frame.height)
             self._keyframe_next = True
         frame.pts = pts
@@ -115,13 +146,22 @@ class VideoEncoder:
         context.width, context.height = width, height
         context.pix_fmt = "yuv420p"
         context.time_base = TIME_BASE
-        context.framerate = fractions.Fraction(round(self.fps), 1)
+        context.framerate = fractions.Fraction(max(1, round(self.fps)), 1)
         context.bit_rate = self.bitrate
         context.options = self._options()
         context.open()
-        log.info("%s encoder: %dx%d, %.1f Mbps, up to %.0f fps", self.codec_name, width, height,
+        self._opened = time.monotonic()
+        self.openings += 1
+        log.info("%s encoder: %dx%d, %.2f Mbps at %.0f fps", self.codec_name, width, height,
                  self.bitrate / 1e6, self.fps)
         return context
+
+    def _vbv(self) -> dict[str, str]:
+        """The rate's limits: peaks of 1.5x the bitrate, and a buffer of ``VBV_SECONDS``, so
+        that a key frame, sent in one burst, fits in a router's queue instead of being lost
+        (and asked for again, and lost again)."""
+        kbps = self.bitrate // 1000
+        return {"maxrate": f"{kbps * 3 // 2}k", "bufsize": f"{max(1, int(kbps * self.VBV_SECONDS))}k"}
 
     def _options(self) -> dict[str, str]:
         raise NotImplementedError
@@ -133,16 +173,13 @@ class VideoEncoder:
 class H264Encoder(VideoEncoder):
     """x264 for a desktop: preset ultrafast and zerolatency (no lookahead, no B-frames, sliced
     threads), Constrained Baseline, SPS/PPS on every key frame (a viewer can join at any),
-    no periodic key frames, and a VBV buffer of half a second so one frame cannot flood the
-    link."""
+    no periodic key frames, and a small VBV buffer (``_vbv``)."""
 
     codec_name = "libx264"
 
     def _options(self) -> dict[str, str]:
-        kbps = self.bitrate // 1000
         return {
-            "preset": "ultrafast", "tune": "zerolatency", "profile": "baseline",
-            "maxrate": f"{kbps * 3 // 2}k", "bufsize": f"{kbps // 2}k",
+            "preset": "ultrafast", "tune": "zerolatency", "profile": "baseline", **self._vbv(),
             "x264-params": f"keyint=infinite:scenecut=0:repeat-headers=1:threads={self.threads}",
         }
 
@@ -154,11 +191,9 @@ class VP8Encoder(VideoEncoder):
     codec_name = "libvpx"
 
     def _options(self) -> dict[str, str]:
-        kbps = self.bitrate // 1000
         return {
             "deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "error-resilient": "1",
-            "threads": str(self.threads), "auto-alt-ref": "0", "static-thresh": "0",
-            "maxrate": f"{kbps * 3 // 2}k", "bufsize": f"{kbps // 2}k", "g": "100000",
+            "threads": str(self.threads), "auto-alt-ref": "0", "static-thresh": "0", "g": "100000", **self._vbv(),
             "undershoot-pct": "95", "overshoot-pct": "50",
         }
 

@@ -30,11 +30,20 @@ class ScreenGrabber:
     """Pixels of an X display's top-left ``width`` x ``height``, as BGRA. One thread only."""
 
     def __init__(self, display: str):
+        self.display = display
         self._mss = mss.MSS(display=display)
 
     def grab(self, width: int, height: int) -> numpy.ndarray:
         """Raises ``mss.ScreenShotError`` when the screen is smaller than that (a resize)."""
-        shot = self._mss.grab({"left": 0, "top": 0, "width": width, "height": height})
+        region = {"left": 0, "top": 0, "width": width, "height": height}
+        try:
+            shot = self._mss.grab(region)
+        except mss.ScreenShotError:
+            # mss sizes its shared memory for the screen it connected to: after the screen grew,
+            # connect again (and if the screen is smaller than asked for, this fails again).
+            self.close()
+            self._mss = mss.MSS(display=self.display)
+            shot = self._mss.grab(region)
         return numpy.frombuffer(shot.raw, numpy.uint8).reshape(shot.height, shot.width, 4)
 
     def close(self) -> None:

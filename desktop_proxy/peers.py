@@ -28,8 +28,13 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket
 
 from .congestion import LinkEstimate
 from .injector import InputInjector
-from .stream import EncodedTrack, ScreenStream
+from .pixelflux_engine import PixelfluxStream
+from .presets import DEFAULT, PRESETS, Preset
+from .stream import EncodedTrack, ScreenStream, StreamBase
 from .xdisplay import XDisplay
+
+ENGINES = ("own", "pixelflux")  # stream.ScreenStream, pixelflux_engine.PixelfluxStream
+LOST_PICTURES = 256 * 2 // 100  # a receiver report's fraction lost: beyond 2%, pictures broke
 
 log = logging.getLogger("desktop_proxy")
 PROTOCOL_VERSION = 1
@@ -92,32 +97,60 @@ def watch_feedback(sender: RTCRtpSender, on_keyframe, on_remb, on_loss) -> None:
 
 
 class DesktopSessions:
-    def __init__(self, display: XDisplay, ice_addresses: list[str], fps: float = 60.0, keepalive: float = 0.0):
+    def __init__(self, display: XDisplay, ice_addresses: list[str], fps: float = 60.0, keepalive: float = 0.0,
+                 engine: str = "own"):
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+        self.engine = engine
         self.display = display
         self.ice_addresses = ice_addresses
         self.fps = fps
         self.keepalive = keepalive
+        self.preset = PRESETS[DEFAULT]
         self.peers: set[RTCPeerConnection] = set()
         self.links: dict[RTCPeerConnection, LinkEstimate] = {}
-        self.stream: ScreenStream | None = None
+        self.stream: StreamBase | None = None
         self._resizing = asyncio.Lock()
-        self._stopping: set[ScreenStream] = set()
+        self._stopping: set[StreamBase] = set()
         self.injector = InputInjector(display.name, display.width, display.height)
         pin_host_candidates(ice_addresses)
 
-    def _screen(self) -> ScreenStream:
+    def _screen(self) -> StreamBase:
         if self.stream is None:
-            self.stream = ScreenStream(self.display.name, self.display.width, self.display.height, self.fps,
-                                       keepalive=self.keepalive)
+            size = (self.display.name, self.display.width, self.display.height, self.preset)
+            if self.engine == "pixelflux":
+                self.stream = PixelfluxStream(*size, max_fps=self.fps)
+            else:
+                self.stream = ScreenStream(*size, max_fps=self.fps, keepalive=self.keepalive)
         return self.stream
 
     def _steer(self) -> None:
         """The bitrate the slowest viewer's link allows."""
         if self.stream is not None:
-            cap = min((link.cap for link in self.links.values()), default=math.inf)
-            self.stream.set_bitrate(min(cap, self.stream.bitrates.start))
+            self.stream.set_link(min((link.cap for link in self.links.values()), default=math.inf))
 
-    def _watch(self, pc: RTCPeerConnection, sender: RTCRtpSender, stream: ScreenStream) -> None:
+    def stats(self) -> dict:
+        stream = self.stream
+        return {
+            "viewers": len(self.peers), "preset": self.preset.name,
+            "display": {"width": self.display.width, "height": self.display.height, "dpi": self.display.dpi},
+            "links": [{"cap_bps": None if math.isinf(link.cap) else int(link.cap), "remb_bps": link.remb,
+                       "loss": link.loss, "drops": link.drops} for link in self.links.values()],
+            "stream": None if stream is None else {
+                "fps": stream.fps, "encoded_size": list(stream.encoded_size),
+                "target_bps": stream.target_bitrate, "sending_bps": int(stream.sending_rate()),
+                **stream.stats.as_dict()},
+        }
+
+    def set_preset(self, name: str) -> Preset:
+        """Use a quality preset (``presets.py``) for every viewer; KeyError if unknown."""
+        self.preset = PRESETS[name]
+        if self.stream is not None:
+            self.stream.set_preset(self.preset)
+        log.info("quality preset: %s", self.preset.title)
+        return self.preset
+
+    def _watch(self, pc: RTCPeerConnection, sender: RTCRtpSender, stream: StreamBase) -> None:
         link = self.links[pc] = LinkEstimate(ceiling=stream.bitrates.high)
 
         def on_remb(bitrate: int) -> None:
@@ -127,6 +160,10 @@ class DesktopSessions:
         def on_loss(fraction_lost: int) -> None:
             link.on_loss(fraction_lost, stream.sending_rate())
             self._steer()
+            if fraction_lost > LOST_PICTURES:
+                # Pictures were lost: the browser can decode nothing more until a key frame,
+                # and Chromium asks for one only after 3 s of nothing decodable.
+                stream.lost()
 
         watch_feedback(sender, stream.request_keyframe, on_remb, on_loss)
 
@@ -197,7 +234,7 @@ class DesktopSessions:
             self.injector.submit({"v": PROTOCOL_VERSION, "type": "release-all"})
             await self._join(stream)
 
-    async def _join(self, stream: ScreenStream) -> None:
+    async def _join(self, stream: StreamBase) -> None:
         """Wait for a stopped stream's threads (they end within half a second): the X display
         must outlive them."""
         self._stopping.add(stream)

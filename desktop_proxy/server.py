@@ -2,7 +2,7 @@
 
 Run by jupyter-server-proxy (see ``setup_desktop``) on a unix socket, so only the Jupyter
 server can reach it and JupyterHub's authentication guards every request: the page at
-``/``, its static files, and the signalling websocket at ``/ws``. Media flows directly
+``/``, its static files, the signalling websocket at ``/ws`` and ``/stats``. Media flows directly
 between browser and VM over WebRTC.
 
     python -m desktop_proxy --unix-socket PATH | --port N [--size 1920x1080] [--fps 60]
@@ -21,7 +21,8 @@ from pathlib import Path
 
 from tornado import httpserver, netutil, web, websocket
 
-from .peers import DesktopSessions
+from .peers import ENGINES, DesktopSessions
+from .presets import PRESETS
 from .xdisplay import DisplayError, XDisplay
 
 STATIC = Path(__file__).parent / "static"
@@ -62,6 +63,8 @@ class SignallingHandler(websocket.WebSocketHandler):
             return self._send({"type": "error", "message": "not a JSON object"})
         if data.get("type") == "resize":
             return await self._resize(data)
+        if data.get("type") == "preset":
+            return self._preset(data.get("name"))
         if data.get("type") != "offer" or not isinstance(data.get("sdp"), str):
             return self._send({"type": "error", "message": "expected an offer or a resize"})
         if self.pc is not None:
@@ -88,6 +91,14 @@ class SignallingHandler(websocket.WebSocketHandler):
                                "width": self.sessions.display.width, "height": self.sessions.display.height})
         self._send({"type": "resized", "width": width, "height": height})
 
+    def _preset(self, name) -> None:
+        try:
+            preset = self.sessions.set_preset(name)
+        except (KeyError, TypeError):
+            return self._send({"type": "error", "message": f"unknown quality preset {name!r}; "
+                               f"choose one of {', '.join(PRESETS)}"})
+        self._send({"type": "preset", **preset.as_dict()})
+
     def _send(self, message: dict) -> None:
         try:
             self.write_message(json.dumps(message))
@@ -99,6 +110,18 @@ class SignallingHandler(websocket.WebSocketHandler):
             asyncio.ensure_future(self.sessions.close(self.pc))
 
 
+class StatsHandler(web.RequestHandler):
+    """What the desktop side measures (the stream's counters and settings, each viewer's link),
+    as JSON: for the curious user, for tests and benchmarks."""
+
+    def initialize(self, sessions: DesktopSessions):
+        self.sessions = sessions
+
+    def get(self):
+        self.set_header("Cache-Control", "no-store")
+        self.write(self.sessions.stats())
+
+
 def make_app(sessions: DesktopSessions | None, failure: str = "") -> web.Application:
     """The desktop's web app; with ``failure`` (the desktop could not start), a page saying so."""
     routes = [
@@ -107,6 +130,7 @@ def make_app(sessions: DesktopSessions | None, failure: str = "") -> web.Applica
     ]
     if sessions is not None:
         routes.append((r"/ws", SignallingHandler, {"sessions": sessions}))
+        routes.append((r"/stats", StatsHandler, {"sessions": sessions}))
     return web.Application(routes, template_path=str(STATIC))
 
 
@@ -118,8 +142,11 @@ async def serve(args: argparse.Namespace) -> None:
     sessions = None
     failure = ""
     try:
-        await display.start()
-        sessions = DesktopSessions(display, ice, fps=args.fps, keepalive=args.keepalive)
+        if args.display:
+            display.attach(args.display)
+        else:
+            await display.start()
+        sessions = DesktopSessions(display, ice, fps=args.fps, keepalive=args.keepalive, engine=args.engine)
     except Exception as e:
         # Keep serving, so the user gets a page that says what happened instead of a proxy error.
         log.exception("the desktop could not start")
@@ -151,8 +178,12 @@ def main(argv: list[str] | None = None) -> None:
     where.add_argument("--port", type=int)
     parser.add_argument("--size", default=os.environ.get("HEPSDESK_DESKTOP_SIZE", "1920x1080"),
                         help="initial size of the desktop (default 1920x1080)")
+    parser.add_argument("--display", default="",
+                        help="stream this running X display (e.g. :1) instead of starting a desktop")
     parser.add_argument("--fps", type=float, default=float(os.environ.get("HEPSDESK_DESKTOP_FPS", 60)),
                         help="most frames per second sent (default 60)")
+    parser.add_argument("--engine", choices=ENGINES, default=os.environ.get("HEPSDESK_DESKTOP_ENGINE", "own"),
+                        help="capture and encode with our own pipeline (default) or pixelflux")
     parser.add_argument("--keepalive", type=float, default=0.0,
                         help="re-send the picture after this many still seconds (default 0: never; "
                         "a still desktop sends no video)")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from .congestion import RateMeter
+from .congestion import RateMeter, SendBudget
 from .damage import Damage, DamageUnavailable
 from .encoding import (
     TIME_BASE,
@@ -47,6 +48,7 @@ from .encoding import (
     to_yuv420,
 )
 from .grab import GrabError, ScreenGrabber
+from .presets import DEFAULT, PRESETS, Preset, encoded_scale
 
 log = logging.getLogger("desktop_proxy")
 
@@ -60,8 +62,10 @@ class StreamStats:
     keyframes: int = 0
     keepalives: int = 0
     refreshes: int = 0
+    keyframe_requests: int = 0  # from the viewers (PLI, FIR)
     still_requests: int = 0  # key frame requests ignored on a still screen
     dropped: int = 0  # grabs replaced in the slot before the encoder took them
+    skipped: int = 0  # grabs not encoded because the link's queue was full
     bytes: int = 0
     grab_ms: deque = field(default_factory=lambda: deque(maxlen=120))
     encode_ms: deque = field(default_factory=lambda: deque(maxlen=120))
@@ -71,7 +75,8 @@ class StreamStats:
             return round(sum(values) / len(values), 2) if values else None
         return {"grabs": self.grabs, "encoded": self.encoded, "keyframes": self.keyframes,
                 "keepalives": self.keepalives, "refreshes": self.refreshes, "dropped": self.dropped,
-                "still_requests": self.still_requests,
+                "keyframe_requests": self.keyframe_requests, "still_requests": self.still_requests,
+                "skipped": self.skipped,
                 "bytes": self.bytes, "grab_ms": mean(list(self.grab_ms)), "encode_ms": mean(list(self.encode_ms))}
 
 
@@ -81,41 +86,40 @@ class _Grab:
     captured: float
 
 
-class ScreenStream:
-    """One X display, captured once and encoded once per codec for all its viewers.
+class StreamBase:
+    """A display's pictures for all its viewers: what every engine shares (viewers, key frame
+    requests, presets, the link, counters). An engine captures and encodes, and hands each
+    coded picture to ``_deliver``.
 
-    ``fps`` caps the frame rate; ``keepalive`` (seconds, 0 for none) is the longest silence
-    on a still screen; ``refresh_after`` is how long the screen must be still before the
-    sharp refresh, whose bitrate is ``refresh_boost`` times the target.
+    ``preset`` (``presets.py``) sets the frame rate, bitrate and how small the picture may be
+    encoded; ``max_fps`` caps its frame rate.
     """
 
     STILL_REQUEST_AGE = 2.0  # seconds after the last picture: a key frame request is a timeout
+    LINK_SHARE = 0.85  # of what the link carries, what the encoder aims at
+    DRAIN = 0.2  # seconds without new pictures after a viewer lost some
+    codecs: tuple[str, ...] = ("H264", "VP8")
 
-    def __init__(self, display: str, width: int, height: int, fps: float = 60.0, keepalive: float = 0.0,
-                 refresh_after: float = 0.25, refresh_boost: float = 3.0):
+    def __init__(self, display: str, width: int, height: int, preset: Preset = PRESETS[DEFAULT],
+                 max_fps: float = 60.0):
         self.display = display
-        self.size = (width & ~1, height & ~1)
-        self.fps = fps
-        self.keepalive = keepalive
-        self.refresh_after = refresh_after
-        self.refresh_boost = refresh_boost
+        self.size = (width & ~1, height & ~1)  # the screen's
+        self.preset = preset
+        self.max_fps = max_fps
         self.stats = StreamStats()
-        self._meter = RateMeter()
-        self.bitrates: BitrateRange = bitrate_range(*self.size, fps)
-        self.target_bitrate = self.bitrates.start
+        self._meter = RateMeter(window=0.5)
+        self._budget = SendBudget(queue=0.05)
+        self.link_bitrate = math.inf  # what the slowest viewer's link carries (``set_link``)
         self._tracks: set[EncodedTrack] = set()
-        self._encoders: dict[str, VideoEncoder] = {}
         self._lock = threading.Condition()
-        self._slot: _Grab | None = None  # the newest grab not yet encoded
-        self._last: _Grab | None = None  # the last grab encoded (for key frames, refresh, keepalive)
         self._keyframe_wanted = False
         self._last_keyframe = 0.0
         self._last_sent = 0.0  # when the last picture was encoded
-        self._regrab = False  # grab even without damage (the size changed)
         self._running = False
         self._stopped = False
         self._started = time.monotonic()
         self._threads: list[threading.Thread] = []
+        self._retune()
 
     # -- viewers ----------------------------------------------------------------------------
 
@@ -124,8 +128,9 @@ class ScreenStream:
         with self._lock:
             if self._stopped:
                 raise MediaStreamError("the screen stream has stopped")
-            if track.codec not in self._encoders:
-                self._encoders[track.codec] = make_encoder(track.codec, *self.size, self.fps, self.target_bitrate)
+            if track.codec not in self.codecs:
+                raise MediaStreamError(f"this desktop cannot send {track.codec}")
+            self._open_codec(track.codec)
             self._tracks.add(track)
         self.request_keyframe(urgent=True)
         self._start()
@@ -135,10 +140,10 @@ class ScreenStream:
         with self._lock:
             self._tracks.discard(track)
             if not any(t.codec == track.codec for t in self._tracks):
-                self._encoders.pop(track.codec, None)
+                self._close_codec(track.codec)
 
     def sending_rate(self) -> float:
-        """Bits per second encoded over the last second."""
+        """Bits per second encoded over the last half second."""
         with self._lock:
             return self._meter.rate()
 
@@ -158,29 +163,150 @@ class ScreenStream:
         seconds to an idle desktop, so it is counted and ignored."""
         now = time.monotonic()
         with self._lock:
+            self.stats.keyframe_requests += not urgent
             if not urgent and now - self._last_keyframe < 1.0:
                 return
-            if not urgent and self._slot is None and now - self._last_sent > self.STILL_REQUEST_AGE:
+            if not urgent and not self._picture_pending() and now - self._last_sent > self.STILL_REQUEST_AGE:
                 self.stats.still_requests += 1
                 return
             self._last_keyframe = now
             self._keyframe_wanted = True
+            self._keyframe_now()
             self._lock.notify_all()
 
     def resize(self, width: int, height: int) -> None:
-        """The display has a new size: grab that (the encoder restarts with a key frame)."""
+        """The display has a new size: send that (the encoder restarts with a key frame)."""
         with self._lock:
             self.size = (width & ~1, height & ~1)
-            self.bitrates = bitrate_range(*self.size, self.fps)
-            self.target_bitrate = self.bitrates.clamp(self.target_bitrate)
-            self._regrab = True  # a smaller screen need not report damage
+            self._retune()
 
-    def set_bitrate(self, bitrate: float) -> int:
-        """Set the target bitrate (clamped to the resolution's range); returns the value used."""
-        value = self.bitrates.clamp(bitrate)
-        if abs(value - self.target_bitrate) > 0.05 * self.target_bitrate:
-            self.target_bitrate = value  # the encode thread applies it at the next frame
-        return self.target_bitrate
+    def set_preset(self, preset: Preset) -> None:
+        with self._lock:
+            self.preset = preset
+            self._retune()
+
+    def set_link(self, bitrate: float) -> int:
+        """What the viewers' links carry (bits per second, ``math.inf`` when nothing limits
+        it); returns the target bitrate now."""
+        with self._lock:
+            if abs(bitrate - self.link_bitrate) > 0.05 * min(bitrate, self.link_bitrate):
+                self.link_bitrate = bitrate
+                self._retune()
+            return self.target_bitrate
+
+    def lost(self) -> None:
+        """A viewer lost pictures: let the link's queue drain (``DRAIN`` seconds without new
+        pictures), then send a key frame."""
+        with self._lock:
+            self._budget.hold(self.link_bitrate, self.DRAIN)
+        self.request_keyframe()
+
+    def _retune(self) -> None:
+        """(With the lock held, or from ``__init__``.) Frame rate, encoded size and bitrate
+        from the preset, the screen's size and the link; then ``_apply`` them."""
+        preset = self.preset
+        self.fps = min(self.max_fps, preset.fps)
+        screen_floor = bitrate_range(*self.size, self.fps).low
+        scale = encoded_scale(preset, *self.size, self.link_bitrate, screen_floor)
+        self.encoded_size = (int(self.size[0] * scale) & ~1, int(self.size[1] * scale) & ~1)
+        self.bitrates: BitrateRange = bitrate_range(*self.encoded_size, self.fps)
+        # Below the link's rate by a margin: key frames and retransmissions ride on top.
+        self.target_bitrate = self.bitrates.clamp(min(self.LINK_SHARE * self.link_bitrate,
+                                                      self.bitrates.start * preset.quality))
+        self._apply()
+
+    def _deliver(self, coded: list[tuple[str, EncodedFrame]], reason: str = "new") -> None:
+        """Count coded pictures and hand them to the viewers of their codec (from the engine's
+        thread). The counters first: a viewer that got the picture sees them counted."""
+        with self._lock:
+            self._last_sent = time.monotonic()
+            self.stats.encoded += 1
+            self.stats.keepalives += reason == "keepalive"
+            self.stats.refreshes += reason == "refresh"
+            for _, frame in coded:
+                self.stats.bytes += len(frame.data)
+                self.stats.keyframes += frame.keyframe
+                self._meter.add(len(frame.data))
+                self._budget.add(len(frame.data), self.link_bitrate)
+            tracks = list(self._tracks)
+        for codec, frame in coded:
+            for track in tracks:
+                if track.codec == codec:
+                    track.deliver(frame)
+
+    def stop(self) -> None:
+        """Stop capturing and encoding (``join`` waits for the threads)."""
+        with self._lock:
+            self._running = False
+            self._stopped = True  # a stream is not restarted: the next viewer gets a new one
+            self._lock.notify_all()
+            tracks = list(self._tracks)
+            self._tracks.clear()
+        self._halt()
+        for track in tracks:
+            track.end()
+
+    def join(self, timeout: float = 5.0) -> None:
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = [t for t in self._threads if t.is_alive()]
+
+    # -- what an engine provides (called with the lock held, except ``_start``/``_halt``) ----
+
+    def _open_codec(self, codec: str) -> None:
+        """A viewer of ``codec`` joins."""
+
+    def _close_codec(self, codec: str) -> None:
+        """The last viewer of ``codec`` left."""
+
+    def _picture_pending(self) -> bool:
+        """Whether a captured picture is waiting to be encoded."""
+        return False
+
+    def _keyframe_now(self) -> None:
+        """``_keyframe_wanted`` was set: make the next coded picture a key frame."""
+
+    def _apply(self) -> None:
+        """``fps``, ``encoded_size`` or ``target_bitrate`` changed."""
+
+    def _start(self) -> None:
+        """Start capturing (the first viewer attached); idempotent."""
+
+    def _halt(self) -> None:
+        """Stop capturing (threads end by themselves)."""
+
+
+class ScreenStream(StreamBase):
+    """The engine of our own: a capture thread and an encode thread (see the module's doc).
+
+    ``keepalive`` (seconds, 0 for none) is the longest silence on a still screen;
+    ``refresh_after`` is how long the screen must be still before the sharp refresh.
+    """
+
+    def __init__(self, display: str, width: int, height: int, preset: Preset = PRESETS[DEFAULT],
+                 max_fps: float = 60.0, keepalive: float = 0.0, refresh_after: float = 0.25):
+        self._encoders: dict[str, VideoEncoder] = {}
+        self._regrab = False  # grab even without damage (the size changed)
+        super().__init__(display, width, height, preset, max_fps)
+        self.keepalive = keepalive
+        self.refresh_after = refresh_after
+        self._interval = 1.0 / max(1.0, self.fps)  # between changes of the screen (moving average)
+        self._last_new = 0.0
+        self._slot: _Grab | None = None  # the newest grab not yet encoded
+        self._last: _Grab | None = None  # the last grab encoded (for key frames, refresh, keepalive)
+
+    def _open_codec(self, codec: str) -> None:
+        if codec not in self._encoders:
+            self._encoders[codec] = make_encoder(codec, *self.encoded_size, self.fps, self.target_bitrate)
+
+    def _close_codec(self, codec: str) -> None:
+        self._encoders.pop(codec, None)
+
+    def _picture_pending(self) -> bool:
+        return self._slot is not None
+
+    def _apply(self) -> None:
+        self._regrab = True  # a smaller screen need not report damage
 
     # -- threads ----------------------------------------------------------------------------
 
@@ -194,25 +320,8 @@ class ScreenStream:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self) -> None:
-        """Stop capturing and encoding (the threads end within a keepalive interval)."""
-        with self._lock:
-            self._running = False
-            self._stopped = True  # a stream is not restarted: the next viewer gets a new one
-            self._lock.notify_all()
-            tracks = list(self._tracks)
-            self._tracks.clear()
-        for track in tracks:
-            track.end()
-
-    def join(self, timeout: float = 5.0) -> None:
-        for thread in self._threads:
-            thread.join(timeout)
-        self._threads = [t for t in self._threads if t.is_alive()]
-
     def _capture_loop(self) -> None:
         grabber = damage = None
-        interval = 1.0 / self.fps
         next_grab = 0.0
         grabbed = False
         try:
@@ -229,8 +338,9 @@ class ScreenStream:
                 if delay > 0:
                     time.sleep(delay)  # at most ``fps``; damage meanwhile is in this grab too
                 started = time.monotonic()
-                next_grab = started + interval
+                next_grab = started + 1.0 / self.fps
                 width, height = self.size
+                encoded = self.encoded_size
                 try:
                     pixels = grabber.grab(width, height)
                 except GrabError:
@@ -240,7 +350,7 @@ class ScreenStream:
                     self.resize(*damage.screen_size())
                     time.sleep(0.05)
                     continue
-                grab = _Grab(to_yuv420(pixels), started)
+                grab = _Grab(to_yuv420(pixels, encoded), started)
                 self.stats.grab_ms.append((time.monotonic() - started) * 1000)
                 with self._lock:
                     self.stats.grabs += 1
@@ -260,7 +370,7 @@ class ScreenStream:
                     connection.close()
 
     def _encode_loop(self) -> None:
-        last_sent = self._last_sent = time.monotonic()
+        last_sent = time.monotonic()
         in_motion = False
         try:
             while True:
@@ -270,15 +380,21 @@ class ScreenStream:
                         return
                     if grab is None:
                         continue
-                    keyframe = self._keyframe_wanted
-                    self._keyframe_wanted = False
+                    # A full queue on the link: skip this picture (a key frame waits too: sent
+                    # into a full queue, it would be lost and asked for again).
+                    skip = reason == "new" and self._budget.full(self.link_bitrate)
+                    keyframe = self._keyframe_wanted and not skip
+                    self._keyframe_wanted = self._keyframe_wanted and skip
                     encoders = dict(self._encoders)
                 if reason == "new":
                     in_motion = True
                 elif reason == "refresh":
                     in_motion = False
+                if skip:
+                    self.stats.skipped += 1
+                    continue
                 self._encode(grab, encoders, keyframe, reason)
-                last_sent = self._last_sent = time.monotonic()
+                last_sent = self._last_sent
         except Exception:
             if self._running:
                 log.exception("screen encoder failed; the stream ends")
@@ -313,30 +429,25 @@ class ScreenStream:
     def _encode(self, grab: _Grab, encoders: dict[str, VideoEncoder], keyframe: bool, reason: str) -> None:
         started = time.monotonic()
         pts = int((started - self._started) * VIDEO_CLOCK_RATE)
-        boost = self.refresh_boost if reason == "refresh" else 1.0
+        if reason == "new":  # how often the screen really changes (at most ``fps``)
+            gap = min(1.0, started - self._last_new) if self._last_new else 1.0 / self.fps
+            self._interval = 0.8 * self._interval + 0.2 * gap
+            self._last_new = started
+        # The frame rate the encoder budgets for, in coarse steps (each change costs a key
+        # frame): typing and a 60 fps animation differ; 40 and 50 fps do not.
+        rate = min(self.fps, next((r for r in (15, 30) if 1.0 / self._interval < r * 1.2), 60))
         coded = []
         for codec, encoder in encoders.items():
-            if keyframe:
+            # The refresh after motion is a key frame: x264 codes it at a finer quantizer than
+            # the frames of the motion, and it carries no motion's leftovers.
+            if keyframe or reason == "refresh":
                 encoder.request_keyframe()
-            encoder.set_bitrate(self.bitrates.clamp(self.target_bitrate * boost))
+            encoder.retarget(self.target_bitrate, rate if reason == "new" else None)
             data, is_key = encoder.encode(grab.frame, pts)
             if data:
                 coded.append((codec, EncodedFrame(data, pts, is_key, grab.captured)))
-        # The counters first: a viewer that got the picture sees them counted.
         self.stats.encode_ms.append((time.monotonic() - started) * 1000)
-        with self._lock:
-            self.stats.encoded += 1
-            self.stats.keepalives += reason == "keepalive"
-            self.stats.refreshes += reason == "refresh"
-            for _, frame in coded:
-                self.stats.bytes += len(frame.data)
-                self.stats.keyframes += frame.keyframe
-                self._meter.add(len(frame.data))
-            tracks = list(self._tracks)
-        for codec, frame in coded:
-            for track in tracks:
-                if track.codec == codec:
-                    track.deliver(frame)
+        self._deliver(coded, reason)
 
 
 class EncodedTrack(MediaStreamTrack):

@@ -67,7 +67,22 @@ class XDisplay:
 
     @property
     def resizable(self) -> bool:
-        return self.server == "Xtigervnc"
+        return self.server in ("Xtigervnc", "existing")
+
+    def attach(self, name: str) -> None:
+        """Use a running X display (``:N``) instead of starting one: nothing is started, and
+        ``stop`` leaves it running. For an existing session, and for the benchmark."""
+        try:
+            display = xlib_display.Display(name)
+        except Exception as e:
+            raise DisplayError(f"cannot open display {name}: {e}") from None
+        try:
+            geometry = display.screen().root.get_geometry()
+        finally:
+            display.close()
+        self.name, self.server = name, "existing"
+        self.width, self.height = geometry.width, geometry.height
+        log.info("X display %s (existing, %dx%d)", name, self.width, self.height)
 
     def _server_command(self, fd: int) -> list[str]:
         common = ["-displayfd", str(fd), "-nolisten", "tcp", "-nolisten", "local"]

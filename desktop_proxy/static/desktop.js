@@ -88,6 +88,7 @@ function connect() {
   ws = new WebSocket(url);
   ws.onopen = () => {
     requestResize();
+    ws.send(JSON.stringify({ type: 'preset', name: savedPreset() }));
     startPeer(ws).catch((e) => setStatus(`Cannot start the video: ${e}`, 'error'));
   };
   ws.onmessage = async (event) => {
@@ -96,6 +97,10 @@ function connect() {
       await pc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
     } else if (message.type === 'resized' || message.type === 'resize-failed') {
       desktopSize = { width: message.width, height: message.height };
+    } else if (message.type === 'preset') {
+      preset = message.name;
+      const radio = settings.querySelector(`input[name=preset][value="${message.name}"]`);
+      if (radio) radio.checked = true;
     } else if (message.type === 'error') {
       setStatus(`The desktop cannot stream: ${message.message}`, 'error');
     }
@@ -155,7 +160,78 @@ video.addEventListener('keyup', (event) => {
 });
 window.addEventListener('blur', () => { pressed.clear(); send({ type: 'release-all' }); });
 
-// For tests and the stats overlay to come: what the browser's WebRTC stack reports.
+// Quality presets (the server applies them to every viewer) and the statistics overlay.
+const settingsButton = document.getElementById('settings-button');
+const settings = document.getElementById('settings');
+const statsBox = document.getElementById('stats');
+const showStats = document.getElementById('show-stats');
+let preset = null;  // the preset the server confirmed
+
+function savedPreset() {
+  try { return localStorage.getItem('hepsdesk.preset') || 'auto'; } catch (e) { return 'auto'; }
+}
+
+settingsButton.addEventListener('click', () => {
+  settings.hidden = !settings.hidden;
+  settingsButton.setAttribute('aria-expanded', String(!settings.hidden));
+});
+settings.addEventListener('change', (event) => {
+  if (event.target.name === 'preset') {
+    try { localStorage.setItem('hepsdesk.preset', event.target.value); } catch (e) { /* private mode */ }
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'preset', name: event.target.value }));
+  } else if (event.target === showStats) {
+    statsBox.hidden = !showStats.checked;
+    try { localStorage.setItem('hepsdesk.stats', showStats.checked ? '1' : ''); } catch (e) { /* private mode */ }
+  }
+});
+try { showStats.checked = Boolean(localStorage.getItem('hepsdesk.stats')); } catch (e) { /* private mode */ }
+statsBox.hidden = !showStats.checked;
+
+// Frame rate, round-trip time, bitrate and decode time, from the browser's WebRTC stats,
+// over the last second.
+let previous = null;
+let overlay = null;
+async function sampleStats() {
+  if (!pc) return;
+  const report = await pc.getStats();
+  let inbound = null;
+  let pair = null;
+  for (const stat of report.values()) {
+    if (stat.type === 'inbound-rtp' && stat.kind === 'video') inbound = stat;
+    if (stat.type === 'candidate-pair' && stat.nominated && stat.state === 'succeeded') pair = stat;
+  }
+  if (!inbound) return;
+  const now = { t: inbound.timestamp, bytes: inbound.bytesReceived || 0, frames: inbound.framesDecoded || 0,
+                decode: inbound.totalDecodeTime || 0, jitter: inbound.jitterBufferDelay || 0,
+                emitted: inbound.jitterBufferEmittedCount || 0 };
+  if (previous && now.t > previous.t) {
+    const seconds = (now.t - previous.t) / 1000;
+    const frames = now.frames - previous.frames;
+    const codec = inbound.codecId && report.get(inbound.codecId);
+    overlay = {
+      fps: frames / seconds,
+      rttMs: pair && pair.currentRoundTripTime !== undefined ? pair.currentRoundTripTime * 1000 : null,
+      mbps: ((now.bytes - previous.bytes) * 8) / seconds / 1e6,
+      decodeMs: frames ? ((now.decode - previous.decode) / frames) * 1000 : null,
+      jitterBufferMs: now.emitted > previous.emitted
+        ? ((now.jitter - previous.jitter) / (now.emitted - previous.emitted)) * 1000 : null,
+      width: inbound.frameWidth, height: inbound.frameHeight, codec: codec ? codec.mimeType.split('/')[1] : '',
+      lost: inbound.packetsLost || 0, preset,
+    };
+    if (!statsBox.hidden) statsBox.textContent = formatStats(overlay);
+  }
+  previous = now;
+}
+function formatStats(o) {
+  const ms = (v) => (v === null ? '–' : `${v.toFixed(1)} ms`);
+  return [`${o.fps.toFixed(0)} fps  ${o.width || '?'}x${o.height || '?'} ${o.codec}`,
+          `round trip ${ms(o.rttMs)}   decode ${ms(o.decodeMs)}`,
+          `${o.mbps.toFixed(2)} Mbit/s   jitter buffer ${ms(o.jitterBufferMs)}`,
+          `packets lost ${o.lost}   preset ${o.preset || '…'}`].join('\n');
+}
+setInterval(() => { sampleStats().catch(() => {}); }, 1000);
+
+// For tests and benchmarks: what the browser's WebRTC stack reports.
 window.hepsdesk = {
   async stats() {
     if (!pc) return null;
@@ -170,8 +246,11 @@ window.hepsdesk = {
     }
     return { framesDecoded: 0, framesReceived: 0 };
   },
+  get pc() { return pc; },
   get connectionState() { return pc ? pc.connectionState : 'new'; },
   get desktopSize() { return desktopSize; },
+  get overlay() { return overlay; },
+  get preset() { return preset; },
   get firstFrameAt() { return firstFrameAt; },
   get inputReady() { return Boolean(channel && channel.readyState === 'open'); },
 };

@@ -95,6 +95,10 @@ def test_the_desktop_streams_h264_sends_nothing_while_still_and_follows_the_wind
     page.wait_for_function("document.getElementById('screen').videoWidth === 1024 && "
                            "document.getElementById('screen').videoHeight === 768", timeout=10000)
     assert page.evaluate("window.hepsdesk.desktopSize") == {"width": 1024, "height": 768}
+    # Larger than the desktop has ever been (the capture's shared memory grows with it).
+    page.set_viewport_size({"width": 1600, "height": 900})
+    page.wait_for_function("document.getElementById('screen').videoWidth === 1600 && "
+                           "document.getElementById('screen').videoHeight === 900", timeout=10000)
     context.close()
 
 
@@ -116,3 +120,31 @@ def test_a_desktop_that_cannot_start_says_so(desktop_without_xvfb, browser):
     expect(page.locator("#failure")).to_contain_text("neither Xtigervnc nor Xvfb is installed")
     expect(page.get_by_text("Your notebooks and files are not affected")).to_be_visible()
     assert process.poll() is None, "the server keeps running to explain the failure"
+
+
+def test_the_user_picks_a_quality_preset_and_sees_the_statistics(desktop, browser):
+    context = browser.new_context(viewport={"width": 1024, "height": 640})
+    page = context.new_page()
+    page.goto(desktop)
+    wait_for_frames(page, 1, timeout_s=30)
+    page.wait_for_function("window.hepsdesk.preset === 'auto'", timeout=10000)
+
+    page.get_by_role("button", name="Picture settings").click()
+    page.get_by_label("Low bandwidth").check()
+    page.wait_for_function("window.hepsdesk.preset === 'low-bandwidth'", timeout=10000)
+    page.get_by_label("Show statistics").check()
+    stats = page.get_by_label("Video statistics")
+    expect(stats).to_be_visible()
+    expect(stats).to_contain_text("1024x640 H264", timeout=10000)
+    expect(stats).to_contain_text("round trip")
+    expect(stats).to_contain_text("preset low-bandwidth")
+    overlay = page.evaluate("window.hepsdesk.overlay")
+    assert overlay["rttMs"] is not None and overlay["rttMs"] < 100, overlay
+
+    # The choice is remembered: a reload asks for it again, and the server confirms it.
+    page.reload()
+    wait_for_frames(page, 1, timeout_s=30)
+    page.wait_for_function("window.hepsdesk.preset === 'low-bandwidth'", timeout=10000)
+    expect(page.get_by_label("Video statistics")).to_be_visible()
+    assert page.get_by_label("Low bandwidth").is_checked()
+    context.close()

@@ -26,7 +26,7 @@ async def next_picture(track: EncodedTrack, decoder, timeout: float = 5) -> tupl
 async def still_then_drawn(keepalive: float) -> dict:
     display = XDisplay(640, 480, window_manager="", terminal=[])
     await display.start()
-    stream = ScreenStream(display.name, 640, 480, fps=30, keepalive=keepalive, refresh_after=0.25)
+    stream = ScreenStream(display.name, 640, 480, max_fps=30, keepalive=keepalive, refresh_after=0.25)
     track = EncodedTrack(stream, "H264")
     decoder = av.CodecContext.create("h264", "r")
     seen: dict = {}

@@ -1,5 +1,5 @@
 """The desktop stream's decisions that need no X server: sizes, bitrates, the negotiated
-codec, and the link estimate from RTCP feedback."""
+codec, the link estimate from RTCP feedback, and the quality presets."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import pytest
 from desktop_proxy.congestion import LinkEstimate, RateMeter
 from desktop_proxy.encoding import H264Encoder, bitrate_range, to_yuv420
 from desktop_proxy.peers import negotiated_video_codec
+from desktop_proxy.presets import PRESETS, encoded_scale
+from desktop_proxy.stream import ScreenStream
 from desktop_proxy.xdisplay import fit_size
 
 
@@ -54,16 +56,20 @@ def test_an_odd_sized_grab_is_cropped_to_even_and_encodes_to_a_key_frame_then_a_
     assert key
 
 
-def test_remb_below_the_sending_rate_caps_it_and_the_cap_is_lifted_as_the_link_recovers():
+def test_remb_below_the_sending_rate_caps_it_and_the_cap_grows_back_slowly():
     link = LinkEstimate(ceiling=8e6)
-    link.on_remb(6_000_000, sending=2e6)  # above what is sent: says nothing about the path
+    link.on_remb(6_000_000, sending=2e6, now=0.0)  # above what is sent: says nothing about the path
     assert link.cap == math.inf
-    link.on_remb(1_000_000, sending=4e6)  # below: the path is full
+    link.on_remb(1_000_000, sending=4e6, now=1.0)  # below: the path is full
     assert link.cap == 1_000_000 and link.drops == 1
-    link.on_remb(1_100_000, sending=1e6)  # recovering: the cap grows by a quarter a report
-    assert link.cap == 1_250_000
-    for _ in range(20):
-        link.on_remb(20_000_000, sending=link.cap if link.cap < math.inf else 8e6)
+    link.on_remb(3_000_000, sending=1e6, now=1.5)  # the link carries what is sent: grow, 20%/s
+    assert link.cap == pytest.approx(1_000_000 * 1.2 ** 0.5)
+    link.on_remb(3_000_000, sending=1e6, now=1.6)  # many reports a second do not add up to more
+    assert link.cap == pytest.approx(1_000_000 * 1.2 ** 0.6)
+    link.on_remb(900_000, sending=0.5e6, now=2.0)  # REMB below the cap while sending little: keep it
+    assert link.cap == pytest.approx(1_000_000 * 1.2 ** 0.6)
+    for second in range(3, 30):
+        link.on_remb(20_000_000, sending=link.cap if link.cap < math.inf else 8e6, now=float(second))
     assert link.cap == math.inf
 
 
@@ -81,3 +87,32 @@ def test_the_rate_meter_counts_the_last_second():
     meter.add(1000, now=10.5)
     assert meter.rate(now=10.6) == 16000
     assert meter.rate(now=11.2) == 8000
+
+
+def test_presets_set_frame_rate_bitrate_and_encoded_size():
+    stream = ScreenStream(":0", 3840, 2160)  # no thread starts before a viewer attaches
+    assert (stream.fps, stream.encoded_size) == (60, (3840, 2160))
+    assert stream.target_bitrate == bitrate_range(3840, 2160, 60).start
+    stream.set_preset(PRESETS["smooth-motion"])  # a 4K desktop encoded at 1080p, at 60 fps
+    assert (stream.fps, stream.encoded_size) == (60, (1920, 1080))
+    stream.set_preset(PRESETS["sharp-text"])
+    assert (stream.fps, stream.encoded_size) == (30, (3840, 2160))
+    assert stream.target_bitrate == int(1.5 * bitrate_range(3840, 2160, 30).start)
+    stream.set_preset(PRESETS["low-bandwidth"])
+    assert stream.fps == 20 and stream.target_bitrate == int(0.25 * bitrate_range(3840, 2160, 20).start)
+
+
+def test_a_slow_link_lowers_the_bitrate_then_the_encoded_size_and_both_come_back():
+    stream = ScreenStream(":0", 1920, 1080)
+    floor = bitrate_range(1920, 1080, 60).low
+    # The encoder aims below the link: key frames and retransmissions ride on top.
+    assert stream.set_link(3_000_000) == int(0.85 * 3_000_000) and stream.encoded_size == (1920, 1080)
+    stream.set_link(floor * 0.3)  # far below what 1080p needs: encoded at half size
+    assert stream.encoded_size == (960, 540)
+    assert stream.target_bitrate == bitrate_range(960, 540, 60).clamp(0.85 * floor * 0.3)
+    stream.set_preset(PRESETS["sharp-text"])  # never smaller: blurrier instead
+    assert stream.encoded_size == (1920, 1080)
+    stream.set_preset(PRESETS["auto"])
+    stream.set_link(math.inf)
+    assert stream.encoded_size == (1920, 1080) and stream.target_bitrate == bitrate_range(1920, 1080, 60).start
+    assert encoded_scale(PRESETS["auto"], 1920, 1080, floor * 0.7, floor) == 0.75

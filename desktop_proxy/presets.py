@@ -1,0 +1,53 @@
+"""Quality presets the user picks in the desktop's page: what to give up first when the
+machine or the link cannot carry everything.
+
+- **Auto**: up to 60 fps at the resolution's normal bitrate; on a slow link the picture is
+  encoded smaller before it gets blurry.
+- **Sharp text**: 30 fps, 1.5x the bitrate, never encoded smaller: for reading code,
+  spectra, tables.
+- **Smooth motion**: 60 fps; above 1920x1080 the picture is encoded at 1920x1080 (a 4K
+  frame costs 4x to grab and encode) and shown scaled: for rotating a 3D reconstruction.
+- **Low bandwidth**: 20 fps at a quarter of the bitrate, encoded smaller when needed: for
+  home connections and trains.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    title: str
+    fps: float  # the most frames per second
+    quality: float  # target bitrate, as a multiple of the resolution's normal bitrate
+    smallest_scale: float  # the smallest scale the picture may be encoded at (1: never smaller)
+    max_encoded_pixels: int = 3840 * 2160  # above this the picture is encoded smaller
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "title": self.title, "fps": self.fps}
+
+
+PRESETS = {p.name: p for p in (
+    Preset("auto", "Auto", fps=60, quality=1.0, smallest_scale=0.5),
+    Preset("sharp-text", "Sharp text", fps=30, quality=1.5, smallest_scale=1.0),
+    Preset("smooth-motion", "Smooth motion", fps=60, quality=1.0, smallest_scale=0.5,
+           max_encoded_pixels=1920 * 1080),
+    Preset("low-bandwidth", "Low bandwidth", fps=20, quality=0.25, smallest_scale=0.5),
+)}
+DEFAULT = "auto"
+
+
+def encoded_scale(preset: Preset, width: int, height: int, link_bitrate: float, floor_bitrate: float) -> float:
+    """How much smaller than the screen the picture is encoded: to stay within the preset's
+    pixel budget, and, when the link carries less than the resolution needs at its floor
+    (``floor_bitrate``), by the square root of the shortfall (bits go with pixels), in
+    steps of a quarter, down to the preset's smallest scale."""
+    scale = min(1.0, (preset.max_encoded_pixels / (width * height)) ** 0.5)
+    if link_bitrate < floor_bitrate:
+        scale = min(scale, (link_bitrate / floor_bitrate) ** 0.5)
+    if scale >= 1.0:
+        return 1.0
+    return max(preset.smallest_scale, math.floor(scale * 4) / 4)
