@@ -11,7 +11,14 @@ for the X server or the encoder, and capturing the next frame overlaps encoding 
   picture to every viewer's track (``EncodedTrack``), which aiortc packetizes as it is.
   With nothing new to encode it re-encodes the last frame when there is a reason:
   a key frame was asked for (a viewer joined, a picture was lost), or motion just stopped
-  (a *refresh* at a higher bitrate, so text and plots become sharp).
+  (a *refresh*: the still picture as a key frame, which x264 codes at a finer quantizer and
+  without motion's leftovers, so text and plots become sharp).
+- **congestion**: the encoder aims below what the slowest viewer's link carries
+  (``congestion.py``); while the link's queue holds more than 50 ms by the sender's count,
+  new pictures are skipped; after lost pictures, the queue drains and a key frame follows.
+
+StreamBase holds what any engine shares (viewers, key frame requests, presets, the link);
+``pixelflux_engine.py`` is the other engine.
 
 A still screen therefore costs neither a grab nor an encode, and sends no video: the
 session is kept alive by ICE consent checks and RTCP sender reports, which cost nothing
