@@ -146,12 +146,20 @@ class Bench:
         self.stack = stack
         self.work = Path(tempfile.mkdtemp(prefix="hepsdesk-desktop-bench-"))
         stack.callback(shutil.rmtree, self.work, ignore_errors=True)
+        stack.push(self._show_logs)
         self.desktop_port, self.websockify_port, self.rfb_port, self.pixelflux_port = args.ports
         self.web = self.work / "web"
         self.web.mkdir()
         for name in ("core", "vendor"):
             (self.web / name).symlink_to(NOVNC / name)
         (self.web / "bench.html").write_text(VNC_PAGE)
+
+    def _show_logs(self, kind, error, traceback) -> None:
+        """On a failure, what the processes it started said (the work directory goes)."""
+        if error is not None:
+            for log in sorted(self.work.glob("*.log")):
+                tail = log.read_text(errors="replace").splitlines()[-15:]
+                print(f"--- {log.name} (tail) ---", *tail, sep="\n", file=sys.stderr)
 
     def log(self, message: str) -> None:
         print(f"[desktop bench] {message}", file=sys.stderr, flush=True)
@@ -318,7 +326,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fps", type=float, default=60, help="hepsdesk's frame rate cap (default 60)")
     parser.add_argument("--scene-fps", type=float, default=60, help="how often the scene redraws (default 60)")
     parser.add_argument("--engines", type=lambda s: s.split(","), default=["own"],
-                        help="hepsdesk's engines to measure: own, pixelflux (default own)")
+                        help="hepsdesk's engines to measure: own, pixelflux (default own; pixelflux needs "
+                        "pip install -e '.[pixelflux]')")
     parser.add_argument("--ports", type=lambda s: [int(p) for p in s.split(",")],
                         default=[18795, 18796, 18797, 18794],
                         help="desktop server, websockify, VNC, pixelflux desktop (default 18795,18796,18797,18794)")

@@ -24,7 +24,10 @@ class DamageUnavailable(RuntimeError):
 
 
 class Damage:
-    """Changes of an X display's screen, as reported by the X server."""
+    """Changes of an X display's screen, as reported by the X server: that it changed
+    (``wait``) and where (``take_changes``, for grabbing only that; call it before each grab)."""
+
+    MAX_RECTS = 512  # beyond this many rectangles between two grabs: "everything"
 
     def __init__(self, display: str):
         try:
@@ -36,32 +39,46 @@ class Damage:
             raise DamageUnavailable(f"display {display} has no DAMAGE extension")
         self._display.damage_query_version()
         root = self._display.screen().root
-        # One event when the damage goes from empty to non-empty, until it is subtracted.
-        self._damage = root.damage_create(xdamage.DamageReportNonEmpty)
+        # An event for each rectangle added to the damaged region; subtracting empties it.
+        self._damage = root.damage_create(xdamage.DamageReportDeltaRectangles)
         self._display.flush()
+        self._rects: list[tuple[int, int, int, int]] | None = []
 
     def wait(self, timeout: float) -> bool:
-        """Until the screen changed since the last ``wait`` (True) or ``timeout`` seconds passed
-        (False). A change is reported again only after this call has taken it."""
-        if not self._drain():
-            readable, _, _ = select.select([self._display.fileno()], [], [], max(0.0, timeout))
-            if not readable or not self._drain():
-                return False
-        self._display.damage_subtract(self._damage, X.NONE, X.NONE)  # the next drawing reports again
-        self._display.flush()
-        return True
+        """Until the screen changed since the last ``take_changes`` (True) or ``timeout``
+        seconds passed (False)."""
+        if self._drain() or self._rects != []:
+            return True
+        readable, _, _ = select.select([self._display.fileno()], [], [], max(0.0, timeout))
+        return bool(readable) and self._drain()
 
     def screen_size(self) -> tuple[int, int]:
         """The root window's size now (it changes with RandR)."""
         geometry = self._display.screen().root.get_geometry()
         return geometry.width, geometry.height
 
+    def take_changes(self) -> list[tuple[int, int, int, int]] | None:
+        """The rectangles (x, y, width, height) drawn since the last call, as far as events
+        have been read (``wait``); None when there were too many to list."""
+        self._drain()
+        # Empty the damaged region: drawing there reports again. (Drawing between the last
+        # event and this is in the grab that follows, which reads the screen after it.)
+        self._display.damage_subtract(self._damage, X.NONE, X.NONE)
+        self._display.flush()
+        rects, self._rects = self._rects, []
+        return rects
+
     def _drain(self) -> bool:
         """Take every pending event (the connection asked for damage only); any at all?"""
         seen = False
         while self._display.pending_events():
-            self._display.next_event()
+            event = self._display.next_event()
             seen = True
+            if self._rects is not None and hasattr(event, "area"):
+                area = event.area
+                self._rects.append((area.x, area.y, area.width, area.height))
+                if len(self._rects) > self.MAX_RECTS:
+                    self._rects = None
         return seen
 
     def close(self) -> None:

@@ -7,8 +7,9 @@ medium 25 ms, ultrafast 10 ms; OpenCV's ``cvtColor`` converts in 1-2 ms. So the 
 converted here with OpenCV and encoded here with desktop settings; the encoded frames go to
 aiortc, which only packetizes them (``RTCRtpSender`` sends an ``av.Packet`` as it is).
 
-H.264 (Constrained Baseline, the profile every browser decodes) is preferred; VP8 is the
-fallback for a browser that offers no H.264. Key frames come only when asked for (a new
+H.264 (Constrained Baseline, the profile every browser decodes) is preferred, from NVENC
+where the VM has an NVIDIA GPU (``h264_encoder``), else from x264; VP8 is the fallback for a
+browser that offers no H.264. Key frames come only when asked for (a new
 viewer, a lost picture): a desktop has no scene cuts and key frames are 5-10 times larger.
 """
 
@@ -50,12 +51,13 @@ class BitrateRange:
 def bitrate_range(width: int, height: int, fps: float = 30.0) -> BitrateRange:
     """Bitrates for a desktop of ``width`` x ``height`` at ``fps``.
 
-    Scaled from 1080p at 30 fps (0.6 / 4 / 8 Mbps) by pixels and, with less than
-    proportional growth, by frame rate (fast motion between frames is cheaper to code)."""
-    scale = (width * height) / (1920 * 1080)
-    scale *= (max(fps, 1.0) / 30.0) ** 0.5
-    return BitrateRange(low=int(600_000 * scale ** 0.75), start=int(4_000_000 * scale),
-                        high=int(8_000_000 * scale))
+    Scaled from 1080p at 30 fps (0.6 / 4 / 8 Mbps) with less than proportional growth, by
+    pixels (a 4K desktop shows the same windows with finer detail, not four times the
+    content) and by frame rate (fast motion between frames is cheaper to code)."""
+    pixels = (width * height) / (1920 * 1080)
+    rate = (max(fps, 1.0) / 30.0) ** 0.5
+    return BitrateRange(low=int(600_000 * (pixels ** 0.5) * rate), start=int(4_000_000 * (pixels ** 0.75) * rate),
+                        high=int(8_000_000 * (pixels ** 0.75) * rate))
 
 
 def to_yuv420(bgra: numpy.ndarray, size: tuple[int, int] | None = None) -> av.VideoFrame:
@@ -198,9 +200,63 @@ class VP8Encoder(VideoEncoder):
         }
 
 
-def make_encoder(codec: str, width: int, height: int, fps: float, bitrate: int) -> VideoEncoder:
+class NvencH264Encoder(VideoEncoder):
+    """NVIDIA's hardware H.264 encoder, on a VM with an NVIDIA GPU (a GPU flavor with the
+    driver in its image): preset p1 with the ultra-low-latency tune, constant bitrate, no
+    B-frames, Constrained Baseline, key frames on request. It takes the encode off the CPU."""
+
+    codec_name = "h264_nvenc"
+
+    def _options(self) -> dict[str, str]:
+        return {
+            "preset": "p1", "tune": "ull", "zerolatency": "1", "delay": "0", "rc": "cbr", "bf": "0",
+            "profile": "baseline", "forced-idr": "1", "g": "100000", **self._vbv(),
+        }
+
+
+class EncoderUnavailable(RuntimeError):
+    pass
+
+
+ENCODERS = ("auto", "x264", "nvenc")
+_nvenc_probe: str | None = None  # why NVENC cannot be used ("" when it can), once probed
+
+
+def nvenc_unavailable() -> str:
+    """Why NVENC cannot encode here ("" when it can): opening it on a small picture fails
+    without an NVIDIA GPU and driver. Probed once per process."""
+    global _nvenc_probe
+    if _nvenc_probe is None:
+        if NvencH264Encoder.codec_name not in av.codecs_available:
+            _nvenc_probe = "this FFmpeg has no h264_nvenc"
+        else:
+            try:
+                NvencH264Encoder(256, 256, 30, 1_000_000).encode(av.VideoFrame(256, 256, "yuv420p"), 0)
+                _nvenc_probe = ""
+            except Exception as e:  # FFmpeg says EPERM, ENOSYS or "no capable devices"
+                _nvenc_probe = f"no NVIDIA encoder ({e})"
+    return _nvenc_probe
+
+
+def h264_encoder(choice: str = "auto") -> type[VideoEncoder]:
+    """The H.264 encoder for ``choice``: ``x264`` (software), ``nvenc`` (NVIDIA; an error if
+    there is none) or ``auto`` (NVENC where there is one, else x264)."""
+    if choice not in ENCODERS:
+        raise EncoderUnavailable(f"unknown encoder {choice!r}; choose one of {', '.join(ENCODERS)}")
+    if choice == "x264":
+        return H264Encoder
+    reason = nvenc_unavailable()
+    if not reason:
+        return NvencH264Encoder
+    if choice == "nvenc":
+        raise EncoderUnavailable(f"NVENC was asked for, but this machine has {reason}")
+    return H264Encoder
+
+
+def make_encoder(codec: str, width: int, height: int, fps: float, bitrate: int,
+                 h264: type[VideoEncoder] = H264Encoder) -> VideoEncoder:
     """The encoder for a codec name from the SDP (``"H264"`` or ``"VP8"``)."""
-    classes = {"H264": H264Encoder, "VP8": VP8Encoder}
+    classes = {"H264": h264, "VP8": VP8Encoder}
     if codec.upper() not in classes:
         raise ValueError(f"the desktop cannot encode {codec}; it offers {', '.join(CODECS)}")
     return classes[codec.upper()](width, height, fps, bitrate)

@@ -27,8 +27,9 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket, unpack_remb_fci
 
 from .congestion import LinkEstimate
+from .encoding import h264_encoder
 from .injector import InputInjector
-from .pixelflux_engine import PixelfluxStream
+from .pixelflux_engine import PixelfluxStream, PixelfluxUnavailable, pixelflux
 from .presets import DEFAULT, PRESETS, Preset
 from .stream import EncodedTrack, ScreenStream, StreamBase
 from .xdisplay import XDisplay
@@ -98,10 +99,15 @@ def watch_feedback(sender: RTCRtpSender, on_keyframe, on_remb, on_loss) -> None:
 
 class DesktopSessions:
     def __init__(self, display: XDisplay, ice_addresses: list[str], fps: float = 60.0, keepalive: float = 0.0,
-                 engine: str = "own"):
+                 engine: str = "own", encoder: str = "auto"):
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+        if engine == "pixelflux" and pixelflux is None:
+            raise PixelfluxUnavailable("the pixelflux engine was asked for, but pixelflux is not installed "
+                                       "(pip install pixelflux)")
         self.engine = engine
+        self.h264 = h264_encoder(encoder)  # EncoderUnavailable: NVENC asked for, none here
+        log.info("H.264 encoder: %s", self.h264.codec_name)
         self.display = display
         self.ice_addresses = ice_addresses
         self.fps = fps
@@ -121,7 +127,7 @@ class DesktopSessions:
             if self.engine == "pixelflux":
                 self.stream = PixelfluxStream(*size, max_fps=self.fps)
             else:
-                self.stream = ScreenStream(*size, max_fps=self.fps, keepalive=self.keepalive)
+                self.stream = ScreenStream(*size, max_fps=self.fps, keepalive=self.keepalive, h264=self.h264)
         return self.stream
 
     def _steer(self) -> None:

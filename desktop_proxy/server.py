@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tornado import httpserver, netutil, web, websocket
 
+from .encoding import ENCODERS
 from .peers import ENGINES, DesktopSessions
 from .presets import PRESETS
 from .xdisplay import DisplayError, XDisplay
@@ -146,7 +147,8 @@ async def serve(args: argparse.Namespace) -> None:
             display.attach(args.display)
         else:
             await display.start()
-        sessions = DesktopSessions(display, ice, fps=args.fps, keepalive=args.keepalive, engine=args.engine)
+        sessions = DesktopSessions(display, ice, fps=args.fps, keepalive=args.keepalive, engine=args.engine,
+                                   encoder=args.encoder)
     except Exception as e:
         # Keep serving, so the user gets a page that says what happened instead of a proxy error.
         log.exception("the desktop could not start")
@@ -184,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="most frames per second sent (default 60)")
     parser.add_argument("--engine", choices=ENGINES, default=os.environ.get("HEPSDESK_DESKTOP_ENGINE", "own"),
                         help="capture and encode with our own pipeline (default) or pixelflux")
+    parser.add_argument("--encoder", choices=ENCODERS, default=os.environ.get("HEPSDESK_DESKTOP_ENCODER", "auto"),
+                        help="H.264 encoder: auto (NVENC where there is an NVIDIA GPU, else x264), x264, nvenc")
     parser.add_argument("--keepalive", type=float, default=0.0,
                         help="re-send the picture after this many still seconds (default 0: never; "
                         "a still desktop sends no video)")

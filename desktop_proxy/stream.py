@@ -3,10 +3,11 @@
 Two threads per display, so the event loop that carries RTP, RTCP and signalling never waits
 for the X server or the encoder, and capturing the next frame overlaps encoding this one:
 
-- **capture**: sleeps until the X server reports damage (``damage.py``), grabs the screen
-  with MIT-SHM (mss), converts it to YUV (``encoding.to_yuv420``), and leaves it in a slot
-  of one frame: a frame the encoder has not taken yet is replaced by the newer one (the
-  newest frame wins; no queue builds up behind a slow encoder).
+- **capture**: sleeps until the X server reports damage (``damage.py``), grabs what changed
+  with MIT-SHM (mss; the whole screen when most of it changed), converts it to YUV
+  (``encoding.to_yuv420``), and leaves it in a slot of one frame: a frame the encoder has
+  not taken yet is replaced by the newer one (the newest frame wins; no queue builds up
+  behind a slow encoder).
 - **encode**: encodes the frame in the slot once per negotiated codec and hands the coded
   picture to every viewer's track (``EncodedTrack``), which aiortc packetizes as it is.
   With nothing new to encode it re-encodes the last frame when there is a reason:
@@ -49,12 +50,13 @@ from .encoding import (
     VIDEO_CLOCK_RATE,
     BitrateRange,
     EncodedFrame,
+    H264Encoder,
     VideoEncoder,
     bitrate_range,
     make_encoder,
     to_yuv420,
 )
-from .grab import GrabError, ScreenGrabber
+from .grab import GrabError, ScreenGrabber, changed_areas
 from .presets import DEFAULT, PRESETS, Preset, encoded_scale
 
 log = logging.getLogger("desktop_proxy")
@@ -71,6 +73,7 @@ class StreamStats:
     refreshes: int = 0
     keyframe_requests: int = 0  # from the viewers (PLI, FIR)
     still_requests: int = 0  # key frame requests ignored on a still screen
+    partial_grabs: int = 0  # grabs of the changed areas only
     dropped: int = 0  # grabs replaced in the slot before the encoder took them
     skipped: int = 0  # grabs not encoded because the link's queue was full
     bytes: int = 0
@@ -83,7 +86,7 @@ class StreamStats:
         return {"grabs": self.grabs, "encoded": self.encoded, "keyframes": self.keyframes,
                 "keepalives": self.keepalives, "refreshes": self.refreshes, "dropped": self.dropped,
                 "keyframe_requests": self.keyframe_requests, "still_requests": self.still_requests,
-                "skipped": self.skipped,
+                "skipped": self.skipped, "partial_grabs": self.partial_grabs,
                 "bytes": self.bytes, "grab_ms": mean(list(self.grab_ms)), "encode_ms": mean(list(self.encode_ms))}
 
 
@@ -287,12 +290,17 @@ class ScreenStream(StreamBase):
     """The engine of our own: a capture thread and an encode thread (see the module's doc).
 
     ``keepalive`` (seconds, 0 for none) is the longest silence on a still screen;
-    ``refresh_after`` is how long the screen must be still before the sharp refresh.
+    ``refresh_after`` is how long the screen must be still before the sharp refresh;
+    ``h264`` is the H.264 encoder (``encoding.h264_encoder``: x264 or NVENC).
     """
 
+    PARTIAL_GRAB = 0.6  # grab only the changed areas while they are less than this of the screen
+
     def __init__(self, display: str, width: int, height: int, preset: Preset = PRESETS[DEFAULT],
-                 max_fps: float = 60.0, keepalive: float = 0.0, refresh_after: float = 0.25):
+                 max_fps: float = 60.0, keepalive: float = 0.0, refresh_after: float = 0.25,
+                 h264: type[VideoEncoder] = H264Encoder):
         self._encoders: dict[str, VideoEncoder] = {}
+        self.h264 = h264
         self._regrab = False  # grab even without damage (the size changed)
         super().__init__(display, width, height, preset, max_fps)
         self.keepalive = keepalive
@@ -304,7 +312,8 @@ class ScreenStream(StreamBase):
 
     def _open_codec(self, codec: str) -> None:
         if codec not in self._encoders:
-            self._encoders[codec] = make_encoder(codec, *self.encoded_size, self.fps, self.target_bitrate)
+            self._encoders[codec] = make_encoder(codec, *self.encoded_size, self.fps, self.target_bitrate,
+                                                 self.h264)
 
     def _close_codec(self, codec: str) -> None:
         self._encoders.pop(codec, None)
@@ -337,9 +346,11 @@ class ScreenStream(StreamBase):
                 damage = Damage(self.display)
             except DamageUnavailable as e:
                 log.warning("grabbing every frame: %s", e)
+            screen = None  # the whole screen as last grabbed (BGRA), patched where it changed
             while self._running:
                 if damage is not None and grabbed and not self._regrab and not damage.wait(0.5):
                     continue  # still: nothing to grab (the wait is bounded to notice a stop)
+                whole = self._regrab or damage is None
                 self._regrab = False
                 delay = next_grab - time.monotonic()
                 if delay > 0:
@@ -348,16 +359,18 @@ class ScreenStream(StreamBase):
                 next_grab = started + 1.0 / self.fps
                 width, height = self.size
                 encoded = self.encoded_size
+                changes = damage.take_changes() if damage is not None else None
                 try:
-                    pixels = grabber.grab(width, height)
+                    screen = self._grab(grabber, screen, width, height, None if whole else changes)
                 except GrabError:
                     # The screen shrank under us (a resize): take the size it has now.
                     if damage is None:
                         raise
                     self.resize(*damage.screen_size())
+                    screen = None
                     time.sleep(0.05)
                     continue
-                grab = _Grab(to_yuv420(pixels, encoded), started)
+                grab = _Grab(to_yuv420(screen, encoded), started)
                 self.stats.grab_ms.append((time.monotonic() - started) * 1000)
                 with self._lock:
                     self.stats.grabs += 1
@@ -375,6 +388,20 @@ class ScreenStream(StreamBase):
             for connection in (grabber, damage):
                 if connection is not None:
                     connection.close()
+
+    def _grab(self, grabber: ScreenGrabber, screen, width: int, height: int, changes):
+        """The screen now: only the areas that changed (``changes``, from DAMAGE) grabbed into
+        the last picture, or all of it (the first time, after a resize, without DAMAGE, or
+        when the changes cover most of it). At 4K a full grab costs ~45 ms; a terminal and
+        a plot redrawing are a fraction of that."""
+        if screen is not None and screen.shape[:2] == (height, width) and changes is not None:
+            areas = changed_areas(changes, width, height)
+            if sum(w * h for _, _, w, h in areas) < self.PARTIAL_GRAB * width * height:
+                for x, y, w, h in areas:
+                    screen[y:y + h, x:x + w] = grabber.grab_area(x, y, w, h)
+                self.stats.partial_grabs += 1
+                return screen
+        return grabber.grab(width, height)
 
     def _encode_loop(self) -> None:
         last_sent = time.monotonic()

@@ -1,7 +1,8 @@
 """The screen stream on a real Xvfb, decoded with FFmpeg's H.264 decoder: a viewer starts
 with a key frame; a still screen is neither grabbed nor encoded, and sends nothing (or, when
-asked for, a tiny keepalive now and then); a drawing is sent at once; a key frame asked for
-on a still screen comes at once; and the threads end when the stream stops."""
+asked for, a tiny keepalive now and then); a drawing is sent at once, and a small one is
+grabbed alone; a key frame asked for on a still screen comes at once; and the threads end
+when the stream stops."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import time
 
 import av
+from Xlib import display as xlib_display
 
 from desktop_proxy.stream import EncodedTrack, ScreenStream
 from desktop_proxy.xdisplay import XDisplay
@@ -64,6 +66,21 @@ async def still_then_drawn(keepalive: float) -> dict:
         _, pictures = await next_picture(track, decoder)
         seen["drawing_delay"] = time.monotonic() - drawn_at
         seen["pixel"] = pictures[0].to_ndarray(format="rgb24")[10, 10].tolist() if pictures else None
+
+        # A small drawing: only its area is grabbed, and the picture has it and the rest.
+        partial = stream.stats.partial_grabs
+        x = xlib_display.Display(display.name)
+        root = x.screen().root
+        root.fill_rectangle(root.create_gc(foreground=0x0000FF), 300, 200, 40, 30)
+        x.sync()
+        x.close()
+        deadline = time.monotonic() + 5
+        while stream.stats.partial_grabs == partial and time.monotonic() < deadline:
+            _, pictures = await next_picture(track, decoder)
+        picture = pictures[-1].to_ndarray(format="rgb24") if pictures else None
+        seen["partial_grabs"] = stream.stats.partial_grabs - partial
+        seen["small_drawing"] = picture[215, 320].tolist() if picture is not None else None
+        seen["around_it"] = picture[100, 100].tolist() if picture is not None else None
         seen["threads"] = len(stream._threads)
     finally:
         track.stop()
@@ -91,6 +108,12 @@ def test_a_still_screen_sends_nothing_and_changes_and_key_frames_come_at_once():
     # The drawing: grabbed and sent at once, not at the next keepalive, and it decodes red.
     assert seen["drawing_delay"] < 0.5, seen
     red, green, blue = seen["pixel"]
+    assert red > 200 and green < 60 and blue < 60, seen
+    # A small drawing is grabbed alone (DAMAGE says where), into the last picture.
+    assert seen["partial_grabs"] >= 1, seen
+    red, green, blue = seen["small_drawing"]
+    assert blue > 200 and red < 60 and green < 60, seen
+    red, green, blue = seen["around_it"]
     assert red > 200 and green < 60 and blue < 60, seen
     assert seen["threads"] == 2 and seen["threads_left"] == 0, seen
 

@@ -9,7 +9,15 @@ import numpy
 import pytest
 
 from desktop_proxy.congestion import LinkEstimate, RateMeter
-from desktop_proxy.encoding import H264Encoder, bitrate_range, to_yuv420
+from desktop_proxy.encoding import (
+    EncoderUnavailable,
+    H264Encoder,
+    NvencH264Encoder,
+    bitrate_range,
+    h264_encoder,
+    nvenc_unavailable,
+    to_yuv420,
+)
 from desktop_proxy.peers import negotiated_video_codec
 from desktop_proxy.presets import PRESETS, encoded_scale
 from desktop_proxy.stream import ScreenStream
@@ -27,7 +35,7 @@ def test_sizes_are_even_within_limits_and_keep_the_aspect_when_too_large():
 def test_bitrates_grow_with_pixels_and_frame_rate():
     hd, uhd = bitrate_range(1920, 1080), bitrate_range(3840, 2160)
     assert (hd.low, hd.start, hd.high) == (600_000, 4_000_000, 8_000_000)
-    assert uhd.start == 4 * hd.start and hd.low < uhd.low < 4 * hd.low
+    assert 2 * hd.start < uhd.start < 4 * hd.start and hd.low < uhd.low < 4 * hd.low
     assert hd.start < bitrate_range(1920, 1080, fps=60).start < 2 * hd.start
     assert hd.clamp(50e6) == hd.high and hd.clamp(1) == hd.low
 
@@ -116,3 +124,19 @@ def test_a_slow_link_lowers_the_bitrate_then_the_encoded_size_and_both_come_back
     stream.set_link(math.inf)
     assert stream.encoded_size == (1920, 1080) and stream.target_bitrate == bitrate_range(1920, 1080, 60).start
     assert encoded_scale(PRESETS["auto"], 1920, 1080, floor * 0.7, floor) == 0.75
+
+
+def test_nvenc_is_used_where_there_is_one_and_asking_for_it_elsewhere_says_why():
+    reason = nvenc_unavailable()  # this machine's answer: CI has no NVIDIA GPU
+    assert h264_encoder("x264") is H264Encoder
+    if reason:
+        assert h264_encoder("auto") is H264Encoder  # falls back to software
+        with pytest.raises(EncoderUnavailable, match="NVENC was asked for, but this machine has no NVIDIA"):
+            h264_encoder("nvenc")
+    else:
+        assert h264_encoder("auto") is h264_encoder("nvenc") is NvencH264Encoder
+    with pytest.raises(EncoderUnavailable, match="unknown encoder 'qsv'"):
+        h264_encoder("qsv")
+    # NVENC's settings: low latency, constant bitrate, no B-frames, the browser-safe profile.
+    options = NvencH264Encoder(1920, 1080, 60, 4_000_000)._options()
+    assert (options["tune"], options["rc"], options["bf"], options["profile"]) == ("ull", "cbr", "0", "baseline")
