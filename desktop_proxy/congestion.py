@@ -2,8 +2,8 @@
 
 The browser tells the sender two things: REMB, the bitrate its delay-based estimator
 thinks the path carries (Chromium sends it because the desktop negotiates ``goog-remb``),
-and receiver reports with the fraction of packets lost. When REMB is below what is being
-sent, queues are growing somewhere: the cap drops to it at once. While REMB is at or above
+and receiver reports with the fraction of packets lost. When REMB falls and is below what
+is being sent, queues are growing somewhere: the cap drops to it at once. While REMB is at or above
 the sending rate, the cap grows back by at most ``GROWTH`` a second (never past REMB) until
 it no longer binds. A desktop stream is bursty (nothing is sent while the screen is
 still), so REMB's level alone, which follows what arrived, says nothing while the sender
@@ -76,6 +76,7 @@ class LinkEstimate:
     """The bitrate one viewer's link allows (``cap``; infinite while nothing says otherwise)."""
 
     OVERUSE = 0.9  # REMB below this fraction of the sending rate: the path is full
+    FALL = 0.97  # REMB below this fraction of the previous one: the estimate is falling
     LOSS_LIMIT = 0.10
     GROWTH = 1.2  # per second
 
@@ -90,8 +91,12 @@ class LinkEstimate:
 
     def on_remb(self, bitrate: int, sending: float, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        self.remb = bitrate
-        if sending > 0 and bitrate < self.OVERUSE * sending:
+        previous, self.remb = self.remb, bitrate
+        # Falling, and below what is sent: congested. (Below what is sent alone is not enough:
+        # after a still spell the estimate has sunk to what arrived, and the first burst of a
+        # change, or the key frames of a resize, would look like congestion.)
+        falling = previous is not None and bitrate < self.FALL * previous
+        if sending > 0 and bitrate < self.OVERUSE * sending and falling:
             self._lower(bitrate)
             self._grown = now
         elif self.cap < math.inf:

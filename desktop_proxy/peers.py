@@ -160,7 +160,10 @@ class DesktopSessions:
         link = self.links[pc] = LinkEstimate(ceiling=stream.bitrates.high)
 
         def on_remb(bitrate: int) -> None:
-            link.on_remb(bitrate, stream.sending_rate())
+            # While pictures flow, what the encoder aims at counts as sent: skipping pictures
+            # to drain a queue must not hide that the estimate is still below the aim.
+            sending = stream.sending_rate()
+            link.on_remb(bitrate, max(sending, stream.target_bitrate) if sending else 0.0)
             self._steer()
 
         def on_loss(fraction_lost: int) -> None:

@@ -14,6 +14,8 @@ for the X server or the encoder, and capturing the next frame overlaps encoding 
   a key frame was asked for (a viewer joined, a picture was lost), or motion just stopped
   (a *refresh*: the still picture as a key frame, which x264 codes at a finer quantizer and
   without motion's leftovers, so text and plots become sharp).
+- **sustained motion** on a screen larger than the preset's ``motion_pixels`` (1920x1080
+  for Auto) is encoded at that size; when it stops, the full picture follows as the refresh.
 - **congestion**: the encoder aims below what the slowest viewer's link carries
   (``congestion.py``); while the link's queue holds more than 50 ms by the sender's count,
   new pictures are skipped; after lost pictures, the queue drains and a key frame follows.
@@ -94,6 +96,8 @@ class StreamStats:
 class _Grab:
     frame: av.VideoFrame
     captured: float
+    scaled: bool = False  # encoded smaller than ``encoded_size`` (sustained motion)
+    refresh: bool = False  # the full picture after scaled motion stopped
 
 
 class StreamBase:
@@ -223,6 +227,11 @@ class StreamBase:
         # Below the link's rate by a margin: key frames and retransmissions ride on top.
         self.target_bitrate = self.bitrates.clamp(min(self.LINK_SHARE * self.link_bitrate,
                                                       self.bitrates.start * preset.quality))
+        width, height = self.encoded_size
+        shrink = min(1.0, (preset.motion_pixels / (width * height)) ** 0.5)
+        self.motion_size = (int(width * shrink) & ~1, int(height * shrink) & ~1)
+        motion = bitrate_range(*self.motion_size, self.fps)
+        self.motion_bitrate = motion.clamp(min(self.LINK_SHARE * self.link_bitrate, motion.start * preset.quality))
         self._apply()
 
     def _deliver(self, coded: list[tuple[str, EncodedFrame]], reason: str = "new") -> None:
@@ -295,6 +304,8 @@ class ScreenStream(StreamBase):
     """
 
     PARTIAL_GRAB = 0.6  # grab only the changed areas while they are less than this of the screen
+    MOTION_RUN = 8  # grabs this close together (MOTION_GAP seconds) are sustained motion
+    MOTION_GAP = 0.1
 
     def __init__(self, display: str, width: int, height: int, preset: Preset = PRESETS[DEFAULT],
                  max_fps: float = 60.0, keepalive: float = 0.0, refresh_after: float = 0.25,
@@ -347,8 +358,13 @@ class ScreenStream(StreamBase):
             except DamageUnavailable as e:
                 log.warning("grabbing every frame: %s", e)
             screen = None  # the whole screen as last grabbed (BGRA), patched where it changed
+            run, last_grab, scaled = 0, 0.0, False  # run: grabs in quick succession (motion)
             while self._running:
-                if damage is not None and grabbed and not self._regrab and not damage.wait(0.5):
+                if damage is not None and grabbed and not self._regrab \
+                        and not damage.wait(self.refresh_after if scaled else 0.5):
+                    if scaled:  # motion stopped: the full picture, from what was grabbed last
+                        self._offer(_Grab(to_yuv420(screen, self.encoded_size), time.monotonic(), refresh=True))
+                        run, scaled = 0, False
                     continue  # still: nothing to grab (the wait is bounded to notice a stop)
                 whole = self._regrab or damage is None
                 self._regrab = False
@@ -370,13 +386,11 @@ class ScreenStream(StreamBase):
                     screen = None
                     time.sleep(0.05)
                     continue
-                grab = _Grab(to_yuv420(screen, encoded), started)
+                run = run + 1 if started - last_grab < self.MOTION_GAP else 0
+                last_grab = started
+                scaled = run >= self.MOTION_RUN and self.motion_size != encoded
+                self._offer(_Grab(to_yuv420(screen, self.motion_size if scaled else encoded), started, scaled))
                 self.stats.grab_ms.append((time.monotonic() - started) * 1000)
-                with self._lock:
-                    self.stats.grabs += 1
-                    self.stats.dropped += self._slot is not None
-                    self._slot = grab
-                    self._lock.notify_all()
                 grabbed = True
                 if damage is None:
                     time.sleep(max(0.0, next_grab - time.monotonic()))
@@ -388,6 +402,14 @@ class ScreenStream(StreamBase):
             for connection in (grabber, damage):
                 if connection is not None:
                     connection.close()
+
+    def _offer(self, grab: _Grab) -> None:
+        """Put a grab in the slot for the encoder (replacing one it has not taken)."""
+        with self._lock:
+            self.stats.grabs += 1
+            self.stats.dropped += self._slot is not None
+            self._slot = grab
+            self._lock.notify_all()
 
     def _grab(self, grabber: ScreenGrabber, screen, width: int, height: int, changes):
         """The screen now: only the areas that changed (``changes``, from DAMAGE) grabbed into
@@ -441,13 +463,14 @@ class ScreenStream(StreamBase):
         if self._slot is not None:
             grab, self._slot = self._slot, None
             self._last = grab
-            return grab, "new"
+            return grab, "refresh" if grab.refresh else "new"
         if self._last is None:
             self._lock.wait(1.0)  # the first grab notifies
             return None, ""
         if self._keyframe_wanted:
             return self._last, "keyframe"
-        if not in_motion and not self.keepalive:
+        if (not in_motion and not self.keepalive) or (in_motion and self._last.scaled):
+            # (After scaled motion, the capture thread sends the full picture as the refresh.)
             self._lock.wait(1.0)  # a grab, a key frame request and the stop notify
             return None, ""
         due = last_sent + (self.refresh_after if in_motion else self.keepalive)
@@ -476,7 +499,8 @@ class ScreenStream(StreamBase):
             # the frames of the motion, and it carries no motion's leftovers.
             if keyframe or reason == "refresh":
                 encoder.request_keyframe()
-            encoder.retarget(self.target_bitrate, rate if reason == "new" else None)
+            encoder.retarget(self.motion_bitrate if grab.scaled else self.target_bitrate,
+                             rate if reason == "new" else None)
             data, is_key = encoder.encode(grab.frame, pts)
             if data:
                 coded.append((codec, EncodedFrame(data, pts, is_key, grab.captured)))

@@ -1,23 +1,29 @@
 """The screen stream on a real Xvfb, decoded with FFmpeg's H.264 decoder: a viewer starts
 with a key frame; a still screen is neither grabbed nor encoded, and sends nothing (or, when
 asked for, a tiny keepalive now and then); a drawing is sent at once, and a small one is
-grabbed alone; a key frame asked for on a still screen comes at once; and the threads end
-when the stream stops."""
+grabbed alone; sustained motion is encoded smaller and the full picture follows when it
+stops; a key frame asked for on a still screen comes at once; and the threads end when the
+stream stops."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import av
 from Xlib import display as xlib_display
 
+from desktop_proxy.presets import PRESETS
 from desktop_proxy.stream import EncodedTrack, ScreenStream
 from desktop_proxy.xdisplay import XDisplay
 
 KEEPALIVE = 1.0
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def next_picture(track: EncodedTrack, decoder, timeout: float = 5) -> tuple[av.Packet, list]:
@@ -124,3 +130,42 @@ def test_a_keepalive_when_asked_for_is_a_tiny_picture_about_once_per_interval():
     assert seen["grabs_while_still"] == 0 and seen["encoded_while_still"] == seen["still_pictures"], seen
     assert seen["bytes_per_still_picture"] < 500, seen
     assert seen["drawing_delay"] < 0.5 and seen["threads_left"] == 0, seen
+
+
+async def motion_then_still() -> dict:
+    display = XDisplay(640, 480, window_manager="", terminal=[])
+    await display.start()
+    # A preset whose motion size is a quarter of this screen (as 1920x1080 is of 4K).
+    preset = dataclasses.replace(PRESETS["auto"], motion_pixels=320 * 240)
+    stream = ScreenStream(display.name, 640, 480, preset=preset, max_fps=30)
+    track = EncodedTrack(stream, "H264")
+    decoder = av.CodecContext.create("h264", "r")
+    sizes = []
+    try:
+        await next_picture(track, decoder)
+        animator = await asyncio.create_subprocess_exec(
+            sys.executable, str(ROOT / "benchmarks" / "desktop_scenes.py"), "--display", display.name,
+            "--scene", "motion", "--fps", "30", "--seconds", "1.5", stdout=asyncio.subprocess.DEVNULL)
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            try:
+                _, pictures = await next_picture(track, decoder, timeout=1.0)
+            except TimeoutError:
+                break
+            sizes += [(p.width, p.height) for p in pictures]
+        await animator.wait()
+        return {"sizes": sizes, "refreshes": stream.stats.refreshes}
+    finally:
+        track.stop()
+        stream.stop()
+        await asyncio.get_running_loop().run_in_executor(None, stream.join, 5)
+        display.stop()
+
+
+def test_sustained_motion_is_encoded_smaller_and_the_full_picture_follows_when_it_stops():
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        seen = thread.submit(asyncio.run, motion_then_still()).result(timeout=60)
+    sizes = seen["sizes"]
+    assert (320, 240) in sizes, sizes  # during the motion
+    assert sizes[-1] == (640, 480) and seen["refreshes"] >= 1, seen  # then the full picture, once
+    assert sizes.count((320, 240)) > 10, sizes

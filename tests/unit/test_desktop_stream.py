@@ -64,11 +64,13 @@ def test_an_odd_sized_grab_is_cropped_to_even_and_encodes_to_a_key_frame_then_a_
     assert key
 
 
-def test_remb_below_the_sending_rate_caps_it_and_the_cap_grows_back_slowly():
+def test_a_falling_remb_below_the_sending_rate_caps_it_and_the_cap_grows_back_slowly():
     link = LinkEstimate(ceiling=8e6)
     link.on_remb(6_000_000, sending=2e6, now=0.0)  # above what is sent: says nothing about the path
     assert link.cap == math.inf
-    link.on_remb(1_000_000, sending=4e6, now=1.0)  # below: the path is full
+    link.on_remb(6_000_000, sending=8e6, now=0.5)  # below a burst, but not falling: a burst after stillness
+    assert link.cap == math.inf
+    link.on_remb(1_000_000, sending=4e6, now=1.0)  # falling and below: the path is full
     assert link.cap == 1_000_000 and link.drops == 1
     link.on_remb(3_000_000, sending=1e6, now=1.5)  # the link carries what is sent: grow, 20%/s
     assert link.cap == pytest.approx(1_000_000 * 1.2 ** 0.5)
@@ -100,11 +102,13 @@ def test_the_rate_meter_counts_the_last_second():
 def test_presets_set_frame_rate_bitrate_and_encoded_size():
     stream = ScreenStream(":0", 3840, 2160)  # no thread starts before a viewer attaches
     assert (stream.fps, stream.encoded_size) == (60, (3840, 2160))
+    assert stream.motion_size == (1920, 1080)  # sustained motion, at 4K
+    assert stream.motion_bitrate == bitrate_range(1920, 1080, 60).start
     assert stream.target_bitrate == bitrate_range(3840, 2160, 60).start
     stream.set_preset(PRESETS["smooth-motion"])  # a 4K desktop encoded at 1080p, at 60 fps
     assert (stream.fps, stream.encoded_size) == (60, (1920, 1080))
     stream.set_preset(PRESETS["sharp-text"])
-    assert (stream.fps, stream.encoded_size) == (30, (3840, 2160))
+    assert (stream.fps, stream.encoded_size, stream.motion_size) == (30, (3840, 2160), (3840, 2160))
     assert stream.target_bitrate == int(1.5 * bitrate_range(3840, 2160, 30).start)
     stream.set_preset(PRESETS["low-bandwidth"])
     assert stream.fps == 20 and stream.target_bitrate == int(0.25 * bitrate_range(3840, 2160, 20).start)
