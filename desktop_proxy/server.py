@@ -67,7 +67,7 @@ class SignallingHandler(websocket.WebSocketHandler):
         if data.get("type") == "preset":
             return self._preset(data.get("name"))
         if data.get("type") != "offer" or not isinstance(data.get("sdp"), str):
-            return self._send({"type": "error", "message": "expected an offer or a resize"})
+            return self._send({"type": "error", "message": "expected an offer, a resize or a preset"})
         if self.pc is not None:
             await self.sessions.close(self.pc)
         try:
