@@ -1,12 +1,13 @@
 """When the screen changed: the X DAMAGE extension, so a still screen costs nothing.
 
 Grabbing a 1080p screen to compare it with the last one costs ~10 ms a frame (0.3 cores at
-30 fps); the X server already knows what was drawn. ``Damage`` asks it to report (once, until
-reset) that the root window's contents changed, and ``wait()`` sleeps on the X connection's
-socket until that report arrives. Xvfb, Xorg and Xtigervnc all have DAMAGE.
+30 fps); the X server already knows what was drawn. ``Damage`` asks it to report each
+rectangle added to the root window's damaged region; ``wait()`` sleeps on the X connection's
+socket until a report arrives, and ``take_changes()`` hands over the rectangles (so only they
+are grabbed) and empties the region. Xvfb, Xorg and Xtigervnc all have DAMAGE.
 
 python-xlib, not libX11 through ctypes: libX11 ends the whole process when the X server goes
-away, python-xlib raises. The connection is used from one thread only, the screen's grab thread.
+away, python-xlib raises. The connection is used from one thread only, the capture thread.
 """
 
 from __future__ import annotations

@@ -80,7 +80,6 @@ class EncodedFrame:
     data: bytes
     pts: int  # in TIME_BASE, from the capture clock
     keyframe: bool
-    captured: float  # time.monotonic() of the grab
 
 
 class VideoEncoder:
@@ -107,7 +106,6 @@ class VideoEncoder:
         self._context: av.CodecContext | None = None
         self._opened = 0.0
         self._keyframe_next = True
-        self.openings = 0
 
     def request_keyframe(self) -> None:
         self._keyframe_next = True
@@ -153,7 +151,6 @@ class VideoEncoder:
         context.options = self._options()
         context.open()
         self._opened = time.monotonic()
-        self.openings += 1
         log.info("%s encoder: %dx%d, %.2f Mbps at %.0f fps", self.codec_name, width, height,
                  self.bitrate / 1e6, self.fps)
         return context

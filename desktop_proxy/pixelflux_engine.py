@@ -69,10 +69,6 @@ class PixelfluxStream(StreamBase):
         return settings
 
     def _start(self) -> None:
-        with self._lock:
-            if self._running or self._stopped:
-                return
-            self._running = True
         # pixelflux's X11 backend connects to $DISPLAY; this process streams one display.
         os.environ["DISPLAY"] = self.display
         self._clock_offset = time.monotonic_ns()
@@ -88,7 +84,7 @@ class PixelfluxStream(StreamBase):
             return
         # capture_ns is CLOCK_MONOTONIC, like time.monotonic_ns().
         pts = int((frame.capture_ns - self._clock_offset) * VIDEO_CLOCK_RATE // 1_000_000_000)
-        self._deliver([("H264", EncodedFrame(data, pts, is_h264_keyframe(data), frame.capture_ns / 1e9))])
+        self._deliver([("H264", EncodedFrame(data, pts, is_h264_keyframe(data)))])
 
     def _keyframe_now(self) -> None:
         if self._capture is not None:

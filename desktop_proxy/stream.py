@@ -95,7 +95,6 @@ class StreamStats:
 @dataclass
 class _Grab:
     frame: av.VideoFrame
-    captured: float
     scaled: bool = False  # encoded smaller than ``encoded_size`` (sustained motion)
     refresh: bool = False  # the full picture after scaled motion stopped
 
@@ -147,6 +146,10 @@ class StreamBase:
             self._open_codec(track.codec)
             self._tracks.add(track)
         self.request_keyframe(urgent=True)
+        with self._lock:
+            if self._running or self._stopped:
+                return
+            self._running = True
         self._start()
 
     def detach(self, track: EncodedTrack) -> None:
@@ -160,10 +163,6 @@ class StreamBase:
         """Bits per second encoded over the last half second."""
         with self._lock:
             return self._meter.rate()
-
-    @property
-    def viewers(self) -> int:
-        return len(self._tracks)
 
     def request_keyframe(self, urgent: bool = False) -> None:
         """Make the next frame a key frame. Requests from the network (PLI/FIR) are honoured at
@@ -223,16 +222,20 @@ class StreamBase:
         screen_floor = bitrate_range(*self.size, self.fps).low
         scale = encoded_scale(preset, *self.size, self.link_bitrate, screen_floor)
         self.encoded_size = (int(self.size[0] * scale) & ~1, int(self.size[1] * scale) & ~1)
-        self.bitrates: BitrateRange = bitrate_range(*self.encoded_size, self.fps)
-        # Below the link's rate by a margin: key frames and retransmissions ride on top.
-        self.target_bitrate = self.bitrates.clamp(min(self.LINK_SHARE * self.link_bitrate,
-                                                      self.bitrates.start * preset.quality))
+        self.bitrates, self.target_bitrate = self._aim(self.encoded_size)
         width, height = self.encoded_size
         shrink = min(1.0, (preset.motion_pixels / (width * height)) ** 0.5)
         self.motion_size = (int(width * shrink) & ~1, int(height * shrink) & ~1)
-        motion = bitrate_range(*self.motion_size, self.fps)
-        self.motion_bitrate = motion.clamp(min(self.LINK_SHARE * self.link_bitrate, motion.start * preset.quality))
+        self.motion_bitrate = self._aim(self.motion_size)[1]
         self._apply()
+
+    def _aim(self, size: tuple[int, int]) -> tuple[BitrateRange, int]:
+        """The bitrate range of pictures of ``size`` and the bitrate to aim at: the preset's
+        share of the normal one, below the link's rate by a margin (key frames and
+        retransmissions ride on top)."""
+        bitrates = bitrate_range(*size, self.fps)
+        return bitrates, bitrates.clamp(min(self.LINK_SHARE * self.link_bitrate,
+                                            bitrates.start * self.preset.quality))
 
     def _deliver(self, coded: list[tuple[str, EncodedFrame]], reason: str = "new") -> None:
         """Count coded pictures and hand them to the viewers of their codec (from the engine's
@@ -289,7 +292,7 @@ class StreamBase:
         """``fps``, ``encoded_size`` or ``target_bitrate`` changed."""
 
     def _start(self) -> None:
-        """Start capturing (the first viewer attached); idempotent."""
+        """Start capturing (the first viewer attached; called once)."""
 
     def _halt(self) -> None:
         """Stop capturing (threads end by themselves)."""
@@ -338,10 +341,6 @@ class ScreenStream(StreamBase):
     # -- threads ----------------------------------------------------------------------------
 
     def _start(self) -> None:
-        with self._lock:
-            if self._running or self._stopped:
-                return
-            self._running = True
         for name, target in (("screen-capture", self._capture_loop), ("screen-encode", self._encode_loop)):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -363,7 +362,7 @@ class ScreenStream(StreamBase):
                 if damage is not None and grabbed and not self._regrab \
                         and not damage.wait(self.refresh_after if scaled else 0.5):
                     if scaled:  # motion stopped: the full picture, from what was grabbed last
-                        self._offer(_Grab(to_yuv420(screen, self.encoded_size), time.monotonic(), refresh=True))
+                        self._offer(_Grab(to_yuv420(screen, self.encoded_size), refresh=True))
                         run, scaled = 0, False
                     continue  # still: nothing to grab (the wait is bounded to notice a stop)
                 whole = self._regrab or damage is None
@@ -389,7 +388,7 @@ class ScreenStream(StreamBase):
                 run = run + 1 if started - last_grab < self.MOTION_GAP else 0
                 last_grab = started
                 scaled = run >= self.MOTION_RUN and self.motion_size != encoded
-                self._offer(_Grab(to_yuv420(screen, self.motion_size if scaled else encoded), started, scaled))
+                self._offer(_Grab(to_yuv420(screen, self.motion_size if scaled else encoded), scaled))
                 self.stats.grab_ms.append((time.monotonic() - started) * 1000)
                 grabbed = True
                 if damage is None:
@@ -503,7 +502,7 @@ class ScreenStream(StreamBase):
                              rate if reason == "new" else None)
             data, is_key = encoder.encode(grab.frame, pts)
             if data:
-                coded.append((codec, EncodedFrame(data, pts, is_key, grab.captured)))
+                coded.append((codec, EncodedFrame(data, pts, is_key)))
         self.stats.encode_ms.append((time.monotonic() - started) * 1000)
         self._deliver(coded, reason)
 
