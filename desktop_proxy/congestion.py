@@ -67,6 +67,13 @@ class SendBudget:
         self._drain(rate, time.monotonic() if now is None else now)
         return self._level > rate * self.queue
 
+    def drain_time(self, rate: float, now: float | None = None) -> float:
+        """Seconds until the queue is no longer full (0 when it is not)."""
+        if math.isinf(rate) or rate <= 0:
+            return 0.0
+        self._drain(rate, time.monotonic() if now is None else now)
+        return max(0.0, self._level / rate - self.queue)
+
     def _drain(self, rate: float, now: float) -> None:
         self._level = 0.0 if math.isinf(rate) else max(0.0, self._level - rate * (now - self._at))
         self._at = now

@@ -435,9 +435,15 @@ class ScreenStream(StreamBase):
                         return
                     if grab is None:
                         continue
-                    # A full queue on the link: skip this picture (a key frame waits too: sent
-                    # into a full queue, it would be lost and asked for again).
-                    skip = reason == "new" and self._budget.full(self.link_bitrate)
+                    full = self._budget.full(self.link_bitrate)
+                    if full and reason in ("refresh", "keyframe"):
+                        # A key frame is large: sent into a full queue, it would be lost and
+                        # asked for again. It waits until the queue drained (a new grab, a
+                        # stop or the drain wakes this up; the job is then taken again).
+                        self._lock.wait(max(0.005, self._budget.drain_time(self.link_bitrate)))
+                        continue
+                    # A full queue on the link: skip this picture (a key frame waits too).
+                    skip = reason == "new" and full
                     keyframe = self._keyframe_wanted and not skip
                     self._keyframe_wanted = self._keyframe_wanted and skip
                     encoders = dict(self._encoders)

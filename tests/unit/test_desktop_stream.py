@@ -8,7 +8,7 @@ import math
 import numpy
 import pytest
 
-from desktop_proxy.congestion import LinkEstimate, RateMeter
+from desktop_proxy.congestion import LinkEstimate, RateMeter, SendBudget
 from desktop_proxy.encoding import (
     EncoderUnavailable,
     H264Encoder,
@@ -97,6 +97,16 @@ def test_the_rate_meter_counts_the_last_second():
     meter.add(1000, now=10.5)
     assert meter.rate(now=10.6) == 16000
     assert meter.rate(now=11.2) == 8000
+
+
+def test_the_send_budget_is_full_beyond_its_queue_and_says_when_it_drained():
+    budget = SendBudget(queue=0.05)
+    budget.add(10_000, 1e6, now=0.0)  # 80 ms of a 1 Mbit/s link
+    assert budget.full(1e6, now=0.0)
+    assert budget.drain_time(1e6, now=0.0) == pytest.approx(0.03)
+    assert budget.drain_time(1e6, now=0.02) == pytest.approx(0.01)
+    assert not budget.full(1e6, now=0.031) and budget.drain_time(1e6, now=0.031) == 0.0
+    assert budget.drain_time(math.inf) == 0.0 and not budget.full(math.inf)
 
 
 def test_presets_set_frame_rate_bitrate_and_encoded_size():
