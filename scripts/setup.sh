@@ -7,10 +7,12 @@ cd "$(dirname "$0")/.."
 # The dev cloud (MariaDB, RabbitMQ), the desktop in the VMs (Xtigervnc, which can resize,
 # or Xvfb; a window manager, a terminal), the browser for the end-to-end tests (Debian's
 # Chromium), noVNC and websockify for the desktop benchmark's baseline, Node.js for the OIDC
-# provider and JupyterHub's proxy.
+# provider and JupyterHub's proxy, the development directory servers (Samba AD DC: samba
+# with the recommends it needs to provision a domain; OpenLDAP's slapd; the ldap/ldb tools;
+# openssl for their test CA).
 APT_PACKAGES="python3 python3-venv python3-dev gcc tar util-linux mariadb-server mariadb-client rabbitmq-server
 erlang-base tigervnc-standalone-server xvfb xterm openbox x11-xserver-utils fonts-dejavu-core chromium
-novnc websockify"
+novnc websockify samba samba-ad-provision samba-dsdb-modules samba-vfs-modules slapd ldap-utils ldb-tools openssl"
 missing=""
 for pkg in $APT_PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
@@ -27,14 +29,16 @@ if [ -n "$(echo "$missing" | tr -d ' ')" ]; then
         exit 1
     fi
     echo "hepsdesk setup: installing Debian packages:$missing" >&2
-    # Keep maintainer scripts from starting system MariaDB/RabbitMQ on the dev cloud's ports.
+    # Keep maintainer scripts from starting system MariaDB/RabbitMQ/slapd/samba on our ports.
     policy_written=0
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy_written=1
     fi
-    export DEBIAN_FRONTEND=noninteractive
+    # No debconf questions (slapd asks for a domain and password) and no dpkg conffile prompts.
+    export DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true
     apt-get -q update >/dev/null
-    apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends $missing >/dev/null
+    apt-get -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+        install -y -q --no-install-recommends $missing >/dev/null </dev/null
     [ "$policy_written" = 1 ] && rm -f /usr/sbin/policy-rc.d
 fi
 

@@ -154,3 +154,25 @@ def sign_in_without_browser(hub: DevHub, username: str, password: str) -> reques
 @pytest.fixture(scope="session")
 def hub_api(hub) -> HubAPI:
     return HubAPI(hub)
+
+
+@pytest.fixture(scope="session")
+def active_directory(tmp_path_factory, request):
+    """The development Samba AD DC (DEV.HEPS) on 127.0.0.2, LDAPS only (``hepsdesk_devcloud.directory``)."""
+    from hepsdesk_devcloud.directory import DevActiveDirectory
+
+    directory = DevActiveDirectory(tmp_path_factory.mktemp("active-directory"), address="127.0.0.2")
+    request.addfinalizer(directory.stop)  # by pid, also when start() fails half-way
+    directory.start()
+    return directory
+
+
+@pytest.fixture(scope="session")
+def storage_ldap(tmp_path_factory, request):
+    """The development storage LDAP server (slapd, dc=storage,dc=heps) on ldaps://127.0.0.1:19991."""
+    from hepsdesk_devcloud.directory import DevStorageLDAP
+
+    server = DevStorageLDAP(tmp_path_factory.mktemp("storage-ldap"), port=19991)
+    request.addfinalizer(server.stop)
+    server.start()
+    return server
