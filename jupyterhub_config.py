@@ -72,6 +72,43 @@ c.HEPSAuthenticator.admin_groups = set(os.environ.get("HEPSDESK_ADMIN_GROUPS", "
 # Production with a provider that cannot issue tokens over plain HTTP: nothing to change here,
 # but the issuer must be https://.
 
+# --- Computing accounts: Active Directory and the storage's LDAP ----------------------------
+# With a domain controller configured, each sign-in looks the person up in AD (over LDAPS, the
+# certificate checked against the CA below). A member of an allowed group who has no account
+# gets one at the first sign-in: RFC2307 attributes (uidNumber/gidNumber from the domain's NIS
+# object), the primary group, one group per proposal in the SSO's `proposals` claim, and the
+# same account and groups in the storage's LDAP, which decides who reads which experiment's
+# data. The VM's user then has the AD uid/gid and those groups. `hepsdesk demo` runs a Samba AD
+# DC and a slapd and sets these variables. The bind passwords come from
+# HEPSDESK_AD_BIND_PASSWORD and HEPSDESK_STORAGE_LDAP_BIND_PASSWORD (never put them here).
+if os.environ.get("HEPSDESK_AD_URL"):
+    ad_base = os.environ.get("HEPSDESK_AD_BASE_DN", "DC=dev,DC=heps")
+    c.HEPSAuthenticator.ad_urls = os.environ["HEPSDESK_AD_URL"].split(",")  # ldaps://dc1,ldaps://dc2
+    c.HEPSAuthenticator.ad_ca_file = os.environ.get("HEPSDESK_AD_CA_FILE", "")
+    c.HEPSAuthenticator.ad_bind_dn = os.environ.get("HEPSDESK_AD_BIND_DN", f"CN=Administrator,CN=Users,{ad_base}")
+    c.HEPSAuthenticator.ad_base_dn = ad_base
+    c.HEPSAuthenticator.ad_users_dn = os.environ.get("HEPSDESK_AD_USERS_DN", f"OU=Users,OU=HEPS,{ad_base}")
+    c.HEPSAuthenticator.ad_groups_dn = os.environ.get("HEPSDESK_AD_GROUPS_DN", f"OU=Groups,OU=HEPS,{ad_base}")
+    c.HEPSAuthenticator.id_counter_dn = os.environ.get(
+        "HEPSDESK_AD_ID_COUNTER_DN", f"CN=dev,CN=ypservers,CN=ypServ30,CN=RpcServices,CN=System,{ad_base}")
+    if os.environ.get("HEPSDESK_STORAGE_LDAP_URL"):
+        storage_base = os.environ.get("HEPSDESK_STORAGE_LDAP_BASE_DN", "dc=storage,dc=heps")
+        c.HEPSAuthenticator.storage_ldap_urls = os.environ["HEPSDESK_STORAGE_LDAP_URL"].split(",")
+        c.HEPSAuthenticator.storage_ldap_ca_file = os.environ.get("HEPSDESK_STORAGE_LDAP_CA_FILE", "")
+        c.HEPSAuthenticator.storage_ldap_bind_dn = os.environ.get("HEPSDESK_STORAGE_LDAP_BIND_DN",
+                                                                  f"cn=admin,{storage_base}")
+        c.HEPSAuthenticator.storage_ldap_people_dn = f"ou=people,{storage_base}"
+        c.HEPSAuthenticator.storage_ldap_groups_dn = f"ou=groups,{storage_base}"
+# Roles from directory groups, given again at every sign-in (and before every spawn), e.g. an
+# instrument scientist who may open the desktops of the beamline's users to help them:
+# c.HEPSAuthenticator.group_roles = [
+#     {"name": "b7-instrument-scientist", "groups": ["heps-b7-staff"],
+#      "description": "Instrument scientist of beamline B7",
+#      "scopes": ["read:users!group=heps-b7-users", "access:servers!group=heps-b7-users"]},
+# ]
+if os.environ.get("HEPSDESK_GROUP_ROLES_FILE"):
+    c.HEPSAuthenticator.group_roles = json.loads(Path(os.environ["HEPSDESK_GROUP_ROLES_FILE"]).read_text())
+
 # --- Servers: one OpenStack VM per user -----------------------------------------------------
 c.JupyterHub.spawner_class = "openstack"
 # The hub's project in clouds.yaml. Production: an application credential of that project.
@@ -163,6 +200,16 @@ if reaper != "off":
         *(["--dry-run"] if reaper == "dry-run" else []), *os.environ.get("HEPSDESK_REAPER_ARGS", "").split()]})
     roles.append({"name": "hepsdesk-reaper", "services": ["hepsdesk-reaper"],
                   "scopes": ["list:users", "read:users:name", "read:servers", "admin:server_state"]})
+
+# Token mode: the facility's user portal sends a person signed in there straight to their
+# desktop. It asks the hub for a one-time token for them and opens
+# /hub/token-login?token=...&next=/hub/user-redirect/desktop/ (see hepsdesk_auth/token_login.py
+# and docs/identity.md). Its API token comes from HEPSDESK_PORTAL_API_TOKEN; its role may
+# make tokens for the hub's users (narrow it, e.g. "tokens!group=heps-users").
+if os.environ.get("HEPSDESK_PORTAL_API_TOKEN"):
+    services.append({"name": "hepsdesk-portal", "api_token": os.environ["HEPSDESK_PORTAL_API_TOKEN"]})
+    roles.append({"name": "hepsdesk-portal", "services": ["hepsdesk-portal"],
+                  "scopes": os.environ.get("HEPSDESK_PORTAL_SCOPES", "tokens,read:users:name").split(",")})
 
 # --- Development tools ----------------------------------------------------------------------
 # `hepsdesk demo` and the tests drive the hub's REST API with this token (not for production).

@@ -37,6 +37,10 @@ class DevHub:
     oidc_port: int = 9400
     proxy_api_port: int = 0  # default: hub_port - 80 (8001 beside 8081), as JupyterHub's defaults
     extra_env: dict[str, str] = field(default_factory=dict)
+    # The computing-account directories the hub provisions in (``directory.DevActiveDirectory``,
+    # ``directory.DevStorageLDAP``); None: the POSIX identity comes from the SSO's claims.
+    active_directory: object | None = None
+    storage_ldap: object | None = None
 
     def __post_init__(self):
         self.state_dir = Path(self.state_dir).absolute()
@@ -85,7 +89,24 @@ class DevHub:
             "HEPSDESK_CHP_COMMAND": " ".join(chp_command()),
             "HEPSDESK_ADMIN_API_TOKEN": s["admin_token"],
         }
+        env.update(self.directory_env())
         env.update(self.extra_env)
+        return env
+
+    def directory_env(self) -> dict[str, str]:
+        """What jupyterhub_config.py reads to use the development directories."""
+        env = {}
+        ad = self.active_directory
+        if ad is not None:
+            env.update({"HEPSDESK_AD_URL": ad.url, "HEPSDESK_AD_CA_FILE": str(ad.ca_file),
+                        "HEPSDESK_AD_BIND_DN": ad.admin_dn, "HEPSDESK_AD_BIND_PASSWORD": ad.admin_password,
+                        "HEPSDESK_AD_BASE_DN": ad.base_dn, "HEPSDESK_AD_ID_COUNTER_DN": ad.nis_domain_dn})
+        ldap = self.storage_ldap
+        if ldap is not None:
+            env.update({"HEPSDESK_STORAGE_LDAP_URL": ldap.url, "HEPSDESK_STORAGE_LDAP_CA_FILE": str(ldap.ca_file),
+                        "HEPSDESK_STORAGE_LDAP_BIND_DN": ldap.admin_dn,
+                        "HEPSDESK_STORAGE_LDAP_BIND_PASSWORD": ldap.admin_password,
+                        "HEPSDESK_STORAGE_LDAP_BASE_DN": ldap.base_dn})
         return env
 
     def start(self, timeout: float = 90) -> None:
