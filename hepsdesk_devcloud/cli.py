@@ -4,7 +4,7 @@
     hepsdesk devcloud down [--purge]
     hepsdesk devcloud status [--json]
     hepsdesk devcloud logs [SERVICE] [-n LINES] [-f]
-    hepsdesk demo [--port 8000] [--hub-dir DIR] [--state-dir DIR]
+    hepsdesk demo [--port 8000] [--hub-dir DIR] [--state-dir DIR] [--ad-address IP]
 """
 
 from __future__ import annotations
@@ -95,7 +95,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                             "repository, or pass --config)")
     return run(DemoOptions(cloud_state_dir=Path(args.state_dir), hub_state_dir=Path(args.hub_dir),
                            config_file=config, port=args.port, hub_port=args.hub_port,
-                           oidc_port=args.oidc_port))
+                           oidc_port=args.oidc_port, ad_address=args.ad_address,
+                           storage_ldap_port=args.storage_ldap_port))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default: %(default)s)")
     demo.add_argument("--oidc-port", type=int, default=9400,
                       help="the development SSO's port (default: %(default)s)")
+    demo.add_argument("--ad-address", default="127.0.0.2",
+                      help="the development AD DC's loopback address (its ports are 389 and 636; "
+                           "default: %(default)s)")
+    demo.add_argument("--storage-ldap-port", type=int, default=3636,
+                      help="the development storage LDAP's port (default: %(default)s)")
     demo.set_defaults(handler=cmd_demo)
     return parser
 

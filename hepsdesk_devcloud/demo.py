@@ -1,8 +1,12 @@
-"""``hepsdesk demo``: the dev cloud, the development SSO with demo users, and the hub.
+"""``hepsdesk demo``: the dev cloud, the development directories (Samba AD DC, the storage's
+slapd), the development SSO with demo users, and the hub.
 
-Everything runs on 127.0.0.1. The hub stays in the foreground (its log on the terminal)
-until Ctrl-C; then the hub and the SSO stop, while the dev cloud and the users' VMs keep
-running, so the next ``hepsdesk demo`` finds every server where it was (the hub does not
+Everything runs on loopback addresses. A demo user's first sign-in makes their computing
+account in AD and the storage LDAP (``hepsdesk_auth``); the storage agent
+(``storage_agent``) then makes their home and proposal directories, as a facility's storage
+automation would. The hub stays in the foreground (its log on the terminal) until Ctrl-C; then
+the hub, the SSO and the directories stop, while the dev cloud and the users' VMs keep running,
+so the next ``hepsdesk demo`` finds every server and account where it was (the hub does not
 delete servers when it stops: ``cleanup_servers = False``).
 """
 
@@ -17,9 +21,11 @@ from pathlib import Path
 from typing import TextIO
 
 from .devcloud import DevCloud
+from .directory import DevActiveDirectory, DevStorageLDAP
 from .hub import DevHub
 from .progress import StepProgress
 from .settings import DevCloudSettings
+from .storage_agent import sync_storage
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "jupyterhub_config.py"
 
@@ -30,15 +36,14 @@ class DemoUser:
     groups: tuple[str, ...]
     proposals: tuple[str, ...]
     shows: str
-    uid: int = 0  # the POSIX identity the SSO releases (0: none); gid = uid (a user-private group)
 
 
 # Group names match jupyterhub_config.py's defaults (allowed: heps-/csns-/bsrf-users;
 # admins: hepsdesk-admins).
 DEMO_USERS = (
     DemoUser("alice", ("heps-users", "hepsdesk-admins"), ("P-2026-0042",),
-             "a HEPS scientist and hepsdesk admin: her VM, JupyterLab, the Desktop, the control panel", 20001),
-    DemoUser("bob", ("csns-users",), ("P-2026-0107",), "a CSNS scientist: his own VM, no admin rights", 20002),
+             "a HEPS scientist and hepsdesk admin: her VM, JupyterLab, the Desktop, the control panel"),
+    DemoUser("bob", ("csns-users",), ("P-2026-0107",), "a CSNS scientist: his own VM, no admin rights"),
     DemoUser("carol", ("visitors",), (), "signed in but in no allowed group: the page that says why"),
 )
 
@@ -51,6 +56,8 @@ class DemoOptions:
     port: int = 8000
     hub_port: int = 8081
     oidc_port: int = 9400
+    ad_address: str = "127.0.0.2"  # the AD DC's loopback address (its ports are fixed: 389, 636)
+    storage_ldap_port: int = 3636
     hub_tag: str = "hepsdesk-demo"
 
 
@@ -59,38 +66,50 @@ class Demo:
         self.options = options
         self.stream = stream or sys.stdout
         self.cloud = DevCloud(DevCloudSettings.load(str(options.cloud_state_dir)))
+        directories = Path(options.hub_state_dir).absolute() / "directories"
+        self.active_directory = DevActiveDirectory(directories / "ad", address=options.ad_address)
+        self.storage_ldap = DevStorageLDAP(directories / "storage-ldap", port=options.storage_ldap_port)
         self.hub = DevHub(options.hub_state_dir, options.config_file, self.cloud.settings.clouds_yaml,
                           port=options.port, hub_port=options.hub_port, oidc_port=options.oidc_port,
+                          active_directory=self.active_directory, storage_ldap=self.storage_ldap,
                           extra_env={"HEPSDESK_HUB_TAG": options.hub_tag,
                                      "HEPSDESK_DATA_SERVER": self.cloud.settings.storage_server})
+        self._synced = 0.0
 
     def ensure_users(self) -> dict[str, str]:
-        """Create the demo users once (random passwords, kept in the SSO's 0600 config), with
-        their homes and proposal directories on the dev cloud's storage."""
+        """Create the demo users once on the SSO (random passwords, kept in its 0600 config);
+        their computing accounts are made at their first sign-in."""
         known = self.hub.oidc.users()
         passwords = {}
         for user in DEMO_USERS:
             password = known.get(user.name, {}).get("password") or secrets.token_urlsafe(9)
-            posix = None
-            if user.uid:
-                posix = {"uidNumber": user.uid, "gidNumber": user.uid, "homeDirectory": f"/home/{user.name}"}
-                self.cloud.storage_directory(f"home/{user.name}", user.uid, user.uid)
-                for proposal in user.proposals:
-                    self.cloud.storage_directory(f"proposals/{proposal}", user.uid, user.uid, 0o770)
-            self.hub.oidc.set_user(user.name, password, groups=list(user.groups), proposals=list(user.proposals),
-                                   posix=posix)
+            self.hub.oidc.set_user(user.name, password, groups=list(user.groups), proposals=list(user.proposals))
             passwords[user.name] = password
         return passwords
 
     def start(self) -> dict[str, str]:
         """Bring up everything; return the demo users' passwords."""
         self.cloud.up()
-        progress = StepProgress("hepsdesk demo", total=2)
+        progress = StepProgress("hepsdesk demo", total=3)
+        with progress.step("Starting the directories (Samba AD DC, storage LDAP)"):
+            self.active_directory.start()
+            self.storage_ldap.start()
         with progress.step("Demo users on the development SSO"):
             passwords = self.ensure_users()
         with progress.step("Starting the SSO and JupyterHub"):
             self.hub.start()
         return passwords
+
+    def sync_storage(self, every: float = 2.0) -> None:
+        """Homes and proposal directories for new accounts (at most every ``every`` seconds)."""
+        if time.monotonic() - self._synced < every:
+            return
+        self._synced = time.monotonic()
+        try:
+            for share in sync_storage(self.cloud, self.storage_ldap):
+                self._say(f"hepsdesk demo: made devcloud-storage:/{share}")
+        except Exception as e:  # noqa: BLE001 - the demo goes on; the next round tries again
+            self._say(f"hepsdesk demo: the storage agent failed: {e}")
 
     def banner(self, passwords: dict[str, str]) -> str:
         width = max(len(u.name) for u in DEMO_USERS)
@@ -113,18 +132,30 @@ class Demo:
                     self.stream.write(line)
                     self.stream.flush()
                 elif self.hub.processes.running("jupyterhub"):
+                    self.sync_storage()
                     time.sleep(0.2)
                 else:
                     self.stream.write("hepsdesk demo: JupyterHub exited; see its log above\n")
                     return 1
 
     def stop(self) -> None:
-        self.stream.write("hepsdesk demo: stopping the hub and the SSO ...\n")
-        self.stream.flush()
-        self.hub.stop()
-        self.stream.write("hepsdesk demo: stopped. The dev cloud keeps running; "
-                          "`hepsdesk demo` starts the hub again.\n")
-        self.stream.flush()
+        """Stop the hub, the SSO and the directories, whatever happened to the terminal."""
+        self._say("hepsdesk demo: stopping the hub, the SSO and the directories ...")
+        try:
+            self.hub.stop()
+        finally:
+            try:
+                self.storage_ldap.stop()
+            finally:
+                self.active_directory.stop()
+        self._say("hepsdesk demo: stopped. The dev cloud keeps running; `hepsdesk demo` starts the hub again.")
+
+    def _say(self, line: str) -> None:
+        try:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # the terminal or pipe is gone: carry on stopping
+            pass
 
 
 def _interrupt(signum, frame):
@@ -136,6 +167,9 @@ def run(options: DemoOptions) -> int:
     the SSO it started are stopped."""
     demo = Demo(options)
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C stops the demo even when it was started from a shell that ignores SIGINT for
+    # background commands (then Python would inherit "ignore" and the demo never stop).
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     ready = False
     try:
         passwords = demo.start()
@@ -147,4 +181,5 @@ def run(options: DemoOptions) -> int:
         return 0 if ready else 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
         demo.stop()

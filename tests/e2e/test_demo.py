@@ -17,7 +17,8 @@ from .hubflow import new_context, sign_in
 
 pytestmark = pytest.mark.devcloud
 
-PORTS = ("--port", "18200", "--hub-port", "18281", "--oidc-port", "19600")
+PORTS = ("--port", "18200", "--hub-port", "18281", "--oidc-port", "19600", "--ad-address", "127.0.0.7",
+         "--storage-ldap-port", "19977")
 HEPSDESK = str(Path(sys.executable).parent / "hepsdesk")
 
 
@@ -57,7 +58,8 @@ def test_demo_prints_a_url_and_users_that_sign_in_and_stops_on_ctrl_c(devcloud, 
     try:
         assert url == "http://127.0.0.1:18200"
         assert set(passwords) == {"alice", "bob", "carol"}
-        assert any("[2/2] Starting the SSO and JupyterHub: done" in line for line in output), output
+        assert any("[1/3] Starting the directories (Samba AD DC, storage LDAP): done" in line for line in output)
+        assert any("[3/3] Starting the SSO and JupyterHub: done" in line for line in output), output
 
         context = new_context(browser)
         page = context.new_page()
@@ -67,6 +69,12 @@ def test_demo_prints_a_url_and_users_that_sign_in_and_stops_on_ctrl_c(devcloud, 
         expect(page.get_by_role("button", name=re.compile("Start My Server"))).to_be_visible()
         expect(page.get_by_role("link", name="Admin")).to_be_visible()
         context.close()
+        # Her first sign-in made her computing account; the storage agent makes her home.
+        home = devcloud.settings.storage_dir / "home" / "alice"
+        deadline = time.monotonic() + 15
+        while not home.is_dir() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert home.is_dir()
 
         context = new_context(browser)
         page = context.new_page()

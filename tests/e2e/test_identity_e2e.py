@@ -1,0 +1,98 @@
+"""A new experiment-group member's first sign-in, in the browser, to a VM that is theirs: the
+computing account made in AD and the storage's LDAP at that sign-in, the VM's user with the AD
+uid/gid and the proposal groups, writing into their proposal's directory on the storage and
+refused by the kernel in another proposal's (the storage's permissions, by gid)."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+
+import pytest
+
+from hepsdesk_devcloud.hub import DevHub
+from hepsdesk_devcloud.storage_agent import sync_storage
+
+from ..conftest import ROOT, SESSION, HubAPI, sign_in_without_browser, stop_hub
+from ..kernel import run_in_kernel
+from .hubflow import new_context, sign_in, wait_for_lab
+
+pytestmark = pytest.mark.devcloud
+
+# The whole proposals tree is mounted too (as some facilities do), so that the test can show
+# that only the proposal group's members may write in a proposal's directory.
+PROFILES = [{"slug": "desktop", "display_name": "Analysis desktop", "default": True, "image": "hepsdesk-desktop",
+             "flavor": "c1.small", "data_mounts": [{"source": "devcloud-storage:/proposals", "target": "/proposals"}]}]
+
+CHECK = """
+import json, os
+def write(path):
+    try:
+        with open(path, "w") as f:
+            f.write("x")
+        return "written"
+    except PermissionError:
+        return "refused"
+print(json.dumps({{"uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.getgroups()),
+                  "user": __import__("pwd").getpwuid(os.getuid()).pw_name,
+                  "mine": write("/data/{mine}/result.txt"),
+                  "mine_on_tree": write("/proposals/{mine}/tree.txt"),
+                  "other": write("/proposals/{other}/intruder.txt")}}))
+"""
+
+
+@pytest.fixture(scope="module")
+def identity_hub(devcloud, active_directory, storage_ldap, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("identity-e2e")
+    (directory / "profiles.json").write_text(json.dumps(PROFILES))
+    hub = DevHub(directory / "hub", ROOT / "jupyterhub_config.py", devcloud.settings.clouds_yaml,
+                 port=18860, hub_port=18861, oidc_port=19860, active_directory=active_directory,
+                 storage_ldap=storage_ldap,
+                 extra_env={"HEPSDESK_HUB_TAG": f"hepsdesk-test-{SESSION}", "HEPSDESK_REAPER": "off",
+                            "HEPSDESK_DATA_SERVER": devcloud.settings.storage_server,
+                            "HEPSDESK_PROFILES_FILE": str(directory / "profiles.json")})
+    hub.start()
+    hub.api = HubAPI(hub)
+    try:
+        yield hub
+    finally:
+        stop_hub(hub, devcloud)
+
+
+def test_a_new_group_member_signs_in_and_gets_a_vm_with_their_ad_account_and_data(
+        identity_hub, browser, devcloud, storage_ldap):
+    mine, other = f"P-{secrets.token_hex(3)}", f"P-{secrets.token_hex(3)}"
+    # Someone else's proposal, with its directory on the storage.
+    someone, password = f"o{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+    identity_hub.oidc.set_user(someone, password, groups=["heps-users"], proposals=[other])
+    sign_in_without_browser(identity_hub, someone, password)
+
+    name, password = f"n{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+    identity_hub.oidc.set_user(name, password, groups=["heps-users"], proposals=[mine])
+    context = new_context(browser)
+    page = context.new_page()
+    try:
+        sign_in(page, identity_hub.url, name, password, next_path="/hub/home")
+        page.wait_for_url(re.compile(r".*/hub/home"), timeout=60_000)
+        posix = identity_hub.api("GET", f"/users/{name}").json()["auth_state"]["hepsdesk"]["posix"]
+        # The storage's automation makes the new account's home and the proposals' directories.
+        made = sync_storage(devcloud, storage_ldap)
+        assert f"home/{name}" in made and f"proposals/{mine}" in made
+        home = devcloud.settings.storage_dir / "home" / name
+        assert (home.stat().st_uid, home.stat().st_gid) == (posix["uid"], posix["gid"])
+
+        page.goto(f"{identity_hub.url}/hub/spawn")
+        wait_for_lab(page, name)
+        token = identity_hub.api("POST", f"/users/{name}/tokens", json={"note": "test", "expires_in": 600})
+        seen = json.loads(run_in_kernel(f"{identity_hub.url}/user/{name}/", token.json()["token"],
+                                        CHECK.format(mine=mine, other=other)).strip().splitlines()[-1])
+    finally:
+        context.close()
+    proposal_gid = next(g["gid"] for g in posix["groups"] if g["name"] == f"proposal-{mine.lower()}")
+    assert (seen["uid"], seen["gid"], seen["user"]) == (posix["uid"], posix["gid"], name)
+    assert proposal_gid in seen["groups"]
+    assert seen["mine"] == seen["mine_on_tree"] == "written"
+    assert seen["other"] == "refused"
+    result = devcloud.settings.storage_dir / "proposals" / mine / "result.txt"
+    assert (result.stat().st_uid, result.read_text()) == (posix["uid"], "x")
