@@ -1,9 +1,11 @@
-"""What the benchmarks share: their ports, checked free, and the dev cloud they run on."""
+"""What the benchmarks share: their ports, checked free, the dev cloud they run on, a progress
+bar and percentiles."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from hepsdesk_devcloud import DevCloud, DevCloudSettings
 from hepsdesk_devcloud.processes import port_owner
@@ -24,3 +26,28 @@ def dev_cloud(state_dir: str) -> tuple[DevCloud, bool]:
     reused = cloud.is_running()
     cloud.up()
     return cloud, reused
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
+class Bar:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, label: str, total: int):
+        self.label, self.total, self.started = label, total, time.monotonic()
+
+    def update(self, done: int, note: str = "") -> None:
+        width = 30
+        filled = int(width * done / max(1, self.total))
+        sys.stderr.write(f"\r{self.label}: [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} "
+                         f"{time.monotonic() - self.started:.0f} s {note}   ")
+        sys.stderr.flush()
+
+    def done(self, note: str = "") -> None:
+        self.update(self.total, note)
+        sys.stderr.write("\n")

@@ -41,6 +41,7 @@ from playwright.sync_api import sync_playwright
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import percentile  # noqa: E402
 from benchmarks.desktop_scenes import STAMP_BITS, STAMP_BLOCK, STAMP_LEFT  # noqa: E402
 from hepsdesk_devcloud.processes import port_owner  # noqa: E402
 from tests.e2e.hubflow import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
@@ -120,13 +121,6 @@ def cpu_seconds(pids: list[int]) -> float:
         except (OSError, IndexError, ValueError):
             pass
     return total / CLOCK_TICKS
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
 def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: float = 30) -> None:

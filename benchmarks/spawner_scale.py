@@ -43,7 +43,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import dev_cloud, free_ports  # noqa: E402
+from benchmarks.common import Bar, dev_cloud, free_ports  # noqa: E402
 from hepsdesk_devcloud import DevCloud  # noqa: E402
 from hepsdesk_devcloud.bootstrap import HUB_NETWORK_QUOTAS, HUB_PROJECT, HUB_QUOTAS  # noqa: E402
 from hepsdesk_devcloud.hub import DevHub  # noqa: E402
@@ -79,24 +79,6 @@ async def probe(path):
             out.flush()
 asyncio.run(probe(sys.argv[1]))
 """
-
-
-class Bar:
-    """A one-line progress bar on stderr."""
-
-    def __init__(self, label: str, total: int):
-        self.label, self.total, self.started = label, total, time.monotonic()
-
-    def update(self, done: int, note: str = "") -> None:
-        width = 30
-        filled = int(width * done / max(1, self.total))
-        sys.stderr.write(f"\r{self.label}: [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} "
-                         f"{time.monotonic() - self.started:.0f} s {note}   ")
-        sys.stderr.flush()
-
-    def done(self, note: str = "") -> None:
-        self.update(self.total, note)
-        sys.stderr.write("\n")
 
 
 def nova_requests(cloud: DevCloud) -> int:
