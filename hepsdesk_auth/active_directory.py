@@ -154,13 +154,6 @@ def remove_member(conn: ldap3.Connection, group_dn: str, user_dn: str) -> bool:
     return True
 
 
-def delete(conn: ldap3.Connection, dn: str) -> None:
-    try:
-        conn.delete(dn)
-    except ldap_errors.LDAPNoSuchObjectResult:
-        pass
-
-
 def number_in_use(conn: ldap3.Connection, layout: ADLayout, attribute: str, number: int) -> bool:
     """Whether any user or group already has ``attribute`` (uidNumber, gidNumber) = ``number``."""
     conn.search(layout.base_dn, f"({attribute}={int(number)})", ldap3.SUBTREE, attributes=["cn"], size_limit=1)

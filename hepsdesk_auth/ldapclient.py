@@ -177,3 +177,11 @@ class Directories:
 def _reason(error: BaseException) -> str:
     text = str(error) or type(error).__name__
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def delete_entry(conn: ldap3.Connection, dn: str) -> None:
+    """Delete ``dn``; one that is gone already is fine."""
+    try:
+        conn.delete(dn)
+    except ldap_errors.LDAPNoSuchObjectResult:
+        pass

@@ -28,7 +28,7 @@ from ldap3.core import exceptions as ldap_errors
 from . import active_directory as ad
 from . import storage_ldap as storage
 from .ids import IdPool, IdPoolError
-from .ldapclient import Directories, LDAPServer
+from .ldapclient import Directories, LDAPServer, delete_entry
 
 log = logging.getLogger(__name__)
 POSIX_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
@@ -220,7 +220,7 @@ class Accounts:
                                    f"The computing account {person.username} belongs to another person. "
                                    "Please contact the facility's user office.")
             return user
-        undo.add(f"the AD account {dn}", lambda: ad.delete(conn, dn))
+        undo.add(f"the AD account {dn}", lambda: delete_entry(conn, dn))
         ad.enable(conn, dn)
         log.info("created the AD account %s (uidNumber %d, gidNumber %d) for SSO identity %s",
                  dn, uid, primary.gid, person.subject)
@@ -261,7 +261,7 @@ class Accounts:
             dn = storage.create_account(sconn, layout, name=user.name, uid=user.uid, gid=user.gid, home=user.home,
                                         shell=user.shell, display_name=person.display_name, ad_dn=user.dn)
             if dn is not None:
-                undo.add(f"the storage account {dn}", lambda: storage.delete(sconn, dn))
+                undo.add(f"the storage account {dn}", lambda: delete_entry(sconn, dn))
                 log.info("created the storage account %s (uidNumber %d)", dn, user.uid)
             account = storage.find_account(sconn, layout, user.name)
         if (account.uid, account.gid) != (user.uid, user.gid):

@@ -90,13 +90,6 @@ def remove_member(conn: ldap3.Connection, layout: StorageLayout, group: str, nam
     return True
 
 
-def delete(conn: ldap3.Connection, dn: str) -> None:
-    try:
-        conn.delete(dn)
-    except ldap_errors.LDAPNoSuchObjectResult:
-        pass
-
-
 def number_in_use(conn: ldap3.Connection, layout: StorageLayout, attribute: str, number: int) -> bool:
     """Whether an account or group here already has ``attribute`` = ``number`` (a gid that is
     some account's primary gid counts, even without a group: it would give that account the

@@ -104,6 +104,21 @@ def running_hub(devcloud, directory: Path, ports: tuple[int, int, int], profiles
         stop_hub(hub, devcloud)
 
 
+@contextlib.contextmanager
+def directory_hub(devcloud, active_directory, storage_ldap, directory: Path, ports: tuple[int, int, int], **env: str):
+    """A test hub whose sign-ins use the session's AD DC and storage LDAP (its users come from
+    its OIDC provider: ``hub.oidc.set_user``), with ``hub.api``; stopped with its servers."""
+    hub = DevHub(directory / "hub", ROOT / "jupyterhub_config.py", devcloud.settings.clouds_yaml, port=ports[0],
+                 hub_port=ports[1], oidc_port=ports[2], active_directory=active_directory, storage_ldap=storage_ldap,
+                 extra_env={"HEPSDESK_HUB_TAG": f"hepsdesk-test-{SESSION}", "HEPSDESK_REAPER": "off", **env})
+    hub.start()
+    hub.api = HubAPI(hub)
+    try:
+        yield hub
+    finally:
+        stop_hub(hub, devcloud)
+
+
 def stop_hub(hub: DevHub, devcloud) -> None:
     """Stop every server of the hub through its API, then the hub; delete any VM left over."""
     api = HubAPI(hub)

@@ -1,7 +1,8 @@
 """A new experiment-group member's first sign-in, in the browser, to a VM that is theirs: the
-computing account made in AD and the storage's LDAP at that sign-in, the VM's user with the AD
-uid/gid and the proposal groups, writing into their proposal's directory on the storage and
-refused by the kernel in another proposal's (the storage's permissions, by gid)."""
+computing account made in AD and the storage's LDAP at that sign-in, refreshed before the
+spawn, the VM's user with the AD uid/gid and the proposal groups, writing into their proposal's
+directory on the storage and refused by the kernel in another proposal's (the storage's
+permissions, by gid)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ import re
 import secrets
 
 import pytest
+import requests
+from playwright.sync_api import expect
 
-from hepsdesk_devcloud.hub import DevHub
 from hepsdesk_devcloud.storage_agent import sync_storage
 
-from ..conftest import ROOT, SESSION, HubAPI, sign_in_without_browser, stop_hub
+from ..conftest import directory_hub, sign_in_without_browser
 from ..kernel import run_in_kernel
 from .hubflow import new_context, sign_in, wait_for_lab
 
 pytestmark = pytest.mark.devcloud
+PORTAL_TOKEN = secrets.token_hex(24)
 
 # The whole proposals tree is mounted too (as some facilities do), so that the test can show
 # that only the proposal group's members may write in a proposal's directory.
@@ -46,18 +49,11 @@ print(json.dumps({{"uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.g
 def identity_hub(devcloud, active_directory, storage_ldap, tmp_path_factory):
     directory = tmp_path_factory.mktemp("identity-e2e")
     (directory / "profiles.json").write_text(json.dumps(PROFILES))
-    hub = DevHub(directory / "hub", ROOT / "jupyterhub_config.py", devcloud.settings.clouds_yaml,
-                 port=18860, hub_port=18861, oidc_port=19860, active_directory=active_directory,
-                 storage_ldap=storage_ldap,
-                 extra_env={"HEPSDESK_HUB_TAG": f"hepsdesk-test-{SESSION}", "HEPSDESK_REAPER": "off",
-                            "HEPSDESK_DATA_SERVER": devcloud.settings.storage_server,
-                            "HEPSDESK_PROFILES_FILE": str(directory / "profiles.json")})
-    hub.start()
-    hub.api = HubAPI(hub)
-    try:
+    with directory_hub(devcloud, active_directory, storage_ldap, directory, (18860, 18861, 19860),
+                       HEPSDESK_DATA_SERVER=devcloud.settings.storage_server,
+                       HEPSDESK_PROFILES_FILE=str(directory / "profiles.json"),
+                       HEPSDESK_PORTAL_API_TOKEN=PORTAL_TOKEN) as hub:
         yield hub
-    finally:
-        stop_hub(hub, devcloud)
 
 
 def test_a_new_group_member_signs_in_and_gets_a_vm_with_their_ad_account_and_data(
@@ -82,11 +78,28 @@ def test_a_new_group_member_signs_in_and_gets_a_vm_with_their_ad_account_and_dat
         home = devcloud.settings.storage_dir / "home" / name
         assert (home.stat().st_uid, home.stat().st_gid) == (posix["uid"], posix["gid"])
 
+        # A group change between the sign-in and the spawn reaches the spawn (the hub
+        # refreshes the person's account before it starts a server).
+        identity_hub.oidc.set_user(name, password, groups=["heps-users", "heps-b7-staff"], proposals=[mine])
         page.goto(f"{identity_hub.url}/hub/spawn")
         wait_for_lab(page, name)
+        model = identity_hub.api("GET", f"/users/{name}").json()
+        assert "heps-b7-staff" in model["groups"] and "heps-b7-staff" in model["auth_state"]["hepsdesk"]["groups"]
         token = identity_hub.api("POST", f"/users/{name}/tokens", json={"note": "test", "expires_in": 600})
         seen = json.loads(run_in_kernel(f"{identity_hub.url}/user/{name}/", token.json()["token"],
                                         CHECK.format(mine=mine, other=other)).strip().splitlines()[-1])
+        # Token mode: the user portal's link opens the desktop in a browser that never signed in.
+        portal = requests.post(f"{identity_hub.url}/hub/api/users/{name}/tokens", timeout=30,
+                               headers={"Authorization": f"token {PORTAL_TOKEN}"},
+                               json={"note": "hepsdesk-portal-login", "expires_in": 60,
+                                     "scopes": ["read:users:name!user"]})
+        link = f"{identity_hub.url}/hub/token-login?token={portal.json()['token']}"
+        fresh = new_context(browser)
+        desktop = fresh.new_page()
+        desktop.goto(link)
+        desktop.wait_for_url(re.compile(rf".*/user/{name}/desktop/.*"), timeout=60_000)
+        expect(desktop).to_have_title("Desktop")
+        fresh.close()
     finally:
         context.close()
     proposal_gid = next(g["gid"] for g in posix["groups"] if g["name"] == f"proposal-{mine.lower()}")

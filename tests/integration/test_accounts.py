@@ -19,6 +19,7 @@ from tornado import web
 from hepsdesk_auth import HEPSAuthenticator
 from hepsdesk_auth import active_directory as ad
 from hepsdesk_auth.active_directory import ADLayout
+from hepsdesk_auth.ldapclient import delete_entry
 
 B7_ROLE = {"name": "b7-instrument-scientist", "groups": ["heps-b7-staff"], "description": "B7 scientist",
            "scopes": ["read:users!group=heps-b7-users", "access:servers!group=heps-b7-users"]}
@@ -244,6 +245,9 @@ async def test_an_unreachable_ad_is_a_clear_sign_in_error_and_nothing_is_made(
         assert "cannot be checked now" in message(refused.value) and "Nothing was changed" in message(refused.value)
     assert ad_user(active_directory, name) is None
     assert not storage_entries(storage_ldap, storage_ldap.people_dn, f"(uid={name})")
+    # With a second domain controller configured, the one that answers is used.
+    auth = make_authenticator(ad_urls=["ldaps://127.0.0.9:636", active_directory.url], directory_timeout=1.0)
+    assert (await sign_in(auth, claims(name)))["auth_state"]["hepsdesk"]["directory"]["created"] is True
 
 
 async def test_a_failure_half_way_rolls_the_new_account_back(make_authenticator, active_directory, storage_ldap):
@@ -302,7 +306,7 @@ async def test_search_values_and_dns_are_escaped(active_directory):
             assert group.dn == f"CN=\\#x,{active_directory.groups_dn}"
             assert ad.find_group(conn, layout, "#x").dn == group.dn
         finally:
-            ad.delete(conn, group.dn)
+            delete_entry(conn, group.dn)
         with pytest.raises(ldap3.core.exceptions.LDAPConstraintViolationResult):
             ad.create_group(conn, layout, "x,OU=Users", 99991, "escaping test")
         conn.search(active_directory.users_dn, "(cn=x)", ldap3.SUBTREE)
@@ -326,3 +330,22 @@ async def test_no_password_or_token_in_any_log_line(make_authenticator, active_d
                    "secret-access-token"):
         assert secret not in text
     assert "unicodePwd" not in text.replace("<stripped", "")
+
+
+async def test_connections_are_kept_for_the_next_sign_ins_and_replaced_after_a_restart(
+        make_authenticator, active_directory):
+    auth = make_authenticator(directory_threads=1)
+
+    async def connection() -> ldap3.Connection:
+        return await auth.accounts.directories.run(auth.accounts.ad_server.connection)
+
+    first = await connection()
+    await sign_in(auth, claims(new_name()))
+    await sign_in(auth, claims(new_name()))
+    assert await connection() is first  # one bind for all of them
+    active_directory.stop()
+    active_directory.start()
+    # The kept connection broke with the restart: the sign-in opens a new one and goes on.
+    model = await sign_in(auth, claims(new_name()))
+    assert model["auth_state"]["hepsdesk"]["directory"]["created"] is True
+    assert await connection() is not first

@@ -15,7 +15,7 @@ import requests
 
 from hepsdesk_devcloud.hub import DevHub
 
-from ..conftest import ROOT, SESSION, HubAPI, sign_in_without_browser, stop_hub
+from ..conftest import directory_hub, sign_in_without_browser
 
 pytestmark = pytest.mark.devcloud
 
@@ -28,18 +28,10 @@ B7_ROLE = {"name": "b7-instrument-scientist", "groups": ["heps-b7-staff"], "desc
 def identity_hub(devcloud, active_directory, storage_ldap, tmp_path_factory):
     directory = tmp_path_factory.mktemp("identity-hub")
     (directory / "roles.json").write_text(json.dumps([B7_ROLE]))
-    hub = DevHub(directory / "hub", ROOT / "jupyterhub_config.py", devcloud.settings.clouds_yaml,
-                 port=18850, hub_port=18851, oidc_port=19850, active_directory=active_directory,
-                 storage_ldap=storage_ldap,
-                 extra_env={"HEPSDESK_HUB_TAG": f"hepsdesk-test-{SESSION}", "HEPSDESK_REAPER": "off",
-                            "HEPSDESK_PORTAL_API_TOKEN": PORTAL_TOKEN,
-                            "HEPSDESK_GROUP_ROLES_FILE": str(directory / "roles.json")})
-    hub.start()
-    hub.api = HubAPI(hub)
-    try:
+    with directory_hub(devcloud, active_directory, storage_ldap, directory, (18850, 18851, 19850),
+                       HEPSDESK_PORTAL_API_TOKEN=PORTAL_TOKEN,
+                       HEPSDESK_GROUP_ROLES_FILE=str(directory / "roles.json")) as hub:
         yield hub
-    finally:
-        stop_hub(hub, devcloud)
 
 
 def new_person(hub: DevHub, groups=("heps-users",), proposals=("P-idh",)) -> tuple[str, str]:
