@@ -36,7 +36,7 @@ from . import roles as role_mapping
 from .active_directory import ADLayout
 from .ids import IdPool
 from .ldapclient import Directories, DirectoryUnavailable, LDAPServer, LDAPSettings
-from .provisioning import AccountError, AccountPolicy, Accounts, Person, describe_error
+from .provisioning import PROPOSAL, AccountError, AccountPolicy, Accounts, Person, describe_error
 from .storage_ldap import StorageLayout
 from .token_login import TokenLoginHandler
 from .usernames import UsernameError, account_name, display_text
@@ -288,7 +288,12 @@ class HEPSAuthenticator(GenericOAuthenticator):
         claims = (auth_model.get("auth_state") or {}).get(self.user_auth_state_key) or {}
         username = auth_model["name"]
         groups = [g for g in claims.get(self.groups_claim) or [] if isinstance(g, str)]
-        proposals = [p for p in claims.get(self.proposals_claim) or [] if isinstance(p, str)]
+        proposals = []
+        for proposal in claims.get(self.proposals_claim) or []:
+            if isinstance(proposal, str) and PROPOSAL.match(proposal):
+                proposals.append(proposal)
+            else:  # it could name no group or directory; the rest of the sign-in goes on
+                self.log.warning("%s: the SSO's proposal %.70r is not a proposal id; left out", username, proposal)
         state = {"groups": sorted(set(groups)), "proposals": proposals, "email": claims.get("email"),
                  "name": claims.get("name")}
         auth_model["auth_state"]["hepsdesk"] = state
@@ -305,8 +310,7 @@ class HEPSAuthenticator(GenericOAuthenticator):
                 state["groups"] = sorted(set(groups) | set(account.directory_groups))
                 state["home"] = account.home
                 state["data_paths"] = {"home": account.home, "proposals": {
-                    p: self.proposal_path.format(proposal=p) for p in proposals
-                    if self.accounts.proposal_group(p)}}
+                    p: self.proposal_path.format(proposal=p) for p in proposals}}
         else:
             posix = {key: claims.get(claim) for key, claim in self.posix_claims.items()
                      if claims.get(claim) not in (None, "")}

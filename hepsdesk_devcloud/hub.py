@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import sys
 import time
 import urllib.error
@@ -172,4 +173,26 @@ class DevHub:
 
     def stop(self) -> None:
         self.processes.stop("jupyterhub", timeout=20)
+        self._stop_orphan_proxy()
         self.oidc.stop()
+
+    def _stop_orphan_proxy(self, timeout: float = 10.0) -> None:
+        """The proxy of a hub that was killed (JupyterHub leaves it running, and the next hub
+        adopts it) is still running once its adopter stopped: stop it too."""
+        pid = self._running_proxy_pid()
+        if pid is None:
+            return
+        try:
+            if b"configurable-http-proxy" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return  # the pid was reused by something else
+            os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError):
+            return
+        deadline = time.monotonic() + timeout
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if Path(f"/proc/{pid}").exists():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass

@@ -62,3 +62,10 @@ async def test_posix_identity_claims_go_to_auth_state_only_when_complete():
     del claims["gidNumber"]
     model = await auth.update_auth_model({"name": "alice", "admin": False, "auth_state": {"oauth_user": claims}})
     assert "posix" not in model["auth_state"]["hepsdesk"]
+
+
+async def test_a_proposal_claim_that_is_no_proposal_id_is_left_out():
+    auth = authenticator()
+    claims = {"groups": ["heps-users"], "proposals": ["P-2026-1", "*)(cn=*", "../etc", 42, "P 2"]}
+    model = await auth.update_auth_model({"name": "alice", "admin": False, "auth_state": {"oauth_user": claims}})
+    assert model["auth_state"]["hepsdesk"]["proposals"] == ["P-2026-1"]
