@@ -32,11 +32,13 @@ from oauthenticator.generic import GenericOAuthenticator
 from tornado import web
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default, observe
 
+from hepsdesk_spawner.identity import PROPOSAL_RE
+
 from . import roles as role_mapping
 from .active_directory import ADLayout
 from .ids import IdPool
 from .ldapclient import Directories, DirectoryUnavailable, LDAPServer, LDAPSettings
-from .provisioning import PROPOSAL, AccountError, AccountPolicy, Accounts, Person, describe_error
+from .provisioning import AccountError, AccountPolicy, Accounts, Person, describe_error
 from .storage_ldap import StorageLayout
 from .token_login import TokenLoginHandler
 from .usernames import UsernameError, account_name, display_text
@@ -290,7 +292,7 @@ class HEPSAuthenticator(GenericOAuthenticator):
         groups = [g for g in claims.get(self.groups_claim) or [] if isinstance(g, str)]
         proposals = []
         for proposal in claims.get(self.proposals_claim) or []:
-            if isinstance(proposal, str) and PROPOSAL.match(proposal):
+            if isinstance(proposal, str) and PROPOSAL_RE.match(proposal):
                 proposals.append(proposal)
             else:  # it could name no group or directory; the rest of the sign-in goes on
                 self.log.warning("%s: the SSO's proposal %.70r is not a proposal id; left out", username, proposal)

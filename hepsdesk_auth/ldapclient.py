@@ -83,8 +83,8 @@ class LDAPServer:
         if not settings.urls:
             raise ValueError(f"{settings.name}: no server URL configured")
         self.settings = settings
-        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, version=ssl.PROTOCOL_TLS_CLIENT,
-                        ca_certs_file=settings.ca_file or None)
+        self._tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, version=ssl.PROTOCOL_TLS_CLIENT,
+                              ca_certs_file=settings.ca_file or None)
         servers = []
         for url in settings.urls:
             parsed = urlparse(url)
@@ -92,7 +92,6 @@ class LDAPServer:
                 raise ValueError(f"{settings.name}: {url!r} is not an ldaps:// URL (the hub only "
                                  "talks to directories over TLS)")
             servers.append((parsed.hostname, parsed.port or 636))
-        self._tls = tls
         self._servers = servers
         self._preferred = 0  # the server that answered last: tried first
         self._local = threading.local()

@@ -19,11 +19,12 @@ goes on: no half-made account is left. New groups stay: other accounts may be in
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ldap3.core import exceptions as ldap_errors
+
+from hepsdesk_spawner.identity import NAME_RE, PROPOSAL_RE
 
 from . import active_directory as ad
 from . import storage_ldap as storage
@@ -31,8 +32,6 @@ from .ids import IdPool, IdPoolError
 from .ldapclient import Directories, LDAPServer, delete_entry
 
 log = logging.getLogger(__name__)
-POSIX_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
-PROPOSAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PRIMARY_DESCRIPTION = "hepsdesk computing accounts"
 PROPOSAL_DESCRIPTION = "Data of proposal {proposal}"
 
@@ -119,10 +118,10 @@ class Accounts:
 
     def proposal_group(self, proposal: str) -> str | None:
         """The group of ``proposal``; None for an id that cannot name a group."""
-        if not PROPOSAL.match(proposal):
+        if not PROPOSAL_RE.match(proposal):
             return None
         name = self.policy.proposal_group.format(proposal=proposal).lower()
-        return name if POSIX_NAME.match(name) else None
+        return name if NAME_RE.match(name) else None
 
     async def sign_in(self, person: Person, approved: Callable[[set[str]], bool]) -> Account | None:
         """The person's account, made or brought up to date if they are ``approved`` (called with
@@ -143,13 +142,14 @@ class Accounts:
         groups = set(person.groups) | {g.name for g in (user.groups if user else ())}
         if not approved(groups):
             return self._account(user) if user is not None and user.uid is not None else None
+        wanted = self._wanted_groups(person)
         undo = _Undo()
         try:
             created = user is None
             user = self._ensure_user(conn, person, user, undo)
-            user = self._ensure_memberships(conn, person, user, undo)
-            self._ensure_storage(conn, person, user, undo)
-            user = self._leave_old_proposals(conn, person, user)
+            user = self._ensure_memberships(conn, wanted, user, undo)
+            self._ensure_storage(conn, person, wanted, user, undo)
+            user = self._leave_old_proposals(conn, wanted, user)
         except Exception:
             undo.run()
             raise
@@ -159,7 +159,7 @@ class Accounts:
         primary = next((g for g in user.groups if g.gid == user.gid), None)
         primary_name = primary.name.lower() if primary else self.policy.primary_group
         groups = tuple(sorted({(g.name.lower(), g.gid) for g in user.groups
-                               if g.gid is not None and g.gid != user.gid and POSIX_NAME.match(g.name.lower())}))
+                               if g.gid is not None and g.gid != user.gid and NAME_RE.match(g.name.lower())}))
         return Account(username=user.name, dn=user.dn, uid=user.uid, gid=user.gid,
                        home=user.home or self.policy.home.format(username=user.name),
                        shell=user.shell or self.policy.shell, primary_group=primary_name, groups=groups,
@@ -238,10 +238,10 @@ class Accounts:
                 wanted.setdefault(name, PROPOSAL_DESCRIPTION.format(proposal=proposal))
         return wanted
 
-    def _ensure_memberships(self, conn, person: Person, user: ad.ADUser, undo: _Undo) -> ad.ADUser:
+    def _ensure_memberships(self, conn, wanted: dict[str, str], user: ad.ADUser, undo: _Undo) -> ad.ADUser:
         have = {g.name.lower() for g in user.groups}
         changed = False
-        for name, description in self._wanted_groups(person).items():
+        for name, description in wanted.items():
             if name in have:
                 continue
             group = self._ensure_group(conn, name, description)
@@ -251,7 +251,7 @@ class Accounts:
                 changed = True
         return ad.find_user(conn, self.layout, user.name) if changed else user
 
-    def _ensure_storage(self, conn, person: Person, user: ad.ADUser, undo: _Undo) -> None:
+    def _ensure_storage(self, conn, person: Person, wanted: dict[str, str], user: ad.ADUser, undo: _Undo) -> None:
         if self.storage_server is None:
             return
         sconn = self.storage_server.connection()
@@ -269,7 +269,7 @@ class Accounts:
                                "in the storage LDAP",
                                "Your computing account differs between the directories. Please contact the "
                                "facility's computing support.")
-        for name, description in list(self._wanted_groups(person).items())[1:]:
+        for name, description in list(wanted.items())[1:]:  # (the primary group: by gidNumber)
             if name in account.groups:
                 continue
             self._ensure_group(conn, name, description)  # its storage twin may be missing
@@ -277,12 +277,11 @@ class Accounts:
                 undo.add(f"{user.name} in the storage group {name}",
                          lambda g=name: storage.remove_member(sconn, layout, g, user.name))
         for name in account.groups:
-            if self._is_proposal_group(name) and name not in self._wanted_groups(person):
+            if self._is_proposal_group(name) and name not in wanted:
                 storage.remove_member(sconn, layout, name, user.name)
                 log.info("took %s out of the storage group %s (no longer in that proposal)", user.name, name)
 
-    def _leave_old_proposals(self, conn, person: Person, user: ad.ADUser) -> ad.ADUser:
-        wanted = set(self._wanted_groups(person))
+    def _leave_old_proposals(self, conn, wanted: dict[str, str], user: ad.ADUser) -> ad.ADUser:
         left = False
         for group in user.groups:
             name = group.name.lower()

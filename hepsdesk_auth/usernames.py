@@ -18,9 +18,10 @@ import hashlib
 import re
 import unicodedata
 
+from hepsdesk_spawner.identity import NAME_RE
+
 MAX_LENGTH = 20  # AD's limit for a user's sAMAccountName
 MARK_LENGTH = 4
-VALID = re.compile(r"^[a-z_][a-z0-9_.-]*$")
 # Names that belong to the system or to the domain: never a person's computing account.
 RESERVED = frozenset({
     "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy",
@@ -39,7 +40,7 @@ def account_name(name: str, subject: str, max_length: int = MAX_LENGTH) -> str:
     with the SSO ``subject`` (``sub``: stable, unique)."""
     check_subject(subject)
     text = name if isinstance(name, str) else ""
-    if len(text) <= max_length and VALID.match(text) and text not in RESERVED and not text.endswith("."):
+    if len(text) <= max_length and NAME_RE.match(text) and text not in RESERVED and not text.endswith("."):
         return text
     reduced = _reduce(text)
     mark = base64.b32encode(hashlib.sha256(subject.encode()).digest()).decode().lower()[:MARK_LENGTH]

@@ -100,7 +100,7 @@ class Demo:
             self.hub.start()
         return passwords
 
-    def sync_storage(self, every: float = 2.0) -> None:
+    def run_storage_agent(self, every: float = 2.0) -> None:
         """Homes and proposal directories for new accounts (at most every ``every`` seconds)."""
         if time.monotonic() - self._synced < every:
             return
@@ -132,7 +132,7 @@ class Demo:
                     self.stream.write(line)
                     self.stream.flush()
                 elif self.hub.processes.running("jupyterhub"):
-                    self.sync_storage()
+                    self.run_storage_agent()
                     time.sleep(0.2)
                 else:
                     self.stream.write("hepsdesk demo: JupyterHub exited; see its log above\n")

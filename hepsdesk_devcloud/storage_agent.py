@@ -19,8 +19,8 @@ import re
 
 import ldap3
 
-from hepsdesk_auth.provisioning import PROPOSAL, PROPOSAL_DESCRIPTION
-from hepsdesk_spawner.identity import NAME_RE
+from hepsdesk_auth.provisioning import PROPOSAL_DESCRIPTION
+from hepsdesk_spawner.identity import NAME_RE, PROPOSAL_RE
 
 PROPOSAL_IN_DESCRIPTION = re.compile("^" + re.escape(PROPOSAL_DESCRIPTION).replace(r"\{proposal\}", "(.+)") + "$")
 
@@ -41,7 +41,7 @@ def sync_storage(cloud, storage_ldap) -> list[str]:
         for entry in conn.entries:
             match = PROPOSAL_IN_DESCRIPTION.match(str(entry.description.value or ""))
             gid = entry.gidNumber.value
-            if match and PROPOSAL.match(match.group(1)) and gid and gid >= 1000:
+            if match and PROPOSAL_RE.match(match.group(1)) and gid and gid >= 1000:
                 made += _make(cloud, f"proposals/{match.group(1)}", 0, gid, 0o2770)
     finally:
         conn.unbind()

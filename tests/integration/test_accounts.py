@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
+import signal
+import time
 
 import ldap3
 import pytest
@@ -248,6 +251,24 @@ async def test_an_unreachable_ad_is_a_clear_sign_in_error_and_nothing_is_made(
     # With a second domain controller configured, the one that answers is used.
     auth = make_authenticator(ad_urls=["ldaps://127.0.0.9:636", active_directory.url], directory_timeout=1.0)
     assert (await sign_in(auth, claims(name)))["auth_state"]["hepsdesk"]["directory"]["created"] is True
+
+
+async def test_a_domain_controller_that_hangs_is_given_up_after_the_timeout(make_authenticator, active_directory):
+    """The real DC, frozen (SIGSTOP): it accepts the connection and never answers."""
+    name = new_name()
+    auth = make_authenticator(directory_timeout=1.0)
+    record = active_directory.processes.running("samba")
+    os.kill(record.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(web.HTTPError) as refused:
+            await sign_in(auth, claims(name))
+        took = time.monotonic() - started
+    finally:
+        os.kill(record.pid, signal.SIGCONT)
+    assert refused.value.status_code == 503 and "cannot be checked now" in message(refused.value)
+    assert took < 10, took  # the timeout, not forever
+    assert ad_user(active_directory, name) is None
 
 
 async def test_a_failure_half_way_rolls_the_new_account_back(make_authenticator, active_directory, storage_ldap):
