@@ -12,11 +12,15 @@ driven by Playwright) shows it through each system in turn:
 - ``tigervnc-novnc``: Xtigervnc's own VNC server, websockify and noVNC (Debian packages),
   with noVNC's default settings (Tight, quality 6, compression 2).
 
-Both pages are measured the same way: at every animation frame the stamp is read from the
-picture being shown (the video's current frame through WebCodecs, noVNC's canvas through
-``getImageData``); a stamp seen for the first time is a new frame, and its age is the
-glass-to-glass latency. ``cpu_cores`` is the desktop side (the X server, which also does
-VNC's encoding, plus the desktop server or websockify), ``mbps`` what the page received.
+Both pages are measured by the stamp in the picture being shown: noVNC's canvas is read
+through ``getImageData`` at every animation frame, the video through WebCodecs at every
+frame the browser presents (``requestVideoFrameCallback``, whose ``presentedFrames`` also
+counts the pictures shown between two reads); a stamp seen for the first time is a new
+frame, and its age is the glass-to-glass latency. ``stamps_read_fps`` says how many frames a
+second were read; ``sender`` (the desktop server's ``/stats``) and ``browser`` (WebRTC's
+``inbound-rtp``) show which side held the frame rate down. ``cpu_cores`` is the desktop side
+(the X server, which also does VNC's encoding, plus the desktop server or websockify),
+``mbps`` what the page received.
 Prints one JSON object whose ``results`` rows are ``{system, scene, resolution, fps,
 latency_p50_ms, latency_p95_ms, cpu_cores, mbps}`` (and a few more fields), then ``ratios``
 of hepsdesk to VNC per cell. Everything it starts, it stops.
@@ -33,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -51,27 +56,35 @@ SCENES = ["motion", "typical", "idle"]
 NOVNC = Path("/usr/share/novnc")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-# Reads the stamp (desktop_scenes.py) from what the page shows, at every animation frame.
+# Reads the stamp (desktop_scenes.py) from what the page shows. noVNC's canvas is read at every
+# animation frame: the page's own script draws it, so what a frame shows is what the script
+# drew before it. The video is composited by Chromium on another thread, so a read at an
+# animation frame may see a picture late or miss one; it is read at each frame the browser
+# presents (requestVideoFrameCallback), and ``presentedFrames`` counts the pictures shown
+# between two such reads. A presented frame counts when its read shows a new stamp (the
+# pictures before it, counted by ``presentedFrames``, were new ones too: the desktop sends
+# only changed pictures while the scene moves).
 MEASURE_JS = """
 ([BITS, BLOCK, LEFT, SCREEN_WIDTH]) => {
   const WRAP = 2 ** BITS;
-  const m = window.__measure = { samples: [], unreadable: 0, seen: new Set(), running: true };
+  const m = window.__measure = { samples: [], unreadable: 0, seen: new Set(), running: true, shown: 0,
+                                 reads: 0, presented: null };
   function decode(luma) {
     let value = 0;
     for (let bit = 0; bit < BITS; bit++) value = value * 2 + (luma(LEFT + bit * BLOCK + BLOCK / 2) > 128 ? 1 : 0);
     return value;
   }
-  function record(stamp, now) {
+  function record(stamp, now, shown) {
     if (m.seen.has(stamp)) return;
     m.seen.add(stamp);
     const age = ((Math.round(now) - stamp) % WRAP + WRAP) % WRAP;
     if (age > 10000) { m.unreadable++; return; }
     m.samples.push([now, age]);
+    m.shown += shown;
   }
   const width = LEFT + BITS * BLOCK;
   const buffer = new Uint8Array(width * 2 * 4);
-  async function readVideo(video, now) {
-    if (!video.videoWidth || video.readyState < 2) return;
+  async function readVideo(video, now, shown) {
     const frame = new VideoFrame(video);
     try {
       // The picture may be encoded smaller than the screen (a slow link): scale the stamp.
@@ -80,20 +93,36 @@ MEASURE_JS = """
       const layout = await frame.copyTo(buffer, { rect });
       const rgb = !/^(I4|NV)/.test(frame.format);
       const at = (x) => Math.min(rect.width - 1, Math.floor(x * scale));
-      record(decode((x) => rgb ? buffer[layout[0].offset + at(x) * 4 + 1] : buffer[layout[0].offset + at(x)]), now);
+      const luma = (x) => rgb ? buffer[layout[0].offset + at(x) * 4 + 1] : buffer[layout[0].offset + at(x)];
+      record(decode(luma), now, shown);
     } finally { frame.close(); }
   }
   function readCanvas(canvas, now) {
     const data = canvas.getContext('2d').getImageData(0, BLOCK / 2, width, 1).data;
-    record(decode((x) => data[x * 4 + 1]), now);
+    record(decode((x) => data[x * 4 + 1]), now, 1);
+  }
+  const video = document.getElementById('screen');
+  if (video) {
+    const presented = (_, metadata) => {
+      if (!m.running) return;
+      m.reads++;
+      const now = performance.timeOrigin + performance.now();
+      const shown = m.presented === null ? 1 : metadata.presentedFrames - m.presented;
+      m.presented = metadata.presentedFrames;
+      readVideo(video, now, shown).catch(() => { m.unreadable++; })
+        .finally(() => video.requestVideoFrameCallback(presented));
+    };
+    video.requestVideoFrameCallback(presented);
+    return;
   }
   function tick() {
     if (!m.running) return;
-    const now = performance.timeOrigin + performance.now();
-    const video = document.getElementById('screen');
+    m.reads++;
     const canvas = document.querySelector('#vnc canvas');
-    const reading = video ? readVideo(video, now) : (canvas && canvas.width ? readCanvas(canvas, now) : null);
-    Promise.resolve(reading).catch(() => { m.unreadable++; }).finally(() => requestAnimationFrame(tick));
+    if (canvas && canvas.width) {
+      try { readCanvas(canvas, performance.timeOrigin + performance.now()); } catch (e) { m.unreadable++; }
+    }
+    requestAnimationFrame(tick);
   }
   requestAnimationFrame(tick);
 }
@@ -212,16 +241,19 @@ class Bench:
             page.wait_for_timeout(self.args.warmup * 1000)
             page.evaluate(MEASURE_JS, [STAMP_BITS, STAMP_BLOCK, STAMP_LEFT, width])
             bytes_before, cpu_before, started = self.received(page, system, pids), cpu_seconds(pids), time.monotonic()
+            sent_before, shown_before = self.sender(system, port), self.inbound(page, system)
             page.wait_for_timeout(self.args.seconds * 1000)
             elapsed = time.monotonic() - started
             cpu = cpu_seconds(pids) - cpu_before
+            sent_after, shown_after = self.sender(system, port), self.inbound(page, system)
             received = self.received(page, system, pids) - bytes_before
             measured = page.evaluate("window.__measure.running = false, "
-                                     "({samples: window.__measure.samples, unreadable: window.__measure.unreadable})")
+                                     "({samples: window.__measure.samples, unreadable: window.__measure.unreadable, "
+                                     "shown: window.__measure.shown, reads: window.__measure.reads})")
         finally:
             context.close()
         ages = [age for _, age in measured["samples"]]
-        frames = len(ages) if scene != "idle" else self.idle_frames(measured["samples"])
+        frames = measured["shown"] if scene != "idle" else self.idle_frames(measured["samples"])
         return {
             "system": system, "scene": scene, "resolution": resolution,
             "fps": round(frames / elapsed, 1),
@@ -230,7 +262,48 @@ class Bench:
             "cpu_cores": round(cpu / elapsed, 3),
             "mbps": round(received * 8 / elapsed / 1e6, 3),
             "frames": frames, "unreadable": measured["unreadable"], "seconds": round(elapsed, 1),
+            "stamps_read_fps": round(len(ages) / elapsed, 1), "reads_per_s": round(measured["reads"] / elapsed, 1),
+            **({"sender": {
+                "encoded_fps": round((sent_after["encoded"] - sent_before["encoded"]) / elapsed, 1),
+                "grabs_fps": round((sent_after["grabs"] - sent_before["grabs"]) / elapsed, 1),
+                **{key: sent_after.get(key) for key in ("grab_ms", "encode_ms", "encoded_size")},
+                **{key: sent_after.get(key, 0) - sent_before.get(key, 0) for key in ("dropped", "skipped")},
+            }} if sent_before and sent_after else {}),
+            **({"browser": self.browser_figures(shown_before, shown_after, elapsed)} if shown_after else {}),
         }
+
+    @staticmethod
+    def inbound(page, system: str) -> dict:
+        """The browser's counters of the video it receives (WebRTC ``inbound-rtp`` stats)."""
+        if not system.startswith("hepsdesk"):
+            return {}
+        return page.evaluate("""async () => {
+            for (const s of (await window.hepsdesk.pc.getStats()).values())
+              if (s.type === 'inbound-rtp' && s.kind === 'video') return s;
+            return {}; }""")
+
+    @staticmethod
+    def browser_figures(before: dict, after: dict, elapsed: float) -> dict:
+        """What the browser did with the video: frames received, decoded and dropped per
+        second, and the mean jitter-buffer wait and decode time per frame."""
+        def delta(key):
+            return after.get(key, 0) - before.get(key, 0)
+        def per_frame(key, count):
+            return round(1000 * delta(key) / delta(count), 1) if delta(count) else None
+        return {"received_fps": round(delta("framesReceived") / elapsed, 1),
+                "decoded_fps": round(delta("framesDecoded") / elapsed, 1),
+                "dropped_fps": round(delta("framesDropped") / elapsed, 1),
+                "jitter_buffer_ms": per_frame("jitterBufferDelay", "jitterBufferEmittedCount"),
+                "decode_ms": per_frame("totalDecodeTime", "framesDecoded")}
+
+    @staticmethod
+    def sender(system: str, port: int) -> dict:
+        """The desktop server's own counters (``/stats``): what it grabbed and encoded, so a
+        row shows whether the sender or the browser held the frame rate down."""
+        if not system.startswith("hepsdesk"):
+            return {}
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as response:
+            return json.load(response).get("stream") or {}
 
     @staticmethod
     def idle_frames(samples: list) -> int:

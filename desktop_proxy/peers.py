@@ -6,6 +6,8 @@ this side answers with the screen. The screen is captured and encoded once for a
 steers the stream: a lost picture (PLI/FIR) asks for a key frame, and the link estimate
 (REMB, loss; ``congestion.py``) of the slowest viewer sets the bitrate. Peers that fail or
 close are cleaned up; input messages are typed JSON with a version (``{"v": 1, ...}``).
+The answer keeps the browser's playout-delay extension (``playout_delay.py``), so the browser
+shows each picture when it is decoded instead of holding it in a jitter buffer.
 
 ICE: ``ice_addresses`` pins the host candidates this side offers. A VM with one NIC does not
 need it; the dev cloud's VMs have loopback addresses (127.x.y.z) that no interface carries, so
@@ -30,6 +32,7 @@ from .congestion import LinkEstimate
 from .encoding import h264_encoder
 from .injector import InputInjector
 from .pixelflux_engine import PixelfluxStream, PixelfluxUnavailable, pixelflux
+from .playout_delay import offer_playout_delay, send_playout_delay
 from .presets import DEFAULT, PRESETS, Preset
 from .stream import EncodedTrack, ScreenStream, StreamBase
 from .xdisplay import XDisplay
@@ -99,7 +102,7 @@ def watch_feedback(sender: RTCRtpSender, on_keyframe, on_remb, on_loss) -> None:
 
 class DesktopSessions:
     def __init__(self, display: XDisplay, ice_addresses: list[str], fps: float = 60.0, keepalive: float = 0.0,
-                 engine: str = "own", encoder: str = "auto"):
+                 engine: str = "own", encoder: str = "auto", playout_delay: int = 50):
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         if engine == "pixelflux" and pixelflux is None:
@@ -112,6 +115,9 @@ class DesktopSessions:
         self.ice_addresses = ice_addresses
         self.fps = fps
         self.keepalive = keepalive
+        self.playout_delay = playout_delay  # ms, the browser's most queued pictures (0: its jitter buffer)
+        if playout_delay:
+            offer_playout_delay()
         self.preset = PRESETS[DEFAULT]
         self.peers: set[RTCPeerConnection] = set()
         self.links: dict[RTCPeerConnection, LinkEstimate] = {}
@@ -199,7 +205,10 @@ class DesktopSessions:
                 if transceiver.kind == "video":
                     stream = self._screen()
                     track = EncodedTrack(stream)
-                    self._watch(pc, pc.addTrack(track), stream)
+                    sender = pc.addTrack(track)
+                    if self.playout_delay:
+                        send_playout_delay(sender, 0, self.playout_delay)
+                    self._watch(pc, sender, stream)
                     tracks.append(track)
             await pc.setLocalDescription(await pc.createAnswer())
             if tracks:

@@ -148,7 +148,7 @@ async def serve(args: argparse.Namespace) -> None:
         else:
             await display.start()
         sessions = DesktopSessions(display, ice, fps=args.fps, keepalive=args.keepalive, engine=args.engine,
-                                   encoder=args.encoder)
+                                   encoder=args.encoder, playout_delay=args.playout_delay)
     except Exception as e:
         # Keep serving, so the user gets a page that says what happened instead of a proxy error.
         log.exception("the desktop could not start")
@@ -188,6 +188,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="capture and encode with our own pipeline (default) or pixelflux")
     parser.add_argument("--encoder", choices=ENCODERS, default=os.environ.get("HEPSDESK_DESKTOP_ENCODER", "auto"),
                         help="H.264 encoder: auto (NVENC where there is an NVIDIA GPU, else x264), x264, nvenc")
+    parser.add_argument("--playout-delay", type=int,
+                        default=int(os.environ.get("HEPSDESK_DESKTOP_PLAYOUT_DELAY", 50)),
+                        help="ask the browser to show pictures as soon as they are decoded, queueing at "
+                        "most this many milliseconds of them (default 50; 0: the browser's own jitter buffer)")
     parser.add_argument("--keepalive", type=float, default=0.0,
                         help="re-send the picture after this many still seconds (default 0: never; "
                         "a still desktop sends no video)")

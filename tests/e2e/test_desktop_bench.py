@@ -27,6 +27,9 @@ def test_the_short_desktop_benchmark_streams_motion_and_sends_nothing_when_idle(
         assert 0 < motion["latency_p50_ms"] <= motion["latency_p95_ms"] < 2000, motion
         assert motion["unreadable"] <= motion["frames"] // 4, motion
         assert motion["mbps"] > 0 and motion["cpu_cores"] > 0, motion
+    # The frames the browser presented are new pictures the desktop sent, some of them read.
+    motion = rows[("hepsdesk", "motion")]
+    assert 0 < motion["stamps_read_fps"] <= motion["fps"] <= motion["sender"]["encoded_fps"] + 1, motion
     idle = rows[("hepsdesk", "idle")]
     assert idle["fps"] == 0 and idle["mbps"] < 0.01, idle  # not one video frame
     assert {r["scene"] for r in result["ratios"]} == {"motion", "idle"}

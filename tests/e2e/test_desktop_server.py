@@ -76,6 +76,8 @@ def test_the_desktop_streams_h264_sends_nothing_while_still_and_follows_the_wind
     page.wait_for_function("document.getElementById('screen').videoWidth === 1280", timeout=10000)
     stats = inbound(page)
     assert stats["codec"] == "video/H264" and (stats["frameWidth"], stats["frameHeight"]) == (1280, 720), stats
+    # The answer kept the playout-delay extension Chromium offered: pictures are shown when decoded.
+    assert "rtp-hdrext/playout-delay" in page.evaluate("window.hepsdesk.pc.remoteDescription.sdp")
 
     # A still desktop: not one video frame in three seconds.
     still = settle(page)

@@ -154,3 +154,41 @@ def test_nvenc_is_used_where_there_is_one_and_asking_for_it_elsewhere_says_why()
     # NVENC's settings: low latency, constant bitrate, no B-frames, the browser-safe profile.
     options = NvencH264Encoder(1920, 1080, 60, 4_000_000)._options()
     assert (options["tune"], options["rc"], options["bf"], options["profile"]) == ("ull", "cbr", "0", "baseline")
+
+
+def test_the_playout_delay_extension_is_packed_in_tens_of_milliseconds_and_sent_once_negotiated():
+    from aiortc import rtp
+    from aiortc.codecs import HEADER_EXTENSIONS
+    from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+
+    from desktop_proxy.playout_delay import (
+        URI,
+        _ExtensionsWithPlayoutDelay,
+        encode,
+        offer_playout_delay,
+        send_playout_delay,
+    )
+
+    assert encode(0, 50) == bytes([0x00, 0x00, 0x05])
+    assert encode(100, 200) == ((10 << 12) | 20).to_bytes(3, "big")
+    assert encode(0, 10 ** 6) == bytes([0x00, 0x0F, 0xFF])  # 12 bits at most
+    with pytest.raises(ValueError, match="below its minimum"):
+        encode(100, 50)
+    with pytest.raises(ValueError, match="must be above 0"):
+        send_playout_delay(None, 0, 0)  # Chromium would drop all but the newest picture
+
+    offer_playout_delay()
+    offer_playout_delay()  # once only
+    video = HEADER_EXTENSIONS["video"]
+    assert [e.uri for e in video].count(URI) == 1 and len({e.id for e in video}) == len(video)
+
+    extensions = _ExtensionsWithPlayoutDelay(encode(0, 50))
+    mid = RTCRtpHeaderExtensionParameters(id=1, uri="urn:ietf:params:rtp-hdrext:sdes:mid")
+    values = rtp.HeaderExtensions(mid="0")
+    # Not negotiated (the browser did not offer it): the packets are aiortc's own.
+    extensions.configure(RTCRtpParameters(headerExtensions=[mid]))
+    assert rtp.unpack_header_extensions(*extensions.set(values)) == [(1, b"0")]
+    # Negotiated with the browser's id: on every packet, beside aiortc's extensions.
+    extensions.configure(RTCRtpParameters(headerExtensions=[mid, RTCRtpHeaderExtensionParameters(id=12, uri=URI)]))
+    assert rtp.unpack_header_extensions(*extensions.set(values)) == [(1, b"0"), (12, b"\x00\x00\x05")]
+    assert rtp.unpack_header_extensions(*extensions.set(rtp.HeaderExtensions())) == [(12, b"\x00\x00\x05")]
