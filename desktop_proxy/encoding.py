@@ -72,7 +72,60 @@ def to_yuv420(bgra: numpy.ndarray, size: tuple[int, int] | None = None) -> av.Vi
         return frame.reformat(width=width, height=height, format="yuv420p")
     if (width, height) != (bgra.shape[1], bgra.shape[0]):
         bgra = cv2.resize(bgra, (width, height), interpolation=cv2.INTER_AREA)
-    return av.VideoFrame.from_ndarray(cv2.cvtColor(bgra, cv2.COLOR_BGRA2YUV_I420), format="yuv420p")
+    return i420_frame(cv2.cvtColor(bgra, cv2.COLOR_BGRA2YUV_I420))
+
+
+def i420_planes(yuv: numpy.ndarray) -> tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
+    """Views of the Y, U and V planes of OpenCV's I420 layout (U and V follow Y as flat runs of
+    ``height / 2 * width / 2`` bytes, which need not fill whole rows of the array)."""
+    height, width = yuv.shape[0] * 2 // 3, yuv.shape[1]
+    chroma = yuv[height:].reshape(-1)
+    size = (height // 2) * (width // 2)
+    return (yuv[:height], chroma[:size].reshape(height // 2, width // 2),
+            chroma[size:2 * size].reshape(height // 2, width // 2))
+
+
+def i420_frame(yuv: numpy.ndarray) -> av.VideoFrame:
+    """A yuv420p frame from OpenCV's I420 layout (the Y rows, then U, then V, as one array of
+    ``height * 3 / 2`` rows), copied plane by plane into the frame's own buffers: four times
+    faster than ``VideoFrame.from_ndarray`` (0.6 against 2.3 ms at 3840x2160)."""
+    height, width = yuv.shape[0] * 2 // 3, yuv.shape[1]
+    frame = av.VideoFrame(width, height, "yuv420p")
+    for plane, source in zip(frame.planes, i420_planes(yuv), strict=True):
+        rows = source.shape[0]
+        numpy.frombuffer(plane, numpy.uint8).reshape(rows, plane.line_size)[:, :source.shape[1]] = source
+    return frame
+
+
+class YuvScreen:
+    """The screen in yuv420p between grabs, converted again only where it changed.
+
+    Converting all of a 3840x2160 grab costs ~8 ms of CPU, however little changed; a
+    terminal, a plot or a dragged window change a fraction of it. The areas must start and
+    end on even pixels (the grab's tiles do), so that each 2x2 block of colour is converted
+    from the same four pixels as a whole-screen conversion would take. One thread only."""
+
+    def __init__(self):
+        self._yuv: numpy.ndarray | None = None
+
+    def forget(self) -> None:
+        """The screen changed without ``update`` seeing it: convert all of it next time."""
+        self._yuv = None
+
+    def update(self, bgra: numpy.ndarray, areas: list[tuple[int, int, int, int]] | None) -> av.VideoFrame:
+        """The screen as a frame, after ``bgra`` changed in ``areas`` (x, y, width, height;
+        None: anywhere)."""
+        height, width = bgra.shape[0] & ~1, bgra.shape[1] & ~1
+        if cv2 is None or areas is None or self._yuv is None or self._yuv.shape != (height * 3 // 2, width):
+            frame = to_yuv420(bgra)
+            self._yuv = frame.to_ndarray() if cv2 is not None else None
+            return frame
+        planes = i420_planes(self._yuv)
+        for x, y, w, h in areas:
+            changed = i420_planes(cv2.cvtColor(bgra[y:y + h, x:x + w], cv2.COLOR_BGRA2YUV_I420))
+            for plane, part, scale in zip(planes, changed, (1, 2, 2), strict=True):
+                plane[y // scale:(y + h) // scale, x // scale:(x + w) // scale] = part
+        return i420_frame(self._yuv)
 
 
 @dataclass

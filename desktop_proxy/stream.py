@@ -4,8 +4,8 @@ Two threads per display, so the event loop that carries RTP, RTCP and signalling
 for the X server or the encoder, and capturing the next frame overlaps encoding this one:
 
 - **capture**: sleeps until the X server reports damage (``damage.py``), grabs what changed
-  with MIT-SHM (mss; the whole screen when most of it changed), converts it to YUV
-  (``encoding.to_yuv420``), and leaves it in a slot of one frame: a frame the encoder has
+  with MIT-SHM (mss; the whole screen when most of it changed), converts what changed to
+  YUV (``encoding.YuvScreen``), and leaves it in a slot of one frame: a frame the encoder has
   not taken yet is replaced by the newer one (the newest frame wins; no queue builds up
   behind a slow encoder).
 - **encode**: encodes the frame in the slot once per negotiated codec and hands the coded
@@ -15,7 +15,8 @@ for the X server or the encoder, and capturing the next frame overlaps encoding 
   (a *refresh*: the still picture as a key frame, which x264 codes at a finer quantizer and
   without motion's leftovers, so text and plots become sharp).
 - **sustained motion** on a screen larger than the preset's ``motion_pixels`` (1920x1080
-  for Auto) is encoded at that size; when it stops, the full picture follows as the refresh.
+  for Smooth motion) is encoded at that size; when it stops, the full picture follows as
+  the refresh.
 - **congestion**: the encoder aims below what the slowest viewer's link carries
   (``congestion.py``); while the link's queue holds more than 50 ms by the sender's count,
   new pictures are skipped; after lost pictures, the queue drains and a key frame follows.
@@ -54,6 +55,7 @@ from .encoding import (
     EncodedFrame,
     H264Encoder,
     VideoEncoder,
+    YuvScreen,
     bitrate_range,
     make_encoder,
     to_yuv420,
@@ -90,6 +92,21 @@ class StreamStats:
                 "keyframe_requests": self.keyframe_requests, "still_requests": self.still_requests,
                 "skipped": self.skipped, "partial_grabs": self.partial_grabs,
                 "bytes": self.bytes, "grab_ms": mean(list(self.grab_ms)), "encode_ms": mean(list(self.encode_ms))}
+
+
+RATE_STEPS = (15, 30, 60)
+
+
+def budget_rate(current: float, measured: float, cap: float) -> float:
+    """The frame rate the encoder budgets its bits for, from how often the screen changes
+    (``measured``): a step of ``RATE_STEPS`` (typing and a 60 fps animation differ; 40 and 50
+    fps do not), kept while the screen changes 0.7 to 1.5 times as often. Each change costs
+    a key frame (the encoder opens again), so a screen that changes 35-45 times a second
+    must not flip between 30 and 60 (at 3840x2160 it did, a key frame every 2 s). Outside
+    that band, the nearest step."""
+    if 0.7 * current <= measured <= 1.5 * current:
+        return min(cap, current)
+    return min(cap, min(RATE_STEPS, key=lambda step: abs(math.log(max(measured, 1.0) / step))))
 
 
 @dataclass
@@ -320,6 +337,7 @@ class ScreenStream(StreamBase):
         self.keepalive = keepalive
         self.refresh_after = refresh_after
         self._interval = 1.0 / max(1.0, self.fps)  # between changes of the screen (moving average)
+        self._rate = self.fps  # the frame rate the encoder budgets for (``budget_rate``)
         self._last_new = 0.0
         self._slot: _Grab | None = None  # the newest grab not yet encoded
         self._last: _Grab | None = None  # the last grab encoded (for key frames, refresh, keepalive)
@@ -357,12 +375,13 @@ class ScreenStream(StreamBase):
             except DamageUnavailable as e:
                 log.warning("grabbing every frame: %s", e)
             screen = None  # the whole screen as last grabbed (BGRA), patched where it changed
+            yuv = YuvScreen()  # the same in YUV, at the screen's size
             run, last_grab, scaled = 0, 0.0, False  # run: grabs in quick succession (motion)
             while self._running:
                 if damage is not None and grabbed and not self._regrab \
                         and not damage.wait(self.refresh_after if scaled else 0.5):
                     if scaled:  # motion stopped: the full picture, from what was grabbed last
-                        self._offer(_Grab(to_yuv420(screen, self.encoded_size), refresh=True))
+                        self._offer(_Grab(self._convert(yuv, screen, None, self.encoded_size), refresh=True))
                         run, scaled = 0, False
                     continue  # still: nothing to grab (the wait is bounded to notice a stop)
                 whole = self._regrab or damage is None
@@ -376,7 +395,7 @@ class ScreenStream(StreamBase):
                 encoded = self.encoded_size
                 changes = damage.take_changes() if damage is not None else None
                 try:
-                    screen = self._grab(grabber, screen, width, height, None if whole else changes)
+                    screen, areas = self._grab(grabber, screen, width, height, None if whole else changes)
                 except GrabError:
                     # The screen shrank under us (a resize): take the size it has now.
                     if damage is None:
@@ -388,7 +407,7 @@ class ScreenStream(StreamBase):
                 run = run + 1 if started - last_grab < self.MOTION_GAP else 0
                 last_grab = started
                 scaled = run >= self.MOTION_RUN and self.motion_size != encoded
-                self._offer(_Grab(to_yuv420(screen, self.motion_size if scaled else encoded), scaled))
+                self._offer(_Grab(self._convert(yuv, screen, areas, self.motion_size if scaled else encoded), scaled))
                 self.stats.grab_ms.append((time.monotonic() - started) * 1000)
                 grabbed = True
                 if damage is None:
@@ -411,18 +430,26 @@ class ScreenStream(StreamBase):
             self._lock.notify_all()
 
     def _grab(self, grabber: ScreenGrabber, screen, width: int, height: int, changes):
-        """The screen now: only the areas that changed (``changes``, from DAMAGE) grabbed into
-        the last picture, or all of it (the first time, after a resize, without DAMAGE, or
-        when the changes cover most of it). At 4K a full grab costs ~45 ms; a terminal and
-        a plot redrawing are a fraction of that."""
+        """The screen now, and the areas of it grabbed (None: all of it): only the areas that
+        changed (``changes``, from DAMAGE) grabbed into the last picture, or all of it (the
+        first time, after a resize, without DAMAGE, or when the changes cover most of it).
+        At 4K a full grab costs ~45 ms; a terminal and a plot redrawing are a fraction of that."""
         if screen is not None and screen.shape[:2] == (height, width) and changes is not None:
             areas = changed_areas(changes, width, height)
             if sum(w * h for _, _, w, h in areas) < self.PARTIAL_GRAB * width * height:
                 for x, y, w, h in areas:
                     screen[y:y + h, x:x + w] = grabber.grab_area(x, y, w, h)
                 self.stats.partial_grabs += 1
-                return screen
-        return grabber.grab(width, height)
+                return screen, areas
+        return grabber.grab(width, height), None
+
+    @staticmethod
+    def _convert(yuv: YuvScreen, screen, areas, size: tuple[int, int]) -> av.VideoFrame:
+        """The grab as a frame of ``size``: at the screen's size, converted where it changed."""
+        if size == (screen.shape[1] & ~1, screen.shape[0] & ~1):
+            return yuv.update(screen, areas)
+        yuv.forget()  # changes to a smaller picture do not reach the screen-sized one
+        return to_yuv420(screen, size)
 
     def _encode_loop(self) -> None:
         last_sent = time.monotonic()
@@ -493,11 +520,10 @@ class ScreenStream(StreamBase):
         pts = int((started - self._started) * VIDEO_CLOCK_RATE)
         if reason == "new":  # how often the screen really changes (at most ``fps``)
             gap = min(1.0, started - self._last_new) if self._last_new else 1.0 / self.fps
-            self._interval = 0.8 * self._interval + 0.2 * gap
+            # Averaged over ~20 changes: one slow frame (a key frame) is no change of pace.
+            self._interval = 0.95 * self._interval + 0.05 * gap
             self._last_new = started
-        # The frame rate the encoder budgets for, in coarse steps (each change costs a key
-        # frame): typing and a 60 fps animation differ; 40 and 50 fps do not.
-        rate = min(self.fps, next((r for r in (15, 30) if 1.0 / self._interval < r * 1.2), 60))
+        self._rate = rate = budget_rate(self._rate, 1.0 / self._interval, self.fps)
         coded = []
         for codec, encoder in encoders.items():
             # The refresh after motion is a key frame: x264 codes it at a finer quantizer than

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import av
 import numpy
 import pytest
 
@@ -111,12 +112,11 @@ def test_the_send_budget_is_full_beyond_its_queue_and_says_when_it_drained():
 
 def test_presets_set_frame_rate_bitrate_and_encoded_size():
     stream = ScreenStream(":0", 3840, 2160)  # no thread starts before a viewer attaches
-    assert (stream.fps, stream.encoded_size) == (60, (3840, 2160))
-    assert stream.motion_size == (1920, 1080)  # sustained motion, at 4K
-    assert stream.motion_bitrate == bitrate_range(1920, 1080, 60).start
+    assert (stream.fps, stream.encoded_size, stream.motion_size) == (60, (3840, 2160), (3840, 2160))
     assert stream.target_bitrate == bitrate_range(3840, 2160, 60).start
-    stream.set_preset(PRESETS["smooth-motion"])  # a 4K desktop encoded at 1080p, at 60 fps
-    assert (stream.fps, stream.encoded_size) == (60, (1920, 1080))
+    stream.set_preset(PRESETS["smooth-motion"])  # 4K motion encoded at 1080p, at 60 fps
+    assert (stream.fps, stream.encoded_size, stream.motion_size) == (60, (3840, 2160), (1920, 1080))
+    assert stream.motion_bitrate == bitrate_range(1920, 1080, 60).start
     stream.set_preset(PRESETS["sharp-text"])
     assert (stream.fps, stream.encoded_size, stream.motion_size) == (30, (3840, 2160), (3840, 2160))
     assert stream.target_bitrate == int(1.5 * bitrate_range(3840, 2160, 30).start)
@@ -192,3 +192,43 @@ def test_the_playout_delay_extension_is_packed_in_tens_of_milliseconds_and_sent_
     extensions.configure(RTCRtpParameters(headerExtensions=[mid, RTCRtpHeaderExtensionParameters(id=12, uri=URI)]))
     assert rtp.unpack_header_extensions(*extensions.set(values)) == [(1, b"0"), (12, b"\x00\x00\x05")]
     assert rtp.unpack_header_extensions(*extensions.set(rtp.HeaderExtensions())) == [(12, b"\x00\x00\x05")]
+
+
+def test_the_encoders_frame_rate_moves_in_steps_and_does_not_flip_between_them():
+    from desktop_proxy.stream import budget_rate
+
+    assert budget_rate(60, 58, 60) == 60
+    assert budget_rate(60, 45, 60) == 60  # 45 and 55 fps are budgeted alike
+    assert budget_rate(60, 40, 60) == 30 and budget_rate(60, 5, 60) == 15
+    assert budget_rate(30, 44, 60) == 30  # within 1.5x: no new key frame
+    assert budget_rate(30, 50, 60) == 60 and budget_rate(15, 25, 60) == 30
+    assert budget_rate(60, 58, 30) == 30  # the preset's cap
+    # A screen wavering between 30 and 45 changes a second settles on one step.
+    rate, changes = 60, 0
+    for measured in [44, 38, 45, 30, 43, 41, 35, 44] * 3:
+        new = budget_rate(rate, measured, 60)
+        changes, rate = changes + (new != rate), new
+    assert changes == 1
+
+
+@pytest.mark.parametrize("width, height", [(3840, 2160), (1282, 722)])
+def test_converting_only_what_changed_gives_the_picture_a_whole_conversion_gives(width, height):
+    from desktop_proxy.encoding import YuvScreen
+
+    rng = numpy.random.default_rng(7)
+    screen = rng.integers(0, 256, (height, width, 4), dtype=numpy.uint8)
+    yuv = YuvScreen()
+    assert numpy.array_equal(yuv.update(screen, None).to_ndarray(), to_yuv420(screen).to_ndarray())
+    areas = [(64, 128, 256, 128), (0, 0, 64, 64), (width - 130, height - 66, 130, 66)]
+    for x, y, w, h in areas:
+        screen[y:y + h, x:x + w] = rng.integers(0, 256, (h, w, 4), dtype=numpy.uint8)
+    assert numpy.array_equal(yuv.update(screen, areas).to_ndarray(), to_yuv420(screen).to_ndarray())
+    # A change the screen-sized picture did not see: all of it is converted next time.
+    screen[300:310] = 255
+    yuv.forget()
+    assert numpy.array_equal(yuv.update(screen, [(0, 0, 64, 64)]).to_ndarray(), to_yuv420(screen).to_ndarray())
+    # And the planes are in their places: a red and blue screen as swscale converts it.
+    screen[:, :] = (255, 0, 0, 255)  # blue
+    screen[:, : width // 4 * 2] = (0, 0, 255, 255)  # red, up to a whole block of colour
+    reference = av.VideoFrame.from_ndarray(screen, format="bgra").reformat(format="yuv420p").to_ndarray()
+    assert numpy.abs(yuv.update(screen, None).to_ndarray().astype(int) - reference).max() <= 2
