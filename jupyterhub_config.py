@@ -162,6 +162,16 @@ if os.environ.get("HEPSDESK_DATA_SERVER"):
         {"source": f"{data_server}:/home/{{username}}", "target": "{home}"},
         {"source": f"{data_server}:/proposals/{{proposal}}", "target": "/data/{proposal}"},
     ]
+# The desktop's WebRTC media goes from the VM straight to the browser. For browsers that
+# cannot reach the VMs (home networks, a firewall that lets media out only through a relay),
+# name the facility's STUN/TURN servers; the desktop mints each session's TURN credentials
+# from the TURN server's shared secret (coturn's static-auth-secret), which the VM image
+# holds in a file (the secret never reaches a browser). ICE policy "relay" sends all media
+# through the TURN server. Unset: the browser reaches the VM directly.
+desktop_env = {name: os.environ[name] for name in (
+    "HEPSDESK_DESKTOP_ICE_SERVERS", "HEPSDESK_DESKTOP_TURN_SECRET_FILE", "HEPSDESK_DESKTOP_ICE_POLICY")
+    if os.environ.get(name)}
+c.OpenStackSpawner.extra_user_data_env = desktop_env
 # Mark this hub's servers (give every hub sharing a project its own tag).
 c.OpenStackSpawner.hub_tag = os.environ.get("HEPSDESK_HUB_TAG", "hepsdesk-hub")
 # VMs take minutes, not seconds: the spawner gives up (and deletes the VM, and tells the user

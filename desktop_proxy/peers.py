@@ -30,6 +30,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket
 
 from .congestion import LinkEstimate
 from .encoding import h264_encoder
+from .ice_servers import IceServers
 from .injector import InputInjector
 from .pixelflux_engine import PixelfluxStream, PixelfluxUnavailable, pixelflux
 from .playout_delay import offer_playout_delay, send_playout_delay
@@ -102,7 +103,8 @@ def watch_feedback(sender: RTCRtpSender, on_keyframe, on_remb, on_loss) -> None:
 
 class DesktopSessions:
     def __init__(self, display: XDisplay, ice_addresses: list[str], fps: float = 60.0, keepalive: float = 0.0,
-                 engine: str = "own", encoder: str = "auto", playout_delay: int = 50):
+                 engine: str = "own", encoder: str = "auto", playout_delay: int = 50,
+                 ice_servers: IceServers | None = None):
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         if engine == "pixelflux" and pixelflux is None:
@@ -113,6 +115,7 @@ class DesktopSessions:
         log.info("H.264 encoder: %s", self.h264.codec_name)
         self.display = display
         self.ice_addresses = ice_addresses
+        self.ice = ice_servers or IceServers()  # STUN/TURN for both sides (``ice_servers.py``)
         self.fps = fps
         self.keepalive = keepalive
         self.playout_delay = playout_delay  # ms, the browser's most queued pictures (0: its jitter buffer)
@@ -182,8 +185,10 @@ class DesktopSessions:
 
         watch_feedback(sender, stream.request_keyframe, on_remb, on_loss)
 
-    async def answer(self, offer_sdp: str) -> tuple[RTCPeerConnection, str]:
-        pc = RTCPeerConnection()
+    async def answer(self, offer_sdp: str, ice_servers: list[dict] = ()) -> tuple[RTCPeerConnection, str]:
+        """Answer a browser's offer; ``ice_servers`` are the STUN/TURN servers the browser was
+        given for this session (``IceServers.for_session``)."""
+        pc = RTCPeerConnection(IceServers.configuration(list(ice_servers)) if ice_servers else None)
         self.peers.add(pc)
 
         @pc.on("connectionstatechange")

@@ -22,6 +22,7 @@ from pathlib import Path
 from tornado import httpserver, netutil, web, websocket
 
 from .encoding import ENCODERS
+from .ice_servers import POLICIES, IceServers
 from .peers import ENGINES, DesktopSessions
 from .presets import PRESETS
 from .xdisplay import DisplayError, XDisplay
@@ -49,6 +50,13 @@ class SignallingHandler(websocket.WebSocketHandler):
     def initialize(self, sessions: DesktopSessions):
         self.sessions = sessions
         self.pc = None
+        self.ice_servers: list[dict] = []
+
+    def open(self):
+        # The STUN/TURN servers first (TURN credentials minted for this session): the
+        # browser makes its offer with them.
+        self.ice_servers = self.sessions.ice.for_session()
+        self._send({"type": "ice", "iceServers": self.ice_servers, "iceTransportPolicy": self.sessions.ice.policy})
 
     def check_origin(self, origin):
         # Reachable only through jupyter-server-proxy, which has already checked the origin
@@ -71,7 +79,7 @@ class SignallingHandler(websocket.WebSocketHandler):
         if self.pc is not None:
             await self.sessions.close(self.pc)
         try:
-            self.pc, sdp = await self.sessions.answer(data["sdp"])
+            self.pc, sdp = await self.sessions.answer(data["sdp"], self.ice_servers)
         except Exception as e:
             log.exception("cannot answer the offer")
             return self._send({"type": "error", "message": f"cannot start the stream: {e}"})
@@ -147,8 +155,10 @@ async def serve(args: argparse.Namespace) -> None:
             display.attach(args.display)
         else:
             await display.start()
+        servers = IceServers.from_settings(args.ice_servers, args.turn_secret_file,
+                                           os.environ.get("JUPYTERHUB_USER", ""), args.ice_policy)
         sessions = DesktopSessions(display, ice, fps=args.fps, keepalive=args.keepalive, engine=args.engine,
-                                   encoder=args.encoder, playout_delay=args.playout_delay)
+                                   encoder=args.encoder, playout_delay=args.playout_delay, ice_servers=servers)
     except Exception as e:
         # Keep serving, so the user gets a page that says what happened instead of a proxy error.
         log.exception("the desktop could not start")
@@ -195,6 +205,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keepalive", type=float, default=0.0,
                         help="re-send the picture after this many still seconds (default 0: never; "
                         "a still desktop sends no video)")
+    parser.add_argument("--ice-servers", default=os.environ.get("HEPSDESK_DESKTOP_ICE_SERVERS", ""),
+                        help="comma-separated STUN/TURN URLs (stun:host:3478, turn:host:3478?transport=udp, "
+                        "turns:host:5349) for browsers that cannot reach the VM directly "
+                        "(default: $HEPSDESK_DESKTOP_ICE_SERVERS)")
+    parser.add_argument("--turn-secret-file", default=os.environ.get("HEPSDESK_DESKTOP_TURN_SECRET_FILE", ""),
+                        help="file with the TURN server's shared secret (coturn's static-auth-secret): each "
+                        "session gets credentials made from it (default: $HEPSDESK_DESKTOP_TURN_SECRET_FILE)")
+    parser.add_argument("--ice-policy", choices=POLICIES, default=os.environ.get("HEPSDESK_DESKTOP_ICE_POLICY", "all"),
+                        help="all (default) or relay: the browser sends media only through the TURN server")
     parser.add_argument("--ice-address", default="",
                         help="comma-separated addresses to offer as ICE host candidates "
                         "(default: $HEPSDESK_DESKTOP_ICE_ADDRESSES, else $HEPSDESK_VM_ADDRESS, else all)")

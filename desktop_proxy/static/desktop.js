@@ -45,8 +45,9 @@ function gatheringComplete(peer, timeoutMs) {
   });
 }
 
-async function startPeer(ws) {
-  pc = new RTCPeerConnection({ iceServers: [] });
+async function startPeer(ws, ice) {
+  // STUN/TURN servers from the desktop (TURN credentials made for this session).
+  pc = new RTCPeerConnection({ iceServers: ice.iceServers || [], iceTransportPolicy: ice.iceTransportPolicy || 'all' });
   preferH264(pc.addTransceiver('video', { direction: 'recvonly' }));
   channel = pc.createDataChannel('input', { ordered: true });
   channel.onopen = () => { while (pending.length) channel.send(pending.shift()); };
@@ -63,8 +64,22 @@ async function startPeer(ws) {
       setStatus('The video connection to your desktop failed. Reload the page to try again.', 'error');
     }
   };
+  // A TURN server that refuses the session's credentials (401) or cannot be reached: say so,
+  // since with relay-only ICE no media can flow at all.
+  let relayed = false;
+  pc.onicecandidate = (event) => { if (event.candidate && event.candidate.type === 'relay') relayed = true; };
+  pc.onicecandidateerror = (event) => {
+    if (event.errorCode === 401 && /^turns?:/.test(event.url || '')) {
+      setStatus('The relay server (TURN) refused this desktop\'s credentials. '
+                + 'Ask the facility\'s administrators to check the desktop\'s TURN secret.', 'error');
+    }
+  };
   await pc.setLocalDescription(await pc.createOffer());
   await gatheringComplete(pc, 3000);
+  if (ice.iceTransportPolicy === 'relay' && !relayed && statusBox.className !== 'error') {
+    setStatus('The relay server (TURN) could not be reached, and this desktop sends its picture only '
+              + 'through it. Ask the facility\'s administrators to check the TURN server.', 'error');
+  }
   ws.send(JSON.stringify({ type: 'offer', sdp: pc.localDescription.sdp }));
 }
 
@@ -89,11 +104,12 @@ function connect() {
   ws.onopen = () => {
     requestResize();
     ws.send(JSON.stringify({ type: 'preset', name: savedPreset() }));
-    startPeer(ws).catch((e) => setStatus(`Cannot start the video: ${e}`, 'error'));
   };
   ws.onmessage = async (event) => {
     const message = JSON.parse(event.data);
-    if (message.type === 'answer') {
+    if (message.type === 'ice') {  // the desktop's first message
+      startPeer(ws, message).catch((e) => setStatus(`Cannot start the video: ${e}`, 'error'));
+    } else if (message.type === 'answer') {
       await pc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
     } else if (message.type === 'resized' || message.type === 'resize-failed') {
       desktopSize = { width: message.width, height: message.height };
