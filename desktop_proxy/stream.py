@@ -389,6 +389,7 @@ class ScreenStream(StreamBase):
                 delay = next_grab - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)  # at most ``fps``; damage meanwhile is in this grab too
+                self._wait_for_encoder()
                 started = time.monotonic()
                 next_grab = started + 1.0 / self.fps
                 width, height = self.size
@@ -420,6 +421,16 @@ class ScreenStream(StreamBase):
             for connection in (grabber, damage):
                 if connection is not None:
                     connection.close()
+
+    def _wait_for_encoder(self) -> None:
+        """Grab one picture ahead of the encoder, not more: while the slot still holds a grab
+        the encoder has not taken, a new grab would only replace it (at 3840x2160 a third of
+        the grabs were thrown away so, 20-30 ms of CPU each). Damage meanwhile is in the
+        next grab."""
+        with self._lock:
+            deadline = time.monotonic() + 1.0
+            while self._slot is not None and self._running and time.monotonic() < deadline:
+                self._lock.wait(0.1)
 
     def _offer(self, grab: _Grab) -> None:
         """Put a grab in the slot for the encoder (replacing one it has not taken)."""
@@ -495,6 +506,7 @@ class ScreenStream(StreamBase):
         if self._slot is not None:
             grab, self._slot = self._slot, None
             self._last = grab
+            self._lock.notify_all()  # the capture thread may grab the next one
             return grab, "refresh" if grab.refresh else "new"
         if self._last is None:
             self._lock.wait(1.0)  # the first grab notifies
