@@ -115,16 +115,17 @@ class YuvScreen:
     def update(self, bgra: numpy.ndarray, areas: list[tuple[int, int, int, int]] | None) -> av.VideoFrame:
         """The screen as a frame, after ``bgra`` changed in ``areas`` (x, y, width, height;
         None: anywhere)."""
+        if cv2 is None:
+            return to_yuv420(bgra)
         height, width = bgra.shape[0] & ~1, bgra.shape[1] & ~1
-        if cv2 is None or areas is None or self._yuv is None or self._yuv.shape != (height * 3 // 2, width):
-            frame = to_yuv420(bgra)
-            self._yuv = frame.to_ndarray() if cv2 is not None else None
-            return frame
-        planes = i420_planes(self._yuv)
-        for x, y, w, h in areas:
-            changed = i420_planes(cv2.cvtColor(bgra[y:y + h, x:x + w], cv2.COLOR_BGRA2YUV_I420))
-            for plane, part, scale in zip(planes, changed, (1, 2, 2), strict=True):
-                plane[y // scale:(y + h) // scale, x // scale:(x + w) // scale] = part
+        if areas is None or self._yuv is None or self._yuv.shape != (height * 3 // 2, width):
+            self._yuv = cv2.cvtColor(bgra[:height, :width], cv2.COLOR_BGRA2YUV_I420)
+        else:
+            planes = i420_planes(self._yuv)
+            for x, y, w, h in areas:
+                changed = i420_planes(cv2.cvtColor(bgra[y:y + h, x:x + w], cv2.COLOR_BGRA2YUV_I420))
+                for plane, part, scale in zip(planes, changed, (1, 2, 2), strict=True):
+                    plane[y // scale:(y + h) // scale, x // scale:(x + w) // scale] = part
         return i420_frame(self._yuv)
 
 
