@@ -439,6 +439,14 @@ class ScreenStream(StreamBase):
             self.stats.dropped += self._slot is not None
             self._slot = grab
             self._lock.notify_all()
+            if not grab.refresh:  # how often the screen really changes (at most ``fps``)
+                # Counted at the grab, not the encode: pictures skipped on a congested link are
+                # no slower screen (a new frame rate would cost a key frame just then).
+                # Averaged over ~20 changes: one slow grab is no change of pace.
+                now = time.monotonic()
+                gap = min(1.0, now - self._last_new) if self._last_new else 1.0 / self.fps
+                self._interval = 0.95 * self._interval + 0.05 * gap
+                self._last_new = now
 
     def _grab(self, grabber: ScreenGrabber, screen, width: int, height: int, changes):
         """The screen now, and the areas of it grabbed (None: all of it): only the areas that
@@ -530,11 +538,6 @@ class ScreenStream(StreamBase):
     def _encode(self, grab: _Grab, encoders: dict[str, VideoEncoder], keyframe: bool, reason: str) -> None:
         started = time.monotonic()
         pts = int((started - self._started) * VIDEO_CLOCK_RATE)
-        if reason == "new":  # how often the screen really changes (at most ``fps``)
-            gap = min(1.0, started - self._last_new) if self._last_new else 1.0 / self.fps
-            # Averaged over ~20 changes: one slow frame (a key frame) is no change of pace.
-            self._interval = 0.95 * self._interval + 0.05 * gap
-            self._last_new = started
         self._rate = rate = budget_rate(self._rate, 1.0 / self._interval, self.fps)
         coded = []
         for codec, encoder in encoders.items():
