@@ -240,13 +240,13 @@ class Bench:
                     raise RuntimeError(f"noVNC could not connect: {page.evaluate('window.__vncDisconnected')}")
             page.wait_for_timeout(self.args.warmup * 1000)
             page.evaluate(MEASURE_JS, [STAMP_BITS, STAMP_BLOCK, STAMP_LEFT, width])
-            bytes_before, cpu_before, started = self.received(page, system, pids), cpu_seconds(pids), time.monotonic()
-            sent_before, shown_before = self.sender(system, port), self.inbound(page, system)
+            shown_before, cpu_before, started = self.inbound(page, system), cpu_seconds(pids), time.monotonic()
+            bytes_before, sent_before = self.received(system, shown_before), self.sender(system, port)
             page.wait_for_timeout(self.args.seconds * 1000)
             elapsed = time.monotonic() - started
             cpu = cpu_seconds(pids) - cpu_before
             sent_after, shown_after = self.sender(system, port), self.inbound(page, system)
-            received = self.received(page, system, pids) - bytes_before
+            received = self.received(system, shown_after) - bytes_before
             measured = page.evaluate("window.__measure.running = false, "
                                      "({samples: window.__measure.samples, unreadable: window.__measure.unreadable, "
                                      "shown: window.__measure.shown, reads: window.__measure.reads})")
@@ -311,15 +311,11 @@ class Bench:
         sent while idle. (Video frames received are counted by ``mbps``.)"""
         return max(0, len(samples) - 1)
 
-    def received(self, page, system: str, pids: list[int]) -> int:
-        """Bytes the page received: RTP as the browser counts it; for VNC, what websockify sent
-        on its connections to the page (the kernel's count, ``ss``)."""
+    def received(self, system: str, inbound: dict) -> int:
+        """Bytes the page received: RTP as the browser counts it (``inbound``); for VNC, what
+        websockify sent on its connections to the page (the kernel's count, ``ss``)."""
         if system.startswith("hepsdesk"):
-            return page.evaluate("""async () => {
-                for (const s of (await window.hepsdesk.pc.getStats()).values())
-                  if (s.type === 'inbound-rtp' && s.kind === 'video')
-                    return (s.bytesReceived || 0) + (s.headerBytesReceived || 0);
-                return 0; }""")
+            return inbound.get("bytesReceived", 0) + inbound.get("headerBytesReceived", 0)
         sockets = subprocess.run(["ss", "-tinH", "state", "established", f"( sport = :{self.websockify_port} )"],
                                  capture_output=True, text=True, timeout=10, check=True).stdout
         return sum(int(n) for n in re.findall(r"bytes_sent:(\d+)", sockets))
