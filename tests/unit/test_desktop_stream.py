@@ -232,3 +232,34 @@ def test_converting_only_what_changed_gives_the_picture_a_whole_conversion_gives
     screen[:, : width // 4 * 2] = (0, 0, 255, 255)  # red, up to a whole block of colour
     reference = av.VideoFrame.from_ndarray(screen, format="bgra").reformat(format="yuv420p").to_ndarray()
     assert numpy.abs(yuv.update(screen, None).to_ndarray().astype(int) - reference).max() <= 2
+
+
+def test_the_capture_keeps_to_its_frame_rate_without_falling_behind_an_application_at_the_same_rate():
+    from desktop_proxy.stream import next_grab_after
+
+    def waits(pictures: list[float], interval: float = 1 / 60) -> list[float]:
+        """How long each picture (drawn at these times) waits for its grab."""
+        due, waited = 0.0, []
+        for drawn in pictures:
+            started = max(drawn, due)
+            waited.append(started - drawn)
+            due = next_grab_after(due, started, interval)
+        return waited
+
+    # An application at 60 Hz whose pictures come up to 6 ms late now and then: once a late
+    # one has passed, pictures are grabbed when drawn (grabbing at one interval after each
+    # grab, every later picture would wait 6 ms).
+    late = [n / 60 + (0.006 if n % 25 == 7 else 0.0) for n in range(120)]
+    assert max(waits(late)[8:]) < 1e-9
+    # Jitter in both directions, within a quarter of an interval: no picture waits.
+    rng = numpy.random.default_rng(7)
+    jittery = [n / 60 + rng.uniform(0, 0.004) for n in range(600)]
+    assert max(waits(jittery)) < 1e-9
+    # A screen that changes all the time is grabbed at most 60 times a second on average.
+    continuous = [n / 240 for n in range(2400)]  # 10 s of damage at 240 Hz
+    due, grabs = 0.0, 0
+    for drawn in continuous:
+        if drawn >= due:
+            grabs += 1
+            due = next_grab_after(due, drawn, 1 / 60)
+    assert 595 <= grabs <= 602
