@@ -139,24 +139,26 @@ class EncodedFrame:
 class VideoEncoder:
     """One encoder of one codec; not thread-safe (the stream's encode thread owns it).
 
-    FFmpeg's encoders take their bitrate and frame rate when they open: x264's average-bitrate
-    control ignores a later ``bit_rate`` for seconds (it averages over the whole stream) and
-    budgets every frame as 1/fps of a second whatever the timestamps say. So ``retarget``
-    records the bitrate and the frame rate the screen really has, and ``encode`` opens the
-    encoder again (with a key frame) when either is off by more than ``RETARGET`` (a quarter)
-    and the last opening is ``REOPEN_AFTER`` seconds old; a new size, or a bitrate that must
-    fall, opens it at once.
+    FFmpeg's encoders take their bitrate and frame rate when they open: x264's rate control
+    ignores a later ``bit_rate`` for seconds (it averages over the whole stream) and budgets
+    every frame as 1/fps of a second whatever the timestamps say. So ``retarget`` records the
+    bitrate, the frame rate the screen really has and the quality (``crf``), and ``encode``
+    opens the encoder again (with a key frame) when the bitrate or frame rate is off by more
+    than ``RETARGET`` (a quarter) and the last opening is ``REOPEN_AFTER`` seconds old; a new
+    size, a new quality, or a bitrate that must fall, opens it at once.
     """
 
     codec_name = ""
     VBV_SECONDS = 0.25  # no frame larger than this many seconds at the bitrate: a router queues it
+    PEAK = 1.5  # the highest bitrate over a VBV buffer, as a multiple of ``bitrate``
     RETARGET = 0.25
     REOPEN_AFTER = 1.0
 
-    def __init__(self, width: int, height: int, fps: float, bitrate: int, threads: int = 2):
+    def __init__(self, width: int, height: int, fps: float, bitrate: int, threads: int = 2, crf: int = 23):
         self.width, self.height, self.threads = width, height, threads
         self.fps = self._wanted_fps = fps
         self.bitrate = self._wanted_bitrate = int(bitrate)
+        self.crf = self._wanted_crf = crf
         self._context: av.CodecContext | None = None
         self._opened = 0.0
         self._keyframe_next = True
@@ -164,16 +166,20 @@ class VideoEncoder:
     def request_keyframe(self) -> None:
         self._keyframe_next = True
 
-    def retarget(self, bitrate: int, fps: float | None = None) -> None:
-        """The bitrate to aim at, and the frame rate the screen changes at."""
+    def retarget(self, bitrate: int, fps: float | None = None, crf: int | None = None) -> None:
+        """The bitrate to aim at, the frame rate the screen changes at, and the quality
+        (an encoder that keeps a constant quality spends up to ``bitrate``)."""
         self._wanted_bitrate = int(bitrate)
         if fps:
             self._wanted_fps = fps
+        if crf is not None:
+            self._wanted_crf = crf
 
     def _off_target(self) -> bool:
         """Whether to open again: the bitrate must fall by a quarter (at once: the link is
-        congested), or rise by a quarter, or the frame rate changed (after a second)."""
-        if self._wanted_bitrate < (1 - self.RETARGET) * self.bitrate:
+        congested), the quality changed (at once: the user chose it), or the bitrate rose by
+        a quarter or the frame rate changed (after a second)."""
+        if self._wanted_bitrate < (1 - self.RETARGET) * self.bitrate or self._wanted_crf != self.crf:
             return True
         def off(wanted, now):
             return abs(wanted - now) > self.RETARGET * now
@@ -184,7 +190,7 @@ class VideoEncoder:
         """Encode one frame; the coded picture and whether it is a key frame."""
         if self._context is None or (frame.width, frame.height) != (self._context.width, self._context.height) \
                 or self._off_target():
-            self.bitrate, self.fps = self._wanted_bitrate, self._wanted_fps
+            self.bitrate, self.fps, self.crf = self._wanted_bitrate, self._wanted_fps, self._wanted_crf
             self._context = self._open(frame.width, frame.height)
             self._keyframe_next = True
         frame.pts = pts
@@ -201,7 +207,7 @@ class VideoEncoder:
         context.pix_fmt = "yuv420p"
         context.time_base = TIME_BASE
         context.framerate = fractions.Fraction(max(1, round(self.fps)), 1)
-        context.bit_rate = self.bitrate
+        context.bit_rate = self._average_bitrate()
         context.options = self._options()
         context.open()
         self._opened = time.monotonic()
@@ -209,12 +215,16 @@ class VideoEncoder:
                  self.bitrate / 1e6, self.fps)
         return context
 
+    def _average_bitrate(self) -> int:
+        """What the rate control averages to (0: none, a constant quality under ``_vbv``)."""
+        return self.bitrate
+
     def _vbv(self) -> dict[str, str]:
-        """The rate's limits: peaks of 1.5x the bitrate, and a buffer of ``VBV_SECONDS``, so
-        that a key frame, sent in one burst, fits in a router's queue instead of being lost
-        (and asked for again, and lost again)."""
+        """The rate's limits: peaks of ``PEAK`` times the bitrate, and a buffer of
+        ``VBV_SECONDS``, so that a key frame, sent in one burst, fits in a router's queue
+        instead of being lost (and asked for again, and lost again)."""
         kbps = self.bitrate // 1000
-        return {"maxrate": f"{kbps * 3 // 2}k", "bufsize": f"{max(1, int(kbps * self.VBV_SECONDS))}k"}
+        return {"maxrate": f"{int(kbps * self.PEAK)}k", "bufsize": f"{max(1, int(kbps * self.VBV_SECONDS))}k"}
 
     def _options(self) -> dict[str, str]:
         raise NotImplementedError
@@ -226,13 +236,23 @@ class VideoEncoder:
 class H264Encoder(VideoEncoder):
     """x264 for a desktop: preset ultrafast and zerolatency (no lookahead, no B-frames, sliced
     threads), Constrained Baseline, SPS/PPS on every key frame (a viewer can join at any),
-    no periodic key frames, and a small VBV buffer (``_vbv``)."""
+    no periodic key frames, and a small VBV buffer (``_vbv``).
+
+    Constant quality (``crf``) with the bitrate as its ceiling, not an average bitrate: a
+    desktop is mostly still, and an average-bitrate encoder spends its whole budget on
+    whatever little changes, refining the still parts over and over (a terminal and a plot
+    at 1920x1080 cost 6 Mbit/s so). Full-screen motion still reaches the ceiling, which
+    follows the link."""
 
     codec_name = "libx264"
+    PEAK = 1.0  # the ceiling is what the link may carry
+
+    def _average_bitrate(self) -> int:
+        return 0
 
     def _options(self) -> dict[str, str]:
         return {
-            "preset": "ultrafast", "tune": "zerolatency", "profile": "baseline", **self._vbv(),
+            "preset": "ultrafast", "tune": "zerolatency", "profile": "baseline", "crf": str(self.crf), **self._vbv(),
             "x264-params": f"keyint=infinite:scenecut=0:repeat-headers=1:threads={self.threads}",
         }
 
@@ -305,9 +325,9 @@ def h264_encoder(choice: str = "auto") -> type[VideoEncoder]:
 
 
 def make_encoder(codec: str, width: int, height: int, fps: float, bitrate: int,
-                 h264: type[VideoEncoder] = H264Encoder) -> VideoEncoder:
+                 h264: type[VideoEncoder] = H264Encoder, crf: int = 23) -> VideoEncoder:
     """The encoder for a codec name from the SDP (``"H264"`` or ``"VP8"``)."""
     classes = {"H264": h264, "VP8": VP8Encoder}
     if codec.upper() not in classes:
         raise ValueError(f"the desktop cannot encode {codec}; it offers {', '.join(CODECS)}")
-    return classes[codec.upper()](width, height, fps, bitrate)
+    return classes[codec.upper()](width, height, fps, bitrate, crf=crf)

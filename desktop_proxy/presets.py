@@ -3,13 +3,17 @@ machine or the link cannot carry everything.
 
 - **Auto**: up to 60 fps at the resolution's normal bitrate, at full resolution; on a slow
   link the picture is encoded smaller before it gets blurry.
-- **Sharp text**: 30 fps, 1.5x the bitrate, never encoded smaller: for reading code,
-  spectra, tables.
+- **Sharp text**: 30 fps, a finer quality and 1.5x the bitrate, never encoded smaller: for
+  reading code, spectra, tables.
 - **Smooth motion**: 60 fps; above 1920x1080, sustained motion is encoded at 1920x1080 (a 4K
   frame costs 4x to grab and encode) and shown scaled, and the full picture follows when it
   stops: for rotating a 3D reconstruction on a big screen.
-- **Low bandwidth**: 20 fps at a quarter of the bitrate, encoded smaller when needed: for
-  home connections and trains.
+- **Low bandwidth**: 20 fps at a quarter of the bitrate and a coarser quality, encoded
+  smaller when needed: for home connections and trains.
+
+The bitrate is a ceiling: the encoder keeps a constant quality (``crf``, x264's scale: 0 is
+lossless, 51 the coarsest; each 6 halves the bits) and spends at most the bitrate, which
+full-screen motion reaches and a terminal does not.
 
 Auto does not encode motion smaller: the browser must then scale every picture up, which a
 browser without a GPU cannot afford (measured at 3840x2160 in headless Chromium, which
@@ -28,12 +32,13 @@ class Preset:
     name: str
     title: str
     fps: float  # the most frames per second
-    quality: float  # target bitrate, as a multiple of the resolution's normal bitrate
+    quality: float  # the bitrate's ceiling, as a multiple of the resolution's normal bitrate
     smallest_scale: float  # the smallest scale the picture may be encoded at (1: never smaller)
     max_encoded_pixels: int = 3840 * 2160  # above this the picture is encoded smaller
     # While the screen keeps changing, it is encoded at most this large; when it stops, the
     # full picture follows (a 4K frame costs 4x to convert and encode, 4x to decode).
     motion_pixels: int = 3840 * 2160
+    crf: int = 23  # the constant quality below the ceiling (x264's CRF: lower is finer)
 
     def as_dict(self) -> dict:
         return {"name": self.name, "title": self.title, "fps": self.fps}
@@ -41,9 +46,9 @@ class Preset:
 
 PRESETS = {p.name: p for p in (
     Preset("auto", "Auto", fps=60, quality=1.0, smallest_scale=0.5),
-    Preset("sharp-text", "Sharp text", fps=30, quality=1.5, smallest_scale=1.0),
+    Preset("sharp-text", "Sharp text", fps=30, quality=1.5, smallest_scale=1.0, crf=20),
     Preset("smooth-motion", "Smooth motion", fps=60, quality=1.0, smallest_scale=0.5, motion_pixels=1920 * 1080),
-    Preset("low-bandwidth", "Low bandwidth", fps=20, quality=0.25, smallest_scale=0.5),
+    Preset("low-bandwidth", "Low bandwidth", fps=20, quality=0.25, smallest_scale=0.5, crf=28),
 )}
 DEFAULT = "auto"
 

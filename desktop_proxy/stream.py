@@ -357,7 +357,7 @@ class ScreenStream(StreamBase):
     def _open_codec(self, codec: str) -> None:
         if codec not in self._encoders:
             self._encoders[codec] = make_encoder(codec, *self.encoded_size, self.fps, self.target_bitrate,
-                                                 self.h264)
+                                                 self.h264, self.preset.crf)
 
     def _close_codec(self, codec: str) -> None:
         self._encoders.pop(codec, None)
@@ -558,7 +558,7 @@ class ScreenStream(StreamBase):
             if keyframe or reason == "refresh":
                 encoder.request_keyframe()
             encoder.retarget(self.motion_bitrate if grab.scaled else self.target_bitrate,
-                             rate if reason == "new" else None)
+                             rate if reason == "new" else None, self.preset.crf)
             data, is_key = encoder.encode(grab.frame, pts)
             if data:
                 coded.append((codec, EncodedFrame(data, pts, is_key)))

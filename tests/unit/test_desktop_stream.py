@@ -65,6 +65,43 @@ def test_an_odd_sized_grab_is_cropped_to_even_and_encodes_to_a_key_frame_then_a_
     assert key
 
 
+def test_x264_keeps_a_constant_quality_and_the_bitrate_is_only_its_ceiling():
+    """A desktop is mostly still: the bits go where the picture changes, up to the link's
+    ceiling, and are not spent refining what stands still (an average-bitrate encoder does)."""
+    rng = numpy.random.default_rng(3)
+    y, x = numpy.mgrid[0:720, 0:1280]
+    desk = numpy.zeros((720, 1280, 4), numpy.uint8)
+    desk[..., 0], desk[..., 1], desk[..., 2] = (x // 5) % 255, (y // 3) % 255, 128
+    desk[100:600:16, 100:1100] = 255  # lines of "text"
+
+    def sizes(encoder, pictures):
+        return [len(encoder.encode(to_yuv420(p), n * 3000)[0]) for n, p in enumerate(pictures)]
+
+    # A plot redrawn in each frame over a still desktop costs what it needs, whatever the
+    # ceiling (an average-bitrate encoder spent 2.9 Mbit/s under 4 and 4.1 under 20).
+    def plot(n):
+        picture = desk.copy()
+        xs = numpy.arange(800)
+        ys = (300 + 200 * numpy.exp(-xs / 400) * numpy.sin(xs / 30 - n / 5)).astype(int)
+        picture[50:600, 300:1100] = 255
+        for d in (-1, 0, 1):
+            picture[50 + numpy.clip(ys + d, 0, 549), 300 + xs, :3] = (180, 119, 31)
+        return picture
+    plots = [plot(n) for n in range(40)]
+    under_4, under_20 = (sum(sizes(H264Encoder(1280, 720, 30, ceiling), plots)[10:]) * 8 for ceiling in (4e6, 2e7))
+    assert under_4 < 2e6 and abs(under_20 - under_4) < 0.05 * under_4, (under_4, under_20)
+    # Noise (a full-screen change) reaches the ceiling and stays under it.
+    noise = [rng.integers(0, 256, (720, 1280, 4), numpy.uint8) for _ in range(30)]
+    coded = sizes(H264Encoder(1280, 720, 30, 2_000_000), noise)
+    assert 0.7 * 2_000_000 < sum(coded[1:]) * 8 / 29 * 30 <= 1.1 * 2_000_000, coded
+    # A finer quality costs more bits for the same pictures, and takes effect at once.
+    encoder = H264Encoder(1280, 720, 30, 20_000_000)
+    coarse = sum(sizes(encoder, plots[:10]))
+    encoder.retarget(20_000_000, crf=14)
+    fine = sum(sizes(encoder, plots[:10]))
+    assert encoder.crf == 14 and fine > 1.5 * coarse
+
+
 def test_a_falling_remb_below_the_sending_rate_caps_it_and_the_cap_grows_back_slowly():
     link = LinkEstimate(ceiling=8e6)
     link.on_remb(6_000_000, sending=2e6, now=0.0)  # above what is sent: says nothing about the path
@@ -122,6 +159,8 @@ def test_presets_set_frame_rate_bitrate_and_encoded_size():
     assert stream.target_bitrate == int(1.5 * bitrate_range(3840, 2160, 30).start)
     stream.set_preset(PRESETS["low-bandwidth"])
     assert stream.fps == 20 and stream.target_bitrate == int(0.25 * bitrate_range(3840, 2160, 20).start)
+    # The bitrate is a ceiling; below it, each preset's quality.
+    assert [PRESETS[name].crf for name in ("sharp-text", "auto", "low-bandwidth")] == [20, 23, 28]
 
 
 def test_a_slow_link_lowers_the_bitrate_then_the_encoded_size_and_both_come_back():
