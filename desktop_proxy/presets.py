@@ -13,7 +13,7 @@ machine or the link cannot carry everything.
 
 The bitrate is a ceiling: the encoder keeps a constant quality (``crf``, x264's scale: 0 is
 lossless, 51 the coarsest; each 6 halves the bits) and spends at most the bitrate, which
-full-screen motion reaches and a terminal does not.
+full-screen motion reaches and typing in a terminal does not.
 
 Auto does not encode motion smaller: the browser must then scale every picture up, which a
 browser without a GPU cannot afford (measured at 3840x2160 in headless Chromium, which
