@@ -95,18 +95,28 @@ class StreamStats:
 
 
 RATE_STEPS = (15, 30, 60)
+RATE_SLACK = 1.15  # the screen may change this much more often than the encoder budgets for
+RATE_SPARE = 0.9  # a lower step is taken when the screen changes less often than this of it
 
 
 def budget_rate(current: float, measured: float, cap: float) -> float:
     """The frame rate the encoder budgets its bits for, from how often the screen changes
     (``measured``): a step of ``RATE_STEPS`` (typing and a 60 fps animation differ; 40 and 50
-    fps do not), kept while the screen changes 0.7 to 1.5 times as often. Each change costs
-    a key frame (the encoder opens again), so a screen that changes 35-45 times a second
-    must not flip between 30 and 60 (at 3840x2160 it did, a key frame every 2 s). Outside
-    that band, the nearest step."""
-    if 0.7 * current <= measured <= 1.5 * current:
-        return min(cap, current)
-    return min(cap, min(RATE_STEPS, key=lambda step: abs(math.log(max(measured, 1.0) / step))))
+    fps do not), at most ``cap``.
+
+    The encoder spreads its bitrate, the link's share, over that many frames a second: with
+    more frames coming than budgeted for, it sends more than the link carries, by as much.
+    So the step is at least the measured rate (less ``RATE_SLACK``): above that, the next
+    step up that covers it. Each change costs a key frame (the encoder opens again), so the
+    step goes down only when the next lower step has ``RATE_SPARE`` to spare: a screen
+    wavering about 30 changes a second does not flip between 30 and 60 (at 3840x2160 such
+    flips cost a key frame every 2 s)."""
+    steps = [step for step in RATE_STEPS if step < cap] + [cap]
+    current = min(current, cap)
+    lower = [step for step in steps if step < current]
+    if measured > RATE_SLACK * current or (lower and measured < RATE_SPARE * lower[-1]):
+        return next((step for step in steps if measured <= RATE_SLACK * step), cap)
+    return current
 
 
 def next_grab_after(due: float, started: float, interval: float) -> float:
