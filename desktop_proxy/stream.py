@@ -96,7 +96,7 @@ class StreamStats:
 
 RATE_STEPS = (15, 30, 60)
 RATE_SLACK = 1.15  # the screen may change this much more often than the encoder budgets for
-RATE_SPARE = 0.9  # a lower step is taken when the screen changes less often than this of it
+RATE_COVER = 1.05  # a lower step is taken when the screen changes at most this much more often
 
 
 def budget_rate(current: float, measured: float, cap: float) -> float:
@@ -105,16 +105,16 @@ def budget_rate(current: float, measured: float, cap: float) -> float:
     fps do not), at most ``cap``.
 
     The encoder spreads its bitrate, the link's share, over that many frames a second: with
-    more frames coming than budgeted for, it sends more than the link carries, by as much.
-    So the step is at least the measured rate (less ``RATE_SLACK``): above that, the next
-    step up that covers it. Each change costs a key frame (the encoder opens again), so the
-    step goes down only when the next lower step has ``RATE_SPARE`` to spare: a screen
-    wavering about 30 changes a second does not flip between 30 and 60 (at 3840x2160 such
-    flips cost a key frame every 2 s)."""
+    more frames coming than budgeted for, it sends more than the link carries, by as much;
+    with fewer, it spends less than it may. So the step is the lowest that covers the
+    measured rate (less ``RATE_SLACK``). Each change costs a key frame (the encoder opens
+    again), so the step goes up only beyond ``RATE_SLACK`` and down only within
+    ``RATE_COVER`` of the lower step: a screen wavering between 32 and 36 changes a second
+    does not flip between 30 and 60 (at 3840x2160 such flips cost a key frame every 2 s)."""
     steps = [step for step in RATE_STEPS if step < cap] + [cap]
     current = min(current, cap)
     lower = [step for step in steps if step < current]
-    if measured > RATE_SLACK * current or (lower and measured < RATE_SPARE * lower[-1]):
+    if measured > RATE_SLACK * current or (lower and measured <= RATE_COVER * lower[-1]):
         return next((step for step in steps if measured <= RATE_SLACK * step), cap)
     return current
 

@@ -242,12 +242,16 @@ def test_the_encoders_frame_rate_moves_in_steps_and_does_not_flip_between_them()
     assert budget_rate(30, 33, 60) == 30  # within 15%: no new key frame
     assert budget_rate(30, 36, 60) == 60 and budget_rate(15, 25, 60) == 30
     assert budget_rate(60, 58, 30) == 30 and budget_rate(30, 25, 20) == 20  # the preset's cap
-    # A screen wavering about 30 changes a second settles on one step.
-    rate, changes = 30, 0
-    for measured in [33, 36, 28, 31, 35, 29, 34, 30] * 3:
-        new = budget_rate(rate, measured, 60)
-        changes, rate = changes + (new != rate), new
-    assert changes == 1
+    # A 30 fps animation is budgeted as 30, not given half its bits (budgeted as 60).
+    assert budget_rate(60, 30.5, 60) == 30 and budget_rate(30, 15.5, 60) == 15
+    # A screen wavering between 32 and 36 changes a second, or between 27 and 34, settles on
+    # one step.
+    for rate, wavering in ((30, [33, 36, 32, 34, 35, 32, 34, 33]), (60, [33, 31, 27, 34, 30, 28, 34, 29])):
+        changes = 0
+        for measured in wavering * 3:
+            new = budget_rate(rate, measured, 60)
+            changes, rate = changes + (new != rate), new
+        assert changes == 1, wavering
     # Whatever the step was, the encoder never budgets for much fewer frames than come: its
     # bitrate, the link's share, would be exceeded by as much (with the nearest step, by up
     # to 50%: 21 frames a second budgeted as 15, at 3840x2160).
