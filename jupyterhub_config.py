@@ -232,3 +232,15 @@ if os.environ.get("HEPSDESK_ADMIN_API_TOKEN"):
     })
 c.JupyterHub.services = services
 c.JupyterHub.load_roles = roles
+
+# --- Local additions, then the check --------------------------------------------------------
+# HEPSDESK_EXTRA_CONFIG: more configuration files (separated by ":"), loaded after this one,
+# e.g. a facility's own settings kept beside this file.
+for extra_config in filter(None, os.environ.get("HEPSDESK_EXTRA_CONFIG", "").split(":")):
+    load_subconfig(extra_config)  # noqa: F821 -- provided by JupyterHub
+# The spawner's settings are checked now: a wrong one stops the hub at start with the
+# setting's name, instead of failing every user's spawn. This also starts the hub-wide
+# watcher of the hub's servers.
+from hepsdesk_spawner import check_config  # noqa: E402
+
+check_config(c)

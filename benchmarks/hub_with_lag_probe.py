@@ -9,7 +9,7 @@ from pathlib import Path
 
 _repo_config = Path(os.environ["HEPSDESK_REPO_CONFIG"])
 exec(compile(_repo_config.read_text(), str(_repo_config), "exec"),  # noqa: S102
-     {"get_config": get_config, "__file__": str(_repo_config)})  # noqa: F821
+     {"get_config": get_config, "load_subconfig": load_subconfig, "__file__": str(_repo_config)})  # noqa: F821
 
 
 async def _lag_probe(path: str, period: float = 0.01) -> None:
@@ -38,3 +38,17 @@ if os.environ.get("HEPSDESK_LOOP_DEBUG"):
     _loop.set_debug(True)
     _loop.slow_callback_duration = 0.05
     logging.getLogger("asyncio").addHandler(logging.StreamHandler())
+
+    # ... and every garbage collection that took more than 20 ms ("gc: generation 2, 312 ms").
+    import gc
+
+    _gc_started = [0.0]
+
+    def _gc_timer(phase: str, info: dict) -> None:
+        if phase == "start":
+            _gc_started[0] = time.perf_counter()
+        elif (took := (time.perf_counter() - _gc_started[0]) * 1000) > 20:
+            logging.getLogger("asyncio").warning("gc: generation %d, %.0f ms, %d collected", info["generation"],
+                                                 took, info["collected"])
+
+    gc.callbacks.append(_gc_timer)

@@ -95,11 +95,14 @@ class NaivePollingSpawner(OpenStackSpawner):
     """What the watcher replaces: each spawner asks Nova about its own server at every poll."""
 
     async def poll(self):
-        server = await self.client.get_server(self.server_id)
+        server = await self.site.client.get_server(self.vm.server_id)
         return None if server is not None and server.status == "ACTIVE" else 0
 
 
-def create_idle_servers(cloud: DevCloud, tag: str, count: int) -> list[str]:
+def create_idle_servers(cloud: DevCloud, tag: str, count: int, attempts: int = 3) -> tuple[list[str], int]:
+    """``count`` ACTIVE idle servers tagged ``tag``, and how many had to be made again (a
+    server the cloud failed to boot is deleted and made again, up to ``attempts`` rounds, so a
+    rare failure of the setup does not end the run; the number is reported)."""
     conn = cloud.connect()
     image = conn.image.find_image("hepsdesk-desktop", ignore_missing=False).id
     flavor = conn.compute.find_flavor("t1.empty", ignore_missing=False).id
@@ -111,27 +114,35 @@ def create_idle_servers(cloud: DevCloud, tag: str, count: int) -> list[str]:
         return local.conn.compute.create_server(name=f"{tag}-{i:04d}", image_id=image, flavor_id=flavor,
                                                 networks="none", tags=[tag], metadata={"hepsdesk-hub": tag}).id
 
-    bar = Bar("Creating idle servers", count)
-    ids = []
-    with ThreadPoolExecutor(8) as pool:
-        for server_id in pool.map(create, range(count)):
-            ids.append(server_id)
-            if len(ids) % 10 == 0:
-                bar.update(len(ids))
-    bar.done()
-    bar = Bar("Waiting until they are ACTIVE", count)
-    deadline = time.monotonic() + 60 + count
-    while time.monotonic() < deadline:
-        states = [s.status for s in conn.compute.servers(tags=tag)]
-        bar.update(states.count("ACTIVE"), f"({states.count('ERROR')} in ERROR)")
-        if states.count("ACTIVE") + states.count("ERROR") >= count:
-            break
-        time.sleep(3)
-    bar.done()
-    errors = [s.id for s in conn.compute.servers(tags=tag) if s.status != "ACTIVE"]
-    if errors:
-        raise RuntimeError(f"{len(errors)} idle servers did not become ACTIVE")
-    return ids
+    remade, wanted = 0, list(range(count))
+    for attempt in range(1, attempts + 1):
+        bar = Bar("Creating idle servers" if attempt == 1 else f"Making {len(wanted)} again", len(wanted))
+        with ThreadPoolExecutor(8) as pool:
+            for done, _ in enumerate(pool.map(create, wanted), 1):
+                if done % 10 == 0:
+                    bar.update(done)
+        bar.done()
+        bar = Bar("Waiting until they are ACTIVE", count)
+        deadline = time.monotonic() + 60 + count
+        while time.monotonic() < deadline:
+            states = [s.status for s in conn.compute.servers(tags=tag)]
+            bar.update(states.count("ACTIVE"), f"({states.count('ERROR')} in ERROR)")
+            if states.count("ACTIVE") + states.count("ERROR") >= count:
+                break
+            time.sleep(3)
+        bar.done()
+        failed = [s for s in conn.compute.servers(tags=tag) if s.status != "ACTIVE"]
+        if not failed:
+            return [s.id for s in conn.compute.servers(tags=tag)], remade
+        sys.stderr.write(f"{len(failed)} idle servers did not boot ({failed[0].fault or failed[0].status}); "
+                         "making them again\n")
+        for server in failed:
+            conn.compute.delete_server(server, ignore_missing=True)
+        for server in failed:
+            conn.compute.wait_for_delete(server, wait=120)
+        remade += len(failed)
+        wanted = [int(server.name.rsplit("-", 1)[1]) for server in failed]
+    raise RuntimeError(f"{len(wanted)} idle servers did not become ACTIVE in {attempts} attempts")
 
 
 async def poll_rounds(cloud: DevCloud, spawner_class, tag: str, server_ids: list[str], rounds: int) -> dict:
@@ -141,7 +152,7 @@ async def poll_rounds(cloud: DevCloud, spawner_class, tag: str, server_ids: list
     for i, server_id in enumerate(server_ids):
         spawner = spawner_class(cloud="devcloud", clouds_yaml=str(cloud.settings.clouds_yaml), hub_tag=tag)
         spawner.user = SimpleNamespace(name=f"user{i:04d}", url=f"/user/user{i:04d}/")
-        spawner.server_id = server_id
+        spawner.vm.server_id = server_id
         spawners.append(spawner)
     interval = spawners[0].poll_interval
     lags: list[float] = []
@@ -167,8 +178,7 @@ async def poll_rounds(cloud: DevCloud, spawner_class, tag: str, server_ids: list
     made = nova_requests(cloud) - before
     stop.set()
     await prober
-    for spawner in spawners[:1]:
-        await spawner.watcher.stop()
+    await spawners[0].site.close()
     return {"calls_per_interval": round(made / rounds, 1), "round_s": round(max(round_times), 2),
             "lag_p99_ms": p99(lags), "running": alive, "interval_s": interval}
 
@@ -275,7 +285,7 @@ def main() -> int:
                                  cores=HUB_QUOTAS["cores"] + args.servers + 2 * args.spawns,
                                  ram=HUB_QUOTAS["ram"])
         admin.set_network_quotas(project.id, port=HUB_NETWORK_QUOTAS["port"] + args.spawns)
-        idle = create_idle_servers(cloud, idle_tag, args.servers)
+        idle, result["setup_servers_remade"] = create_idle_servers(cloud, idle_tag, args.servers)
 
         sys.stderr.write(f"Polling {len(idle)} servers for {args.rounds} poll intervals: shared watcher ...\n")
         ours = asyncio.run(poll_rounds(cloud, OpenStackSpawner, idle_tag, idle, args.rounds))

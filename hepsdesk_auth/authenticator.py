@@ -32,7 +32,7 @@ from oauthenticator.generic import GenericOAuthenticator
 from tornado import web
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default, observe
 
-from hepsdesk_spawner.identity import PROPOSAL_RE
+from hepsdesk_identity import AUTH_STATE_KEY, PROPOSAL_RE, HepsdeskState, hepsdesk_state
 
 from . import roles as role_mapping
 from .active_directory import ADLayout
@@ -296,9 +296,9 @@ class HEPSAuthenticator(GenericOAuthenticator):
                 proposals.append(proposal)
             else:  # it could name no group or directory; the rest of the sign-in goes on
                 self.log.warning("%s: the SSO's proposal %.70r is not a proposal id; left out", username, proposal)
-        state = {"groups": sorted(set(groups)), "proposals": proposals, "email": claims.get("email"),
-                 "name": claims.get("name")}
-        auth_model["auth_state"]["hepsdesk"] = state
+        state: HepsdeskState = {"groups": sorted(set(groups)), "proposals": proposals, "email": claims.get("email"),
+                                "name": claims.get("name")}
+        auth_model["auth_state"][AUTH_STATE_KEY] = state
         if self.accounts is not None:
             email = claims.get("email")
             person = Person(username=username, subject=str(claims.get("sub") or ""),
@@ -317,7 +317,7 @@ class HEPSAuthenticator(GenericOAuthenticator):
             posix = {key: claims.get(claim) for key, claim in self.posix_claims.items()
                      if claims.get(claim) not in (None, "")}
             if "uid" in posix and "gid" in posix:
-                # Checked where it is used (hepsdesk_spawner.identity), like every other claim.
+                # Checked where it is used (hepsdesk_identity.PosixIdentity), like every other claim.
                 state["posix"] = {"username": username, **posix}
         if self.manage_roles:
             member_of = set(state["groups"])
@@ -366,14 +366,14 @@ class HEPSAuthenticator(GenericOAuthenticator):
 
     async def get_user_groups(self, auth_state):
         """The person's groups: the SSO's and, with a directory, their AD account's."""
-        return set(((auth_state or {}).get("hepsdesk") or {}).get("groups") or [])
+        return set(hepsdesk_state(auth_state).get("groups") or [])
 
     async def load_managed_roles(self):
         return role_mapping.definitions(self._group_roles)
 
     async def check_allowed(self, username, auth_model):
-        if self.accounts is not None and "posix" not in ((auth_model or {}).get("auth_state") or {}).get(
-                "hepsdesk", {}) and self._approved(username, set((auth_model or {}).get("groups") or [])):
+        if self.accounts is not None and "posix" not in hepsdesk_state((auth_model or {}).get("auth_state")) \
+                and self._approved(username, set((auth_model or {}).get("groups") or [])):
             # Approved, but no account (provision_accounts is off).
             raise web.HTTPError(403, "%s", f"You are signed in as {username}, but you have no computing "
                                 "account yet. Ask the facility's user office for one, then sign in again.",

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from ldap3.core import exceptions as ldap_errors
 
-from hepsdesk_spawner.identity import NAME_RE, PROPOSAL_RE
+from hepsdesk_identity import NAME_RE, PROPOSAL_RE, PosixRecord
 
 from . import active_directory as ad
 from . import storage_ldap as storage
@@ -78,7 +78,7 @@ class Account:
     created: bool = False
 
     @property
-    def posix(self) -> dict:
+    def posix(self) -> PosixRecord:
         """The POSIX identity as ``auth_state["hepsdesk"]["posix"]`` holds it (for the spawner)."""
         return {"username": self.username, "uid": self.uid, "gid": self.gid, "home": self.home,
                 "shell": self.shell, "group": self.primary_group,

@@ -18,7 +18,7 @@ import hashlib
 import re
 import unicodedata
 
-from hepsdesk_spawner.identity import NAME_RE
+from hepsdesk_identity import NAME_RE
 
 MAX_LENGTH = 20  # AD's limit for a user's sAMAccountName
 MARK_LENGTH = 4

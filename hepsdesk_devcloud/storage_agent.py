@@ -20,7 +20,7 @@ import re
 import ldap3
 
 from hepsdesk_auth.provisioning import PROPOSAL_DESCRIPTION
-from hepsdesk_spawner.identity import NAME_RE, PROPOSAL_RE
+from hepsdesk_identity import NAME_RE, PROPOSAL_RE
 
 PROPOSAL_IN_DESCRIPTION = re.compile("^" + re.escape(PROPOSAL_DESCRIPTION).replace(r"\{proposal\}", "(.+)") + "$")
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from .cloud import OpenStackClient
 
 MICROVERSION = "1.18"  # `required=` trait filter on GET /resource_providers
+# Granular request groups (resources1=..., required1=..., group_policy) in allocation candidates.
+CANDIDATES_MICROVERSION = "1.29"
 
 
 def flavor_gpu_request(extra_specs: dict[str, str]) -> tuple[str, int]:
@@ -38,6 +40,30 @@ def flavor_gpu_request(extra_specs: dict[str, str]) -> tuple[str, int]:
     return "", 0
 
 
+def allocation_query(vcpus: int, ram_mb: int, disk_gb: int, extra_specs: dict[str, str]) -> dict[str, str]:
+    """The ``GET /allocation_candidates`` query asking for what a flavor needs, as Nova's
+    scheduler asks for it: its CPUs, memory and disk, plus the resources and required traits of
+    its extra specs (``resources[N]:CLASS=amount``, ``trait[N]:TRAIT=required``), each
+    numbered group as its own request group."""
+    resources: dict[str, dict[str, int]] = {"": {"VCPU": vcpus, "MEMORY_MB": ram_mb, "DISK_GB": disk_gb}}
+    required: dict[str, list[str]] = {}
+    for key, value in sorted(extra_specs.items()):
+        if match := re.fullmatch(r"resources(\d*):([A-Z0-9_]+)", key):
+            resources.setdefault(match.group(1), {})[match.group(2)] = int(value)
+        elif (match := re.fullmatch(r"trait(\d*):([A-Z0-9_]+)", key)) and value == "required":
+            required.setdefault(match.group(1), []).append(match.group(2))
+    query = {"limit": "1"}
+    for group, amounts in resources.items():
+        wanted = ",".join(f"{name}:{amount}" for name, amount in sorted(amounts.items()) if amount > 0)
+        if wanted:
+            query[f"resources{group}"] = wanted
+    for group, traits in required.items():
+        query[f"required{group}"] = ",".join(traits)
+    if sum(1 for group in resources if group) > 1:
+        query["group_policy"] = extra_specs.get("group_policy", "none")
+    return query
+
+
 @dataclass(frozen=True)
 class GpuCapacity:
     model: str
@@ -49,9 +75,7 @@ class GpuCapacity:
 
 
 class CapacityReader:
-    """Cached free GPU counts of one cloud; shared by all spawners of the hub."""
-
-    _shared: dict[tuple, CapacityReader] = {}
+    """Cached free GPU counts of one cloud; one for all spawners of the hub (``CloudSite``)."""
 
     def __init__(self, client: OpenStackClient, ttl: float = 10.0):
         self.client = client
@@ -59,13 +83,6 @@ class CapacityReader:
         self._cache: dict[str, tuple[float, GpuCapacity]] = {}
         self._pending: dict[str, asyncio.Future] = {}
         self.reads = 0
-
-    @classmethod
-    def shared(cls, client: OpenStackClient, ttl: float = 10.0) -> CapacityReader:
-        key = (client.cloud, client.clouds_yaml)
-        if key not in cls._shared:
-            cls._shared[key] = cls(client, ttl)
-        return cls._shared[key]
 
     async def gpus(self, trait: str, model: str) -> GpuCapacity:
         """Free and total GPUs with ``trait`` (shown as ``model``; cached ``ttl`` s).
@@ -101,3 +118,16 @@ class CapacityReader:
         capacity = await self.client.call(read)
         self._cache[trait] = (time.monotonic(), capacity)
         return capacity
+
+    async def has_room(self, flavor) -> bool:
+        """Does Placement offer a host for ``flavor`` right now (one allocation candidate)?
+        Not cached: it is asked after the scheduler found no host. Raises on Placement errors."""
+        query = allocation_query(flavor.vcpus, flavor.ram, flavor.disk or 0, dict(flavor.extra_specs or {}))
+
+        def ask(conn):
+            response = conn.placement.get("/allocation_candidates", params=query,
+                                          microversion=CANDIDATES_MICROVERSION)
+            response.raise_for_status()
+            return bool(response.json().get("allocation_requests"))
+
+        return await self.client.call(ask, idempotent=True)

@@ -1,7 +1,7 @@
 """The spawner's one door to OpenStack: openstacksdk calls off the hub's event loop.
 
-openstacksdk is synchronous, so every call runs in a class-level thread pool shared by all
-spawners of the hub (as dockerspawner does with its docker client); the event loop only
+openstacksdk is synchronous, so every call runs in a thread pool (the hub-wide ``CloudSite``
+gives all spawners one, as dockerspawner does with its docker client); the event loop only
 awaits futures. Each call has a per-request timeout (the connection's) and nothing here ever
 logs a request body: keystoneauth would log server user-data, which carries the hub API
 token, at debug level, so its body logger is switched off.
@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 import keystoneauth1.exceptions
@@ -29,6 +30,12 @@ logging.getLogger("keystoneauth.session.body").disabled = True
 NotFound = openstack.exceptions.NotFoundException
 SDKError = openstack.exceptions.SDKException
 HttpError = openstack.exceptions.HttpException
+# Whatever a call to the cloud can fail with: the API's answers, keystoneauth's (no answer,
+# a timeout, Keystone refusing the credential), the network's.
+CLOUD_ERRORS = (SDKError, keystoneauth1.exceptions.ClientException, OSError)
+# Nova lists servers of a cell that is down as records with status UNKNOWN from this
+# microversion on (before, it leaves them out: a missing server would look deleted).
+DOWN_CELL_MICROVERSION = "2.69"
 log = logging.getLogger("hepsdesk.cloud")
 
 
@@ -42,35 +49,39 @@ def transient(error: BaseException) -> bool:
 class OpenStackClient:
     """A lazily opened openstacksdk connection for one cloud, used from worker threads."""
 
-    # Few threads: their Python work holds the interpreter lock the hub's event loop needs, and
-    # the more threads want it, the longer the loop waits for it. Requests mostly wait on the
-    # network (lock released), so 8 carry a hundred starts at once.
-    executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hepsdesk-openstack")
-    _connections: dict[tuple, openstack.connection.Connection] = {}
-    _lock = threading.Lock()
-    _resolved: dict[tuple, tuple[float, str]] = {}  # (cloud, kind, name) -> (until, id); see _find
     lookup_ttl = 300.0
 
     def __init__(self, cloud: str, clouds_yaml: str = "", request_timeout: float = 30.0, retries: int = 3,
-                 retry_delay: float = 0.5):
+                 retry_delay: float = 0.5, executor: Executor | None = None):
         self.cloud = cloud
         self.clouds_yaml = clouds_yaml
         self.request_timeout = request_timeout
         self.retries = retries
         self.retry_delay = retry_delay
+        # Few threads: their Python work holds the interpreter lock the hub's event loop
+        # needs, and the more threads want it, the longer the loop waits for it. Requests
+        # mostly wait on the network (lock released), so 8 carry a hundred starts at once.
+        self._executor = executor
+        self._conn: openstack.connection.Connection | None = None
+        self._lock = threading.Lock()
+        self._resolved: dict[tuple, tuple[float, str]] = {}  # (kind, name) -> (until, id); see _find
 
-    def _connection(self) -> openstack.connection.Connection:
-        key = (self.cloud, self.clouds_yaml, self.request_timeout)
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hepsdesk-openstack")
+        return self._executor
+
+    def connection(self) -> openstack.connection.Connection:
+        """The connection (opened at first use; safe to share between the worker threads)."""
         with self._lock:
-            conn = self._connections.get(key)
-            if conn is None:
+            if self._conn is None:
                 files = [self.clouds_yaml] if self.clouds_yaml else None
                 config = openstack.config.OpenStackConfig(config_files=files) if files else \
                     openstack.config.OpenStackConfig()
                 region = config.get_one(cloud=self.cloud, split_loggers=True, api_timeout=self.request_timeout)
-                conn = openstack.connection.Connection(config=region)
-                self._connections[key] = conn
-            return conn
+                self._conn = openstack.connection.Connection(config=region)
+            return self._conn
 
     async def call(self, fn: Callable[[openstack.connection.Connection], Any], idempotent: bool = False) -> Any:
         """Run ``fn(connection)`` in the worker pool and return its result. An ``idempotent``
@@ -89,7 +100,7 @@ class OpenStackClient:
                 delay *= 2
 
     def _run(self, fn):
-        return fn(self._connection())
+        return fn(self.connection())
 
     # the calls the spawner makes
 
@@ -98,7 +109,7 @@ class OpenStackClient:
         list (of every flavor, for a flavor), for each of a hundred starts at once; so the id
         a name resolves to is remembered for ``lookup_ttl`` seconds and fetched directly. A
         remembered id that is gone (an image replaced under the same name) is resolved again."""
-        key = (self.cloud, self.clouds_yaml, kind, name_or_id)
+        key = (kind, name_or_id)
         known = self._resolved.get(key)
         if known is not None and known[0] > time.monotonic():
             def fetch(c):
@@ -187,6 +198,22 @@ class OpenStackClient:
             except NotFound:
                 return None
         return await self.call(get, idempotent=True)
+
+    async def server_exists(self, server_id: str, name: str) -> bool:
+        """Is the server still there? Asked by id; when that read fails, by the list of the
+        servers with its name (another API path, which may still answer). Raises when neither
+        answers: a failed read never means "gone"."""
+        try:
+            return await self.get_server(server_id) is not None
+        except CLOUD_ERRORS as e:
+            log.warning("Reading server %s failed (%s); asking the list of %s instead", server_id, str(e)[:200], name)
+
+        def listed(c):
+            response = c.compute.get("/servers", params={"name": f"^{re.escape(name)}$"},
+                                     microversion=DOWN_CELL_MICROVERSION)
+            openstack.exceptions.raise_from_response(response)
+            return any(s.get("id") == server_id for s in response.json().get("servers", []))
+        return await self.call(listed, idempotent=True)
 
     async def find_servers(self, name: str, metadata: dict[str, str]) -> list:
         """Servers called ``name`` (exactly) whose metadata includes ``metadata``."""

@@ -21,8 +21,9 @@ import shlex
 
 import yaml
 
+from hepsdesk_identity import PosixIdentity
+
 from .datamounts import DataMount
-from .identity import PosixIdentity
 from .resume import AUTH_SCHEME, RESUME_ENV_PATH
 
 SafeDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
-from .identity import PosixIdentity
+from hepsdesk_identity import PosixIdentity
 
 FIELDS = ("username", "uid", "gid", "home", "proposal")
 KEYS = ("source", "target", "fstype", "options", "required")

@@ -1,9 +1,18 @@
-"""Cloud errors a user can meet, as messages they can act on.
+"""What a user reads when a start fails, and what JupyterHub counts as the hub's failure.
 
-Scarce GPUs, a used-up quota and a scheduler that finds no host are normal at a facility,
-not faults of the hub: each becomes a ``SpawnException`` with a message saying what happened
-and what to do, and a ``reason`` label for the hub's metrics. JupyterHub counts no
-``SpawnException`` towards ``consecutive_failure_limit``, so a busy cloud never restarts the hub.
+Two kinds, as the Spawner contract has them:
+
+- ``SpawnError`` (a ``SpawnException``): an expected refusal. Scarce GPUs, a used-up quota,
+  a scheduler that finds no host, a profile the user may not use, an identity the user office
+  must fix. Normal at a facility, not faults of the hub: JupyterHub does not count them towards
+  ``consecutive_failure_limit``, so a busy cloud never restarts the hub.
+- ``CloudFailure``: everything else. The cloud unreachable or answering 5xx, Keystone refusing
+  the hub's credential, a deadline passed, a VM that broke, the hub's own configuration.
+  JupyterHub counts them (they are no ``SpawnException``; an HTTP error of 500 or more), so a
+  hub that cannot start anything for anyone is restarted after ``consecutive_failure_limit``.
+
+Both carry the text users see (``jupyterhub_message``), saying what happened and what to do;
+the hub's log gets the technical detail, without secrets.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import re
 
 from jupyterhub.spawner import SpawnException
+from tornado import web
 
 from .cloud import HttpError
 
@@ -22,6 +32,15 @@ class SpawnError(SpawnException):
 
     def __init__(self, message, **kwargs):
         super().__init__(message, **kwargs)
+        self.jupyterhub_message = message
+
+
+class CloudFailure(web.HTTPError):
+    """A start or stop that failed for a reason that is not the user's (see the module's text):
+    ``message`` for the user, ``detail`` (which call failed, with which ids) for the hub's log."""
+
+    def __init__(self, message: str, status_code: int = 502, detail: str = ""):
+        super().__init__(status_code, "%s", f"{message} [{detail}]" if detail else message)
         self.jupyterhub_message = message
 
 

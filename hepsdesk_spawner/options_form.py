@@ -9,11 +9,17 @@ profile of a shelved VM is chosen first, and its card says that starting another
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from html import escape
+from typing import TYPE_CHECKING
 
-from .capacity import GpuCapacity
+from .capacity import GpuCapacity, flavor_gpu_request
+from .cloud import CLOUD_ERRORS
 from .profiles import Profile
+
+if TYPE_CHECKING:
+    from .spawner import OpenStackSpawner
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,34 @@ STYLE = """
 .hepsdesk-profile .hepsdesk-gpu { font-weight: bold; }
 </style>
 """
+
+
+def options_from_form(form_data: dict[str, list[str]]) -> dict:
+    """The form's fields as ``user_options``: ``{"profile": ["gpu"]}`` -> ``{"profile": "gpu"}``
+    (what the REST API takes); every value is checked by the spawner."""
+    return {key: values[0] if len(values) == 1 else values for key, values in form_data.items()}
+
+
+async def card(spawner: OpenStackSpawner, profile: Profile) -> Card:
+    """What the cloud says about ``profile`` right now (what cannot be read is left out)."""
+    site = spawner.site
+    try:
+        image, flavor = await asyncio.gather(site.client.find_image(profile.image),
+                                             site.client.find_flavor(profile.flavor))
+    except CLOUD_ERRORS as e:
+        spawner.log.warning("Cannot read image/flavor of profile %s: %s", profile.slug, e)
+        image = flavor = None
+    facts = {"software": (image.properties or {}).get("hepsdesk_software", "") if image else "",
+             "vcpus": flavor.vcpus if flavor else 0, "ram_mb": flavor.ram if flavor else 0,
+             "shelved": spawner.vm.shelved and profile.slug == spawner.vm.profile and profile.stop_mode == "shelve"}
+    trait, _ = flavor_gpu_request(flavor.extra_specs or {}) if flavor else ("", 0)
+    if profile.gpu_count and trait:
+        try:
+            facts["gpus"] = await site.capacity.gpus(trait, profile.gpu_model)
+        except (*CLOUD_ERRORS, ValueError) as e:  # e.g. 403: no right to read Placement
+            spawner.log.warning("Cannot read free %s GPUs from Placement: %s", profile.gpu_model, e)
+            facts["capacity_note"] = "free GPUs unknown right now"
+    return Card(profile, **facts)
 
 
 def render(cards: list[Card]) -> str:

@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("run it as a JupyterHub service (JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN are not set)")
     if args.grace < 60:
         log.warning("--grace %.0f s is shorter than a start: a server being started may be deleted", args.grace)
-    conn = OpenStackClient(args.cloud, args.clouds_yaml)._connection()
+    conn = OpenStackClient(args.cloud, args.clouds_yaml).connection()
     try:
         return _loop(conn, api_url, token, args)
     except KeyboardInterrupt:  # the hub stops its services with SIGINT

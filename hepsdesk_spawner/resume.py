@@ -29,6 +29,8 @@ import json
 from jupyterhub.apihandlers.base import APIHandler
 from tornado import web
 
+from .state import ServerState
+
 # Below the hub's API URL (JUPYTERHUB_API_URL, e.g. http://hub:8081/hub/api).
 RESUME_ENV_PATH = "/hepsdesk/resume-env"
 AUTH_SCHEME = "hepsdesk-resume"
@@ -55,7 +57,7 @@ class ResumeEnvHandler(APIHandler):
         user = self.find_user(user_name)
         # orm_spawners, not spawners: looking up a missing name in spawners would create it.
         spawner = user.spawners[server_name] if user is not None and server_name in user.orm_spawners else None
-        key = getattr(spawner, "resume_key", "")
+        key = spawner.vm.resume_key if isinstance(getattr(spawner, "vm", None), ServerState) else ""
         # The same answer for an unknown server and a wrong token: no oracle for either.
         if scheme.lower() != AUTH_SCHEME or not token or not key or not hmac.compare_digest(key, resume_key(token)):
             # repr: the names come from the request (no forged log lines).

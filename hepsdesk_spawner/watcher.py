@@ -1,8 +1,8 @@
 """One view of all of this hub's servers, shared by every spawner: one list call per interval.
 
 The naive way, each spawner asking Nova about its own server every poll, costs the cloud one
-request per user per interval: 1000 idle users, 1000 requests. Here one background task per
-(cloud, hub tag) lists the hub's servers (``GET /servers/detail?tags=<hub tag>``, one page up
+request per user per interval: 1000 idle users, 1000 requests. Here one background task (the
+hub's ``CloudSite`` owns it) lists the hub's servers (``GET /servers/detail?tags=<hub tag>``, one page up
 to Nova's page size) every ``interval`` seconds and keeps the result; ``poll()`` is a lookup
 in it. Polls wait for the first complete list, so a hub that just started never declares a
 server gone because it has not looked yet; when listing fails, the watcher backs off
@@ -70,7 +70,7 @@ CHANGES_MARGIN = 5.0
 
 
 class ServerWatcher:
-    _shared: dict[tuple, ServerWatcher] = {}
+    """This hub's servers as Nova last listed them (one per ``CloudSite``)."""
 
     def __init__(self, client: OpenStackClient, hub_tag: str, interval: float = 10.0, max_backoff: float = 120.0,
                  min_gap: float = 1.0, resync_interval: float = 60.0):
@@ -90,17 +90,6 @@ class ServerWatcher:
         self._hurry: asyncio.Event | None = None  # someone waits for a fresh list (see fresh())
         self._new_list: asyncio.Event | None = None  # set (and replaced) after each list
         self._task: asyncio.Task | None = None
-
-    @classmethod
-    def shared(cls, client: OpenStackClient, hub_tag: str, interval: float, min_gap: float = 1.0) -> ServerWatcher:
-        """The watcher of this cloud and hub tag, started on first use (one per hub process)."""
-        key = (client.cloud, client.clouds_yaml, hub_tag)
-        watcher = cls._shared.get(key)
-        if watcher is None or watcher.stopped:
-            watcher = cls._shared[key] = cls(client, hub_tag, interval, min_gap=min_gap)
-        watcher.interval = min(watcher.interval, interval)
-        watcher.start()
-        return watcher
 
     @property
     def stopped(self) -> bool:

@@ -4,7 +4,9 @@
 neutron): every request goes to the real service unchanged, except those matching a
 ``Fault``, which get an error instead: either without reaching the service (an outage), or
 after the service has done the work (``lost_answer``: the request succeeded but its answer
-never arrived, the fault that leaks resources). Clients reach it through a clouds.yaml whose
+never arrived, the fault that leaks resources), or only after ``hang`` seconds (a service that
+accepts the connection and never answers). A fault lasts ``times`` requests or ``seconds``
+from its injection. Clients reach it through a clouds.yaml whose
 ``<service>_endpoint_override`` points at the proxy (``clouds_yaml_through``).
 
 Usable from async tests (``async with``) and from sync tests (``with``: it runs its own
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +33,14 @@ class Fault:
     status: int = 503
     times: int = 1_000_000  # how many matching requests fail; then they pass again
     lost_answer: bool = False  # forward to the service first, then answer with the error
+    hang: float = 0.0  # hold the request this long before answering with the error
+    seconds: float = 0.0  # >0: requests pass again this long after the fault was injected
     hits: int = field(default=0)
+    injected: float = field(default_factory=time.monotonic)
 
     def matches(self, method: str, path_qs: str) -> bool:
-        return self.hits < self.times and self.method in ("*", method) and re.search(self.path, path_qs) is not None
+        return (self.hits < self.times and (not self.seconds or time.monotonic() - self.injected < self.seconds)
+                and self.method in ("*", method) and re.search(self.path, path_qs) is not None)
 
 
 class FaultProxy:
@@ -52,6 +59,7 @@ class FaultProxy:
         return f"http://127.0.0.1:{self.port}{self.prefix}"
 
     def inject(self, fault: Fault) -> Fault:
+        fault.injected = time.monotonic()
         self.faults.append(fault)
         return fault
 
@@ -65,6 +73,8 @@ class FaultProxy:
         fault = next((f for f in self.faults if f.matches(request.method, request.path_qs)), None)
         if fault is not None:
             fault.hits += 1
+            if fault.hang:
+                await asyncio.sleep(fault.hang)
             if not fault.lost_answer:
                 return web.json_response({"message": "injected fault"}, status=fault.status)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}

@@ -10,6 +10,8 @@ service, so the spawner creates no volumes).
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from ..conftest import SESSION, running_hub
@@ -21,8 +23,24 @@ pytestmark = pytest.mark.devcloud
 SERVER = r"/servers/[0-9a-f-]{36}$"
 
 
+UNPLACEABLE, HUGE = f"t-unplaceable-{SESSION}", f"t-huge-{SESSION}"
+
+
 @pytest.fixture(scope="module")
-def faulty_hub(devcloud, tmp_path_factory):
+def flavors(admin_conn):
+    """A flavor Placement has room for but Nova's scheduler filters refuse on every host (its
+    ComputeCapabilitiesFilter: no host has this hypervisor type), and one no host has room for (disk:
+    the quotas count CPUs and memory, not local disk)."""
+    unplaceable = admin_conn.compute.create_flavor(name=UNPLACEABLE, vcpus=1, ram=256, disk=1)
+    admin_conn.compute.create_flavor_extra_specs(unplaceable, {"capabilities:hypervisor_type": "no-such-hypervisor"})
+    huge = admin_conn.compute.create_flavor(name=HUGE, vcpus=1, ram=256, disk=100_000)  # 100 TB of disk
+    yield
+    for flavor in (unplaceable, huge):
+        admin_conn.compute.delete_flavor(flavor, ignore_missing=True)
+
+
+@pytest.fixture(scope="module")
+def faulty_hub(devcloud, tmp_path_factory, flavors):
     directory = tmp_path_factory.mktemp("faulty-hub")
     conn = devcloud.connect()
     with FaultProxy(conn.endpoint_for("compute"), 18776) as nova, \
@@ -30,7 +48,10 @@ def faulty_hub(devcloud, tmp_path_factory):
         clouds_yaml = clouds_yaml_through(devcloud, directory, compute=nova.url, network=neutron.url)
         desktop = {"image": "hepsdesk-desktop", "flavor": "c1.small"}
         profiles = [{"slug": "desktop", "display_name": "Desktop", "default": True, **desktop},
-                    {"slug": "keep", "display_name": "Kept desktop", "stop_mode": "shelve", **desktop}]
+                    {"slug": "keep", "display_name": "Kept desktop", "stop_mode": "shelve", **desktop},
+                    {"slug": "unplaceable", "display_name": "Refused", "image": "hepsdesk-desktop",
+                     "flavor": UNPLACEABLE},
+                    {"slug": "huge", "display_name": "Too big", "image": "hepsdesk-desktop", "flavor": HUGE}]
         # With a floating IP per VM: one more thing created, to be found and deleted on failure.
         with running_hub(devcloud, directory, (18700, 18781, 19970), profiles, clouds_yaml=clouds_yaml,
                          HEPSDESK_FLOATING_IP_NETWORK="hepsdesk-public") as hub:
@@ -59,10 +80,14 @@ def floating_ips_of(conn, user: str) -> list:
     return [ip for ip in conn.network.ips() if f"): {user}'s server" in (ip.description or "")]
 
 
-def spawn(hub, user: str) -> dict:
+def spawn(hub, user: str, **options) -> dict:
+    return spawn_events(hub, user, **options)[-1]
+
+
+def spawn_events(hub, user: str, **options) -> list[dict]:
     create_user(hub.api, user)
-    assert hub.api("POST", f"/users/{user}/server").status_code in (201, 202)
-    return hub.api.progress(user, timeout=300)[-1]
+    assert hub.api("POST", f"/users/{user}/server", json=options).status_code in (201, 202)
+    return hub.api.progress(user, timeout=300)
 
 
 @pytest.mark.parametrize("service, fault", [
@@ -115,6 +140,43 @@ def test_nova_down_in_the_middle_of_a_start_fails_it_and_removes_the_vm(faulty_h
     assert last.get("failed") and "anything created for it has been removed" in last["message"], last
     assert "Traceback" not in last["message"]
     assert mine(conn, user) == ([], [])
+
+
+def test_stop_returns_only_once_the_vm_is_gone_while_nova_fails(faulty_hub, conn):
+    """Nova answers 500 to every delete and every read of the server for a while: the hub's
+    stop waits (retrying) until the VM is really gone, and never takes a failed read for "gone"."""
+    user = f"stop-500-{SESSION}"
+    assert spawn(faulty_hub, user).get("ready")
+    [vm], _ = mine(conn, user)
+    deletes = faulty_hub.nova.inject(Fault("DELETE", SERVER, 500, seconds=8))
+    reads = faulty_hub.nova.inject(Fault("GET", SERVER, 500, seconds=8))
+    asked = time.monotonic()
+    assert faulty_hub.api("DELETE", f"/users/{user}/server").status_code in (202, 204)
+    faulty_hub.api.wait_stopped(user)
+    assert time.monotonic() - asked >= 7, "stop returned while Nova was still failing"
+    assert deletes.hits >= 2 and reads.hits >= 1
+    assert conn.compute.find_server(vm.id) is None, "the hub reported the server stopped while its VM exists"
+    assert mine(conn, user) == ([], [])
+
+
+def test_no_host_while_placement_has_room_is_tried_once_more(faulty_hub, conn):
+    """Nova's scheduler finds no host but Placement has room for the flavor (here a scheduler
+    filter refuses every host; at scale, a lost race or a slow Placement): the spawner tries
+    once more before it tells the user there is no room. With no room in Placement, it does not."""
+    creates = len([r for r in faulty_hub.nova.requests if r[0] == "POST" and r[1].endswith("/servers")])
+    events = spawn_events(faulty_hub, f"no-host-{SESSION}", profile="unplaceable")
+    messages = [e["message"] for e in events]
+    assert events[-1].get("failed") and "No machine of the cloud has room for your VM" in messages[-1], messages
+    assert any("trying once more" in m for m in messages), messages
+    made = len([r for r in faulty_hub.nova.requests if r[0] == "POST" and r[1].endswith("/servers")])
+    assert made - creates == 2
+    assert mine(conn, f"no-host-{SESSION}") == ([], [])
+
+    events = spawn_events(faulty_hub, f"no-room-{SESSION}", profile="huge")
+    messages = [e["message"] for e in events]
+    assert events[-1].get("failed") and "No machine of the cloud has room for your VM" in messages[-1], messages
+    assert not any("trying once more" in m for m in messages), "Placement has no room: no second try"
+    assert mine(conn, f"no-room-{SESSION}") == ([], [])
 
 
 def test_a_resume_the_cloud_refuses_keeps_the_vm_shelved(faulty_hub, conn):

@@ -8,14 +8,16 @@ import os
 import re
 import signal
 import sqlite3
+import sys
 import tempfile
 import time
 
+import openstack
 import pytest
 import requests
 
 from hepsdesk_devcloud.service_plugins import hepsdesk_process_image as process_image
-from hepsdesk_spawner.cloudinit import ENV_FILE
+from hepsdesk_spawner.cloudinit import ENV_FILE, STARTING_MARKER
 
 from ..conftest import SESSION, HubAPI, start_hub, stop_hub
 
@@ -242,3 +244,60 @@ def test_the_hubs_sqlite_database_uses_write_ahead_logging(hub):
     delete a journal file (jupyterhub_config.py), the largest part of the loop's lag at 100 starts."""
     with contextlib.closing(sqlite3.connect(hub.state_dir / "jupyterhub.sqlite", timeout=30)) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+WRONG_PREFIX_SINGLEUSER = """
+import http.server, json, os, time, urllib.parse
+url = urllib.parse.urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
+own = os.environ["JUPYTERHUB_SERVICE_PREFIX"] + "api"
+default = "/user/" + os.environ["JUPYTERHUB_USER"] + "/api"
+started = time.monotonic()
+class Answer(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        # The default server's URL always answers; this named server's own URL only after
+        # 15 s: until then 404, as a server started with the wrong prefix answers.
+        ok = self.path == default or (self.path == own and time.monotonic() - started > 15)
+        body = json.dumps({"version": "stub"}).encode() if ok else b"404: Not Found"
+        self.send_response(200 if ok else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer((url.hostname, url.port), Answer).serve_forever()
+"""
+
+
+def console_of(devcloud, user: str) -> str:
+    """The console of the user's VM ("" before it is on a host)."""
+    vms = vm_of(devcloud, user)
+    try:
+        return devcloud.connect().compute.get_server_console_output(vms[0].id)["output"] if vms else ""
+    except openstack.exceptions.NotFoundException:
+        return ""
+
+
+def test_a_named_server_is_ready_only_when_its_own_url_answers(broken_hub, devcloud, conn, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "singleuser.py").write_text(WRONG_PREFIX_SINGLEUSER)
+    script = bin_dir / "jupyterhub-singleuser"
+    script.write_text(f"#!/bin/sh\nexec {sys.executable} {bin_dir / 'singleuser.py'}\n")
+    script.chmod(0o755)
+    put_image(conn, broken_hub.image_name, manifest=process_image.make_manifest("prefix-stub", path=[str(bin_dir)]))
+    api, user = HubAPI(broken_hub), f"named-{SESSION}"
+    create_user(api, user)
+    assert api("POST", f"/users/{user}/servers/probe").status_code in (201, 202)
+    try:
+        deadline = time.monotonic() + 60
+        while STARTING_MARKER not in console_of(devcloud, user):
+            assert time.monotonic() < deadline, "the VM did not start its single-user server"
+            time.sleep(1)
+        time.sleep(5)  # the stub answers 404 at the server's own URL all this time
+        server = api("GET", f"/users/{user}").json()["servers"]["probe"]
+        assert not server["ready"] and server["pending"] == "spawn", "a 404 at the server's own URL counted as up"
+        assert api.progress(user, server="probe", timeout=60)[-1].get("ready")
+    finally:
+        assert api("DELETE", f"/users/{user}/servers/probe").status_code in (202, 204, 400)
+        api.wait_stopped(user)
+    assert vm_of(devcloud, user) == []

@@ -7,9 +7,9 @@ import subprocess
 import pytest
 
 from hepsdesk_devcloud.service_plugins.hepsdesk_cloudconfig import build_boot_plan
+from hepsdesk_identity import IdentityError, PosixIdentity, proposals_of
 from hepsdesk_spawner.cloudinit import START_SCRIPT, render_singleuser_user_data
 from hepsdesk_spawner.datamounts import DataMountError, expand_all, parse_data_mounts
-from hepsdesk_spawner.identity import IdentityError, PosixIdentity, proposals_of
 
 POSIX = {"username": "alice", "uid": 23001, "gid": 23001, "home": "/home/alice",
          "groups": [{"name": "p-2026-001", "gid": 30001}]}

@@ -1,13 +1,22 @@
-"""Who the user is inside their VM: the computing account from ``auth_state``.
+"""``auth_state["hepsdesk"]``: what the authenticator knows of a person, for the spawner.
 
-The authenticator (``hepsdesk_auth``) puts the user's POSIX identity at
-``auth_state["hepsdesk"]["posix"]``: ``username``, ``uid``, ``gid``, ``home``, and optionally
-``group`` (the primary group's name), ``shell`` and ``groups`` (supplementary groups as
-``{"name", "gid"}``). The VM gets an account with exactly these numbers, so files on the
-central storage keep their owner whichever VM wrote them. Everything here ends up in a root
-shell script in the VM, so every value is checked against a strict pattern (and quoted
-anyway): a hostile claim cannot become a command, and no identity can be root or a system
-account.
+The entry is JSON (JupyterHub encrypts and stores it); its shape is ``HepsdeskState``::
+
+    {"groups": ["heps-users"], "proposals": ["P-2026-0042"], "email": ..., "name": ...,
+     "posix": {"username": "alice", "uid": 21001, "gid": 21001, "home": "/home/alice",
+               "group": "hepsdesk-users", "shell": "/bin/bash",
+               "groups": [{"name": "proposal-p-2026-0042", "gid": 30001}]},
+     "directory": {"dn": "CN=alice,...", "created": false},
+     "home": "/home/alice",
+     "data_paths": {"home": "/home/alice", "proposals": {"P-2026-0042": "/data/P-2026-0042"}}}
+
+Only ``groups`` and ``proposals`` are always there; ``posix`` once the person has a computing
+account (from the directory, or from the SSO's claims). The VM gets an account with exactly
+these numbers, so files on the central storage keep their owner whichever VM wrote them.
+
+The reading side checks everything: the identity ends up in a root shell script in the VM,
+so every value must match a strict pattern (and is quoted anyway); no identity can be root
+or a system account, and a home is never a system directory.
 """
 
 from __future__ import annotations
@@ -15,21 +24,69 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass
+from typing import TypedDict
 
-NAME_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+from .names import NAME_RE, PROPOSAL_RE
+
+AUTH_STATE_KEY = "hepsdesk"
 PATH_RE = re.compile(r"^(/[A-Za-z0-9_.@+-]+)+/?$")
-PROPOSAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_ID = 2**31 - 2
 # A home cannot be (or be under) one of the system's own directories: it is mounted over.
 SYSTEM_DIRS = ("bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "proc", "root", "run", "sbin", "sys", "usr")
+
+
+class PosixGroup(TypedDict):
+    name: str
+    gid: int
+
+
+class PosixRecord(TypedDict, total=False):
+    """The computing account; ``username``, ``uid`` and ``gid`` are required."""
+    username: str
+    uid: int
+    gid: int
+    home: str  # default /home/<username>
+    group: str  # the primary group's name; default the username
+    shell: str  # default /bin/bash
+    groups: list[PosixGroup]  # supplementary groups (e.g. one per proposal)
+
+
+class DirectoryEntry(TypedDict):
+    dn: str  # the account's entry in Active Directory
+    created: bool  # made at this sign-in
+
+
+class DataPaths(TypedDict):
+    home: str
+    proposals: dict[str, str]  # proposal id -> its data directory
+
+
+class HepsdeskState(TypedDict, total=False):
+    groups: list[str]  # JupyterHub groups: the SSO's and the directory's
+    proposals: list[str]  # proposal ids (PROPOSAL_RE)
+    email: str | None
+    name: str | None
+    posix: PosixRecord
+    directory: DirectoryEntry
+    home: str
+    data_paths: DataPaths
 
 
 class IdentityError(ValueError):
     """The identity in auth_state cannot be used safely (the message says which value)."""
 
 
+def hepsdesk_state(auth_state: dict | None) -> HepsdeskState:
+    """The ``auth_state["hepsdesk"]`` entry ({} when there is none)."""
+    state = (auth_state or {}).get(AUTH_STATE_KEY) or {}
+    if not isinstance(state, dict):
+        raise IdentityError(f"auth_state[{AUTH_STATE_KEY!r}] is not a mapping")
+    return state
+
+
 @dataclass(frozen=True)
 class PosixIdentity:
+    """A checked ``PosixRecord``."""
     username: str
     uid: int
     gid: int
@@ -41,7 +98,7 @@ class PosixIdentity:
     @classmethod
     def from_auth_state(cls, auth_state: dict | None, min_id: int = 1000) -> PosixIdentity | None:
         """The identity in ``auth_state`` (None when it has none); IdentityError when it is unsafe."""
-        posix = ((auth_state or {}).get("hepsdesk") or {}).get("posix")
+        posix = hepsdesk_state(auth_state).get("posix")
         if not posix:
             return None
         if not isinstance(posix, dict):
@@ -58,10 +115,16 @@ class PosixIdentity:
                    group=_name(posix.get("group") or username, "group"),
                    shell=_path(posix.get("shell") or "/bin/bash", "shell"), groups=tuple(groups))
 
+    def record(self) -> PosixRecord:
+        """As ``auth_state["hepsdesk"]["posix"]`` holds it."""
+        return {"username": self.username, "uid": self.uid, "gid": self.gid, "home": self.home,
+                "group": self.group, "shell": self.shell,
+                "groups": [{"name": name, "gid": gid} for name, gid in self.groups]}
+
 
 def proposals_of(auth_state: dict | None) -> list[str]:
     """The user's proposals (experiment ids) from ``auth_state``, each checked."""
-    proposals = ((auth_state or {}).get("hepsdesk") or {}).get("proposals") or []
+    proposals = hepsdesk_state(auth_state).get("proposals") or []
     if not isinstance(proposals, list):
         raise IdentityError("the proposals are not a list")
     for proposal in proposals:

@@ -1,0 +1,84 @@
+"""``CloudSite``: what every spawner of one hub shares for one cloud and hub tag.
+
+A hub serves thousands of users from one process; what they have in common lives here,
+once: the openstacksdk client and its thread pool (openstacksdk is synchronous: its calls run
+there, never on the event loop), the watcher whose one list answers every poll, the reader of
+free GPUs, and the managed security group, made sure of once per set of rules. KubeSpawner
+keeps its reflectors the same way. Spawners get their site from ``CloudSite.of(spawner)``,
+the one registry: one site per (cloud, clouds.yaml, hub tag) and event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from .capacity import CapacityReader
+from .cloud import OpenStackClient
+from .watcher import ServerWatcher
+
+if TYPE_CHECKING:
+    from .settings import SpawnerSettings
+
+# Few threads: what they do in Python holds the interpreter lock the hub's event loop needs.
+WORKERS = 8
+
+
+class CloudSite:
+    """The hub-wide view of one cloud for one hub tag."""
+
+    _sites: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, CloudSite]] = \
+        weakref.WeakKeyDictionary()
+
+    def __init__(self, cloud: str, clouds_yaml: str, hub_tag: str, request_timeout: float = 30.0,
+                 capacity_cloud: str = "", capacity_ttl: float = 10.0, watch_interval: float = 5.0,
+                 min_gap: float = 1.0):
+        self.hub_tag = hub_tag
+        self.executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix=f"hepsdesk-{hub_tag}"[:40])
+        self.client = OpenStackClient(cloud, clouds_yaml, request_timeout, executor=self.executor)
+        capacity_client = self.client if capacity_cloud in ("", cloud) else \
+            OpenStackClient(capacity_cloud, clouds_yaml, request_timeout, executor=self.executor)
+        self.capacity = CapacityReader(capacity_client, capacity_ttl)
+        self.watcher = ServerWatcher(self.client, hub_tag, watch_interval, min_gap=min_gap)
+        self._security_groups: dict[tuple, asyncio.Future] = {}
+
+    @classmethod
+    def of(cls, settings: SpawnerSettings) -> CloudSite:
+        """The site of these settings' cloud and hub tag in the running event loop (made at
+        first use, e.g. when the hub loads its configuration; see ``startup.check_config``)."""
+        sites = cls._sites.setdefault(asyncio.get_running_loop(), {})
+        key = (settings.cloud, settings.clouds_yaml, settings.hub_tag)
+        site = sites.get(key)
+        if site is None:
+            site = sites[key] = cls(settings.cloud, settings.clouds_yaml, settings.hub_tag,
+                                    settings.api_request_timeout, settings.capacity_cloud, settings.capacity_ttl,
+                                    settings.watch_interval, min_gap=settings.status_interval)
+        return site
+
+    async def security_group(self, name: str, description: str, rules: set[tuple], renew: bool = False) -> str:
+        """The id of the managed security group ``name`` with exactly ``rules``: made sure of
+        once for all spawns (again with ``renew``: it was deleted behind the hub's back)."""
+        key = (name, frozenset(rules))
+        known = self._security_groups.get(key)
+        if known is not None and (known.cancelled() or (renew and known.done())):
+            known = None
+        if known is None:
+            known = self._security_groups[key] = asyncio.ensure_future(
+                self.client.ensure_security_group(name, description, rules))
+        try:
+            return await asyncio.shield(known)
+        except BaseException:
+            if known.done():
+                self._security_groups.pop(key, None)  # try again at the next spawn
+            raise
+
+    async def close(self) -> None:
+        """Stop the watcher and the worker threads (a hub that stops; benchmarks)."""
+        await self.watcher.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        for sites in self._sites.values():
+            for key, site in list(sites.items()):
+                if site is self:
+                    del sites[key]

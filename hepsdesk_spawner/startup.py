@@ -1,0 +1,59 @@
+"""The spawner's configuration, checked when the hub loads it.
+
+JupyterHub makes spawners at start-up only for users whose servers run, so a wrong setting
+would otherwise show up at some user's first spawn, as a failure. Call ``check_config(c)`` at
+the end of ``jupyterhub_config.py``: it builds the spawner's configuration from ``c``
+(every ``@validate`` runs), checks what the settings can contradict together, and builds the
+hub-wide ``CloudSite`` (its watcher starts listing the hub's servers at once). A bad value
+stops the hub with one line naming the setting and what is wrong::
+
+    from hepsdesk_spawner import check_config
+    check_config(c)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from traitlets import TraitError
+from traitlets.config import Config
+
+from .resume import ResumeEnvHandler
+from .settings import ConfigError
+from .site import CloudSite
+
+log = logging.getLogger("JupyterHub")
+
+
+def check_config(config: Config) -> CloudSite | None:
+    """Check the OpenStackSpawner settings in ``config``; ``SystemExit`` naming the setting when
+    one is wrong. Returns the hub-wide site (None outside a running event loop, e.g. a command
+    that only reads the configuration)."""
+    from .spawner import OpenStackSpawner
+
+    try:
+        settings = OpenStackSpawner(config=config)
+        settings.check_configuration()
+        _check_shelving_handlers(settings, config)
+    except (TraitError, ConfigError) as e:
+        message = f"hepsdesk: the hub's configuration is wrong: {e}"
+        log.critical(message)
+        raise SystemExit(message) from None
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    site = CloudSite.of(settings)
+    site.watcher.start()
+    return site
+
+
+def _check_shelving_handlers(settings, config: Config) -> None:
+    """A profile that shelves needs the resume endpoint in the hub (or resumed VMs get no token)."""
+    if callable(settings.profiles) or not any(p.get("stop_mode") == "shelve" for p in settings.profiles):
+        return
+    handlers = config.JupyterHub.get("extra_handlers", [])
+    if not any(len(h) > 1 and h[1] is ResumeEnvHandler for h in handlers):
+        raise ConfigError("profiles", "a profile has stop_mode 'shelve', but JupyterHub.extra_handlers lacks "
+                                      "hepsdesk_spawner.resume.handlers, which resumed VMs need for their new token")
