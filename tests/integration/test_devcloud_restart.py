@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,12 @@ def test_down_stops_everything_and_up_brings_the_same_cloud_back(devcloud, conn,
 
     report = devcloud.up()
     assert not report.already_running
+    # Members listing networks at once right after the start all see the external network
+    # (a fresh Neutron process misses it in concurrent first lists; `up` warms it).
+    members = [devcloud.connect() for _ in range(4)]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        seen = list(pool.map(lambda c: [n.name for n in c.network.networks(name="hepsdesk-public")], members))
+    assert seen == [["hepsdesk-public"]] * 4
     again = devcloud.connect()
     server = again.compute.wait_for_server(again.compute.get_server(server.id), status="ACTIVE",
                                            failures=["ERROR"], wait=60)

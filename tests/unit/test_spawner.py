@@ -292,3 +292,13 @@ def test_no_private_name_of_jupyterhub_is_overridden():
                            "_trait_default_generators", "_all_trait_default_generators"}
     private = {n for n in dir(Spawner) if n.startswith("_") and not n.startswith("__")} - traitlets_internals
     assert private & (set(vars(Made)) | set(vars(SpawnerSettings))) == set()
+
+
+def test_every_package_of_the_repository_is_in_the_wheel():
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    wheel = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
+    packages = {p.parent.name for p in root.glob("*/__init__.py")} - {"tests", "benchmarks"}
+    assert packages <= set(wheel["packages"]), packages - set(wheel["packages"])
