@@ -244,3 +244,19 @@ for extra_config in filter(None, os.environ.get("HEPSDESK_EXTRA_CONFIG", "").spl
 from hepsdesk_spawner import check_config  # noqa: E402
 
 check_config(c)
+
+# --- The hub's event loop -------------------------------------------------------------------
+# One process serves every user, so nothing may stop its event loop for long (measured by
+# benchmarks/spawner_scale.py; HEPSDESK_LOOP_DEBUG=stacks names what did):
+# - What is imported and built at start-up lives as long as the hub, so it is moved out of the
+#   garbage collector's reach: each full collection scanned it all with the loop stopped
+#   (150-550 ms while 100 servers started at once; 30-40 ms after gc.freeze()).
+# - The loop shares the interpreter lock with the threads that make blocking calls (OpenStack,
+#   LDAP): after each of the many SQLite calls JupyterHub makes on the loop it must win the
+#   lock back from a busy thread, which takes up to the switch interval. 1 ms instead of 5
+#   shortened the loop's longest stalls while 100 servers started (755 -> 313 ms, with
+#   OpenStackSpawner.api_threads 8 -> 4).
+import gc  # noqa: E402
+
+gc.freeze()
+sys.setswitchinterval(0.001)

@@ -4,6 +4,10 @@ Brings up its own cloud in a temporary state directory on shifted ports (so it c
 a developer's cloud, though figures are cleaner without one), measures, and purges it:
 
     python benchmarks/devcloud_boot.py [--fresh-venv] [--port-offset 2000]
+    python benchmarks/devcloud_boot.py --reuse .devcloud --sequential 2 --concurrent 2   # short form
+
+``--reuse STATE_DIR`` measures the boots on a running cloud instead (``up_cold_s`` and
+``up_warm_s`` are then null): the short form the tests run, beside the test suite's own cloud.
 
 Prints one JSON object on stdout:
   install_s                 building the services' virtualenv (and Debian packages) when this
@@ -63,7 +67,8 @@ def boot_and_time(conn, image_id: str, flavor_id: str, network_id: str, name: st
     raise RuntimeError(f"{name} not ACTIVE after 300 s")
 
 
-def boot_concurrently(cloud: DevCloud, image_id: str, flavor_id: str, network_id: str, count: int) -> list[float]:
+def boot_concurrently(cloud: DevCloud, image_id: str, flavor_id: str, network_id: str, count: int,
+                      prefix: str) -> tuple[list[float], list[str]]:
     """Create ``count`` servers at once (one thread and connection each) and watch them the
     way a hub does: one list call every 0.5 s for all of them, not one poll per server."""
     started: dict[str, float] = {}
@@ -71,7 +76,7 @@ def boot_concurrently(cloud: DevCloud, image_id: str, flavor_id: str, network_id
     def create(index: int) -> None:
         own = cloud.connect()
         t0 = time.monotonic()
-        server = own.compute.create_server(name=f"bench-par-{index}", image_id=image_id, flavor_id=flavor_id,
+        server = own.compute.create_server(name=f"{prefix}-par-{index}", image_id=image_id, flavor_id=flavor_id,
                                            networks=[{"uuid": network_id}], user_data=USER_DATA)
         started[server.id] = t0
 
@@ -81,7 +86,7 @@ def boot_concurrently(cloud: DevCloud, image_id: str, flavor_id: str, network_id
     active: dict[str, float] = {}
     deadline = time.monotonic() + 600
     while len(active) < count and time.monotonic() < deadline:
-        for server in conn.compute.servers(name="^bench-par-"):
+        for server in conn.compute.servers(name=f"^{prefix}-par-"):
             if server.id in started and server.id not in active:
                 if server.status == "ACTIVE":
                     active[server.id] = time.monotonic() - started[server.id]
@@ -90,7 +95,15 @@ def boot_concurrently(cloud: DevCloud, image_id: str, flavor_id: str, network_id
         time.sleep(0.5)
     if len(active) < count:
         raise RuntimeError(f"only {len(active)} of {count} concurrent servers became ACTIVE")
-    return list(active.values())
+    return list(active.values()), list(started)
+
+
+def delete_and_wait(conn, server_ids: list[str]) -> None:
+    for server_id in server_ids:
+        conn.compute.delete_server(server_id, ignore_missing=True)
+    deadline = time.monotonic() + 120
+    while any(conn.compute.find_server(i) for i in server_ids) and time.monotonic() < deadline:
+        time.sleep(0.5)
 
 
 def group_rss_mb(cloud: DevCloud) -> float:
@@ -111,13 +124,54 @@ def group_rss_mb(cloud: DevCloud) -> float:
     return round(total_kb / 1024, 1)
 
 
+def measure_boots(cloud: DevCloud, sequential_count: int, concurrent_count: int, result: dict) -> None:
+    """Boot times (sequential, then concurrent) and the control plane's memory into ``result``."""
+    conn = cloud.connect()
+    image = conn.image.find_image("hepsdesk-desktop", ignore_missing=False).id
+    flavor = conn.compute.find_flavor("c1.small", ignore_missing=False).id
+    network = conn.network.find_network("hepsdesk-net", ignore_missing=False).id
+    prefix = f"bench-{os.getpid()}"
+    sequential, created = [], []
+    try:
+        for index in range(sequential_count):
+            took, server_id = boot_and_time(conn, image, flavor, network, f"{prefix}-seq-{index}")
+            sequential.append(took)
+            created.append(server_id)
+            log(f"sequential boot {index + 1}/{sequential_count}: {took:.2f} s")
+        delete_and_wait(conn, created)
+        log(f"{concurrent_count} concurrent boots")
+        concurrent_times, created = boot_concurrently(cloud, image, flavor, network, concurrent_count, prefix)
+        result["control_plane_rss_mb"] = group_rss_mb(cloud)
+    finally:
+        delete_and_wait(conn, [*created, *(s.id for s in conn.compute.servers(name=f"^{prefix}-"))])
+    both = sequential + concurrent_times
+    result.update({
+        "create_to_active_p50_s": percentile(both, 0.5),
+        "create_to_active_p95_s": percentile(both, 0.95),
+        "sequential_p50_s": percentile(sequential, 0.5),
+        "sequential_p95_s": percentile(sequential, 0.95),
+        "concurrent_p50_s": percentile(concurrent_times, 0.5),
+        "concurrent_p95_s": percentile(concurrent_times, 0.95),
+    })
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fresh-venv", action="store_true", help="build the services' virtualenv anew and time it")
     parser.add_argument("--port-offset", type=int, default=2000)
     parser.add_argument("--sequential", type=int, default=20)
     parser.add_argument("--concurrent", type=int, default=10)
+    parser.add_argument("--reuse", metavar="STATE_DIR", help="measure the boots on this running cloud instead")
     args = parser.parse_args()
+
+    if args.reuse:
+        cloud = DevCloud(DevCloudSettings.load(args.reuse), user_clouds_yaml=None)
+        if not cloud.is_running():
+            parser.error(f"no dev cloud runs in {args.reuse}")
+        result = {"install_s": None, "up_cold_s": None, "up_warm_s": None, "warm_to_cold_ratio": None}
+        measure_boots(cloud, args.sequential, args.concurrent, result)
+        print(json.dumps(result))
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="devcloud-bench-") as tmp:
         venv_dir = Path(tmp) / "venv" if args.fresh_venv else None
@@ -135,36 +189,8 @@ def main() -> int:
             started = time.monotonic()
             cloud.up()
             result["up_warm_s"] = round(time.monotonic() - started, 1)
-
-            conn = cloud.connect()
-            image = conn.image.find_image("hepsdesk-desktop", ignore_missing=False).id
-            flavor = conn.compute.find_flavor("c1.small", ignore_missing=False).id
-            network = conn.network.find_network("hepsdesk-net", ignore_missing=False).id
-            sequential, created = [], []
-            for index in range(args.sequential):
-                took, server_id = boot_and_time(conn, image, flavor, network, f"bench-seq-{index}")
-                sequential.append(took)
-                created.append(server_id)
-                log(f"sequential boot {index + 1}/{args.sequential}: {took:.2f} s")
-            for server_id in created:
-                conn.compute.delete_server(server_id)
-            deadline = time.monotonic() + 120
-            while any(conn.compute.find_server(i) for i in created) and time.monotonic() < deadline:
-                time.sleep(0.5)
-
-            log(f"{args.concurrent} concurrent boots")
-            concurrent_times = boot_concurrently(cloud, image, flavor, network, args.concurrent)
-            result["control_plane_rss_mb"] = group_rss_mb(cloud)
-            both = sequential + concurrent_times
-            result.update({
-                "create_to_active_p50_s": percentile(both, 0.5),
-                "create_to_active_p95_s": percentile(both, 0.95),
-                "sequential_p50_s": percentile(sequential, 0.5),
-                "sequential_p95_s": percentile(sequential, 0.95),
-                "concurrent_p50_s": percentile(concurrent_times, 0.5),
-                "concurrent_p95_s": percentile(concurrent_times, 0.95),
-                "warm_to_cold_ratio": round(result["up_warm_s"] / result["up_cold_s"], 2),
-            })
+            result["warm_to_cold_ratio"] = round(result["up_warm_s"] / result["up_cold_s"], 2)
+            measure_boots(cloud, args.sequential, args.concurrent, result)
         except DevCloudError as e:
             log(f"failed: {e}")
             return 1

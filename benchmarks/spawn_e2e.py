@@ -2,8 +2,10 @@
 
     .venv/bin/python benchmarks/spawn_e2e.py [--rounds 3]
 
-Brings up what it needs (the dev cloud, reused when running; the development SSO and the hub
-on their own ports, as `hepsdesk demo` starts them) and prints one JSON object:
+Brings up what it needs (the dev cloud, reused when running; the development directories, SSO
+and hub on their own ports and addresses, as `hepsdesk demo` starts them: the user's first
+sign-in makes their computing account, the storage agent their home) and prints one JSON
+object:
 
 - ``click_to_lab_s``: from the click on "Start My Server" to JupyterLab's launcher showing
   the Desktop tile (VM boot, JupyterLab start, hub and proxy hops), median of the rounds;
@@ -142,18 +144,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--state-dir", default=os.environ.get("HEPSDESK_DEVCLOUD_STATE", str(ROOT / ".devcloud")))
-    parser.add_argument("--ports", default="18300,18381,19700,18766",
-                        help="hub, hub API, SSO, direct desktop (default: %(default)s)")
+    parser.add_argument("--ports", default="18300,18381,19700,18766,3637",
+                        help="hub, hub API, SSO, direct desktop, storage LDAP (default: %(default)s)")
+    parser.add_argument("--ad-address", default="127.0.0.3",
+                        help="loopback address of the benchmark's own AD DC (default: %(default)s)")
     args = parser.parse_args()
-    port, hub_port, oidc_port, direct_port = free_ports(parser, args.ports)
+    port, hub_port, oidc_port, direct_port, storage_ldap_port = free_ports(parser, args.ports)
     cloud, reused = dev_cloud(args.state_dir)
     tag = f"hepsdesk-bench-{os.getpid()}"
     hub_dir = Path(tempfile.mkdtemp(prefix="hepsdesk-bench-hub-"))
     demo = Demo(DemoOptions(cloud_state_dir=Path(args.state_dir), hub_state_dir=hub_dir, port=port,
-                            hub_port=hub_port, oidc_port=oidc_port, hub_tag=tag), stream=sys.stderr)
-    progress = StepProgress("spawn_e2e", total=2 + 3 * args.rounds, stream=sys.stderr)
+                            hub_port=hub_port, oidc_port=oidc_port, ad_address=args.ad_address,
+                            storage_ldap_port=storage_ldap_port, hub_tag=tag), stream=sys.stderr)
+    progress = StepProgress("spawn_e2e", total=3 + 3 * args.rounds, stream=sys.stderr)
     labs, frames, directs, bares = [], [], [], []
     try:
+        with progress.step("Starting the directories (Samba AD DC, storage LDAP)"):
+            demo.start_directories()
         with progress.step("Starting the SSO and the hub"):
             passwords = demo.ensure_users()
             demo.hub.start()
@@ -166,6 +173,7 @@ def main() -> int:
             with progress.step(f"Signing in as {USER}"):
                 sign_in(page, demo.hub.url, USER, passwords[USER], next_path="/hub/home")
                 page.wait_for_url(re.compile(r".*/hub/home"), timeout=60_000)
+                demo.run_storage_agent(every=0)  # the new account's home, as the demo's agent makes it
             for round_ in range(1, args.rounds + 1):
                 with progress.step(f"Round {round_}: Start -> JupyterLab -> Desktop -> first frame"):
                     lab, frame = hub_round(page, demo.hub.url, api)
@@ -177,7 +185,7 @@ def main() -> int:
                     bares.append(bare_vm_round(cloud, tag))
             browser.close()
     finally:
-        demo.hub.stop()
+        demo.stop()
         admin = cloud.connect("devcloud-admin")
         for server in admin.compute.servers(all_projects=True):
             if (server.metadata or {}).get("hepsdesk-hub") == tag:

@@ -92,13 +92,22 @@ class Demo:
         self.cloud.up()
         progress = StepProgress("hepsdesk demo", total=3)
         with progress.step("Starting the directories (Samba AD DC, storage LDAP)"):
-            self.active_directory.start()
-            self.storage_ldap.start()
+            self.start_directories()
         with progress.step("Demo users on the development SSO"):
             passwords = self.ensure_users()
         with progress.step("Starting the SSO and JupyterHub"):
             self.hub.start()
         return passwords
+
+    def start_directories(self) -> None:
+        """The Samba AD DC and the storage LDAP (stopped again if either fails to start)."""
+        try:
+            self.active_directory.start()
+            self.storage_ldap.start()
+        except BaseException:
+            self.storage_ldap.stop()
+            self.active_directory.stop()
+            raise
 
     def run_storage_agent(self, every: float = 2.0) -> None:
         """Homes and proposal directories for new accounts (at most every ``every`` seconds)."""

@@ -58,18 +58,18 @@ class OpenStackClient:
         self.request_timeout = request_timeout
         self.retries = retries
         self.retry_delay = retry_delay
-        # Few threads: their Python work holds the interpreter lock the hub's event loop
-        # needs, and the more threads want it, the longer the loop waits for it. Requests
-        # mostly wait on the network (lock released), so 8 carry a hundred starts at once.
+        # The hub's spawners share their site's pool (SpawnerSettings.api_threads); a client
+        # made on its own (the reaper, tests) gets a small one at first use.
         self._executor = executor
         self._conn: openstack.connection.Connection | None = None
         self._lock = threading.Lock()
         self._resolved: dict[tuple, tuple[float, str]] = {}  # (kind, name) -> (until, id); see _find
+        self._finding: dict[tuple, asyncio.Future] = {}  # lookups under way
 
     @property
     def executor(self) -> Executor:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hepsdesk-openstack")
+            self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hepsdesk-openstack")
         return self._executor
 
     def connection(self) -> openstack.connection.Connection:
@@ -105,12 +105,21 @@ class OpenStackClient:
     # the calls the spawner makes
 
     async def _find(self, kind: str, name_or_id: str, by_id: Callable, by_name: Callable) -> Any:
-        """An image, flavor or network by name or id. Finding by name costs a failed GET and a
-        list (of every flavor, for a flavor), for each of a hundred starts at once; so the id
-        a name resolves to is remembered for ``lookup_ttl`` seconds and fetched directly. A
+        """An image, flavor or network by name or id, as the cloud describes it now. A hundred
+        starts at once ask for the same few: one request answers every start asking while it
+        runs. Finding by name costs a failed GET and a list (of every flavor, for a flavor),
+        so the id a name resolves to is remembered for ``lookup_ttl`` and fetched directly; a
         remembered id that is gone (an image replaced under the same name) is resolved again."""
         key = (kind, name_or_id)
+        pending = self._finding.get(key)
+        if pending is None:
+            pending = self._finding[key] = asyncio.ensure_future(self._look_up(key, by_id, by_name))
+            pending.add_done_callback(lambda _: self._finding.pop(key, None))
+        return await asyncio.shield(pending)
+
+    async def _look_up(self, key: tuple, by_id: Callable, by_name: Callable) -> Any:
         known = self._resolved.get(key)
+        found = None
         if known is not None and known[0] > time.monotonic():
             def fetch(c):
                 try:
@@ -118,11 +127,10 @@ class OpenStackClient:
                 except NotFound:
                     return None
             found = await self.call(fetch, idempotent=True)
+        if found is None:
+            found = await self.call(lambda c: by_name(c, key[1]), idempotent=True)
             if found is not None:
-                return found
-        found = await self.call(lambda c: by_name(c, name_or_id), idempotent=True)
-        if found is not None:
-            self._resolved[key] = (time.monotonic() + self.lookup_ttl, found.id)
+                self._resolved[key] = (time.monotonic() + self.lookup_ttl, found.id)
         return found
 
     async def find_image(self, name_or_id: str):
@@ -222,12 +230,16 @@ class OpenStackClient:
                     if all((s.metadata or {}).get(k) == v for k, v in metadata.items())]
         return await self.call(find, idempotent=True)
 
-    async def find_ports(self, name: str, tag: str) -> list:
-        """Ports called ``name`` carrying ``tag``, or naming it in their description (a port
-        whose create answer was lost never got its tag)."""
-        return await self.call(lambda c: [p for p in c.network.ports(name=name)
-                                          if tag in (p.tags or []) or f"({tag})" in (p.description or "")],
-                               idempotent=True)
+    async def find_ports(self, name: str, tag: str) -> list[str]:
+        """Ids of the ports called ``name`` carrying ``tag``, or naming it in their description
+        (a port whose create answer was lost never got its tag). Read as plain JSON: the worker
+        threads hold the interpreter lock the hub's event loop needs for as little as possible."""
+        def find(c):
+            response = c.network.get("/ports", params={"name": name, "fields": ["id", "tags", "description"]})
+            openstack.exceptions.raise_from_response(response)
+            return [p["id"] for p in response.json().get("ports", [])
+                    if tag in (p.get("tags") or []) or f"({tag})" in (p.get("description") or "")]
+        return await self.call(find, idempotent=True)
 
     async def delete_server(self, server_id: str) -> None:
         await self.call(lambda c: c.compute.delete_server(server_id, ignore_missing=True), idempotent=True)

@@ -23,6 +23,7 @@ from . import errors
 from .cloud import CLOUD_ERRORS, HttpError
 from .errors import CloudFailure
 from .settings import port_range
+from .watcher import WatcherUnavailable
 
 if TYPE_CHECKING:
     from .spawner import OpenStackSpawner
@@ -122,10 +123,16 @@ class ServerResources:
 
     async def find_own(self) -> tuple[set[str], set[str]]:
         """Ids of the servers and ports with this server's name and owner, including those whose
-        create answer was lost on the way (so their ids were never known)."""
-        servers = await self.client.find_servers(self.vm_name, self.owner_metadata)
-        ports = await self.client.find_ports(self.port_name, self.spawner.hub_tag)
-        return {s.id for s in servers}, {p.id for p in ports}
+        create answer was lost on the way (so their ids were never known). The servers come
+        from a fresh list of the hub's watcher (one request for every start that asks at the
+        same moment), or from Nova when the watcher cannot list."""
+        try:
+            views = await self.spawner.site.watcher.owned(self.owner_metadata, time.monotonic(),
+                                                          wait=self.spawner.api_request_timeout)
+            servers = {v.id for v in views if v.name == self.vm_name}
+        except WatcherUnavailable:
+            servers = {s.id for s in await self.client.find_servers(self.vm_name, self.owner_metadata)}
+        return servers, set(await self.client.find_ports(self.port_name, self.spawner.hub_tag))
 
     async def delete_all(self) -> None:
         """Delete this server's VM and port (the known ids and any found by name and owner),

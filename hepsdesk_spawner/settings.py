@@ -211,6 +211,18 @@ class SpawnerSettings(LoggingConfigurable):
         "0 means start_timeout minus 15 s, so this message wins over the hub's generic timeout.",
     )
     api_request_timeout = Float(30, config=True, help="Timeout of each OpenStack API request, in seconds.")
+    api_threads = Integer(
+        4,
+        config=True,
+        help="""Threads that make the OpenStack calls of all spawners (one pool per hub: openstacksdk blocks).
+
+        What these threads do in Python holds the interpreter lock the hub's event loop needs, so
+        more threads make the hub slower to answer, not the starts faster: with 100 starts at once
+        (``benchmarks/spawner_scale.py``), 8 threads stalled the loop for up to 755 ms and started
+        55 servers a minute, 4 threads 469 ms and 62 a minute. Requests mostly wait on the network
+        (the lock is free then), so a few threads carry many starts.
+        """,
+    )
     status_interval = Float(1.0, config=True, help="Seconds between status checks while a VM starts or is deleted.")
     console_interval = Float(
         4.0,
@@ -327,6 +339,12 @@ class SpawnerSettings(LoggingConfigurable):
     def _valid_hub_tag(self, proposal):
         if not TAG_RE.match(proposal["value"]):
             self._refuse(proposal, f"{proposal['value']!r} is not a tag (letters, digits, '_.:-'; at most 60)")
+        return proposal["value"]
+
+    @validate("api_threads")
+    def _valid_threads(self, proposal):
+        if not 1 <= proposal["value"] <= 64:
+            self._refuse(proposal, f"must be between 1 and 64, not {proposal['value']}")
         return proposal["value"]
 
     @validate("singleuser_port")

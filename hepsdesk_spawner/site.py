@@ -22,8 +22,6 @@ from .watcher import ServerWatcher
 if TYPE_CHECKING:
     from .settings import SpawnerSettings
 
-# Few threads: what they do in Python holds the interpreter lock the hub's event loop needs.
-WORKERS = 8
 
 
 class CloudSite:
@@ -34,9 +32,9 @@ class CloudSite:
 
     def __init__(self, cloud: str, clouds_yaml: str, hub_tag: str, request_timeout: float = 30.0,
                  capacity_cloud: str = "", capacity_ttl: float = 10.0, watch_interval: float = 5.0,
-                 min_gap: float = 1.0):
+                 min_gap: float = 1.0, threads: int = 4):
         self.hub_tag = hub_tag
-        self.executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix=f"hepsdesk-{hub_tag}"[:40])
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"hepsdesk-{hub_tag}"[:40])
         self.client = OpenStackClient(cloud, clouds_yaml, request_timeout, executor=self.executor)
         capacity_client = self.client if capacity_cloud in ("", cloud) else \
             OpenStackClient(capacity_cloud, clouds_yaml, request_timeout, executor=self.executor)
@@ -47,14 +45,17 @@ class CloudSite:
     @classmethod
     def of(cls, settings: SpawnerSettings) -> CloudSite:
         """The site of these settings' cloud and hub tag in the running event loop (made at
-        first use, e.g. when the hub loads its configuration; see ``startup.check_config``)."""
+        first use, e.g. when the hub loads its configuration; see ``startup.check_config``).
+        The settings are checked when the site is made (``ConfigError``)."""
         sites = cls._sites.setdefault(asyncio.get_running_loop(), {})
         key = (settings.cloud, settings.clouds_yaml, settings.hub_tag)
         site = sites.get(key)
         if site is None:
+            settings.check_configuration()
             site = sites[key] = cls(settings.cloud, settings.clouds_yaml, settings.hub_tag,
                                     settings.api_request_timeout, settings.capacity_cloud, settings.capacity_ttl,
-                                    settings.watch_interval, min_gap=settings.status_interval)
+                                    settings.watch_interval, min_gap=settings.status_interval,
+                                    threads=settings.api_threads)
         return site
 
     async def security_group(self, name: str, description: str, rules: set[tuple], renew: bool = False) -> str:

@@ -42,7 +42,7 @@ from .idle import idle_seconds
 from .profiles import Profile, ProfileError, ProfileRefused, choose, parse_profiles
 from .resources import ServerResources
 from .resume import resume_key
-from .settings import SpawnerSettings
+from .settings import ConfigError, SpawnerSettings
 from .shelving import Shelving
 from .site import CloudSite
 from .state import ServerState
@@ -144,6 +144,7 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
         self.events, self._started, self._resuming = [], time.monotonic(), False
         deadline = self.start_deadline or max(60.0, self.start_timeout - 15)
         try:
+            self.site.watcher.start()  # the site is made (its settings checked) before anything else
             async with asyncio.timeout(deadline) as limit:
                 return await self._start()
         except TimeoutError as e:
@@ -155,6 +156,9 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
             raise CloudFailure(
                 f"Your VM was not ready within {deadline:.0f} seconds, so {what}. Please try again; if this keeps "
                 f"happening, contact the facility's support. {console}", status_code=504, detail=detail) from None
+        except ConfigError as e:  # nothing was made: the site is made (and the settings checked) first
+            raise CloudFailure("The hub is misconfigured, so no server can be started. Please tell the hub's "
+                               "administrators.", status_code=500, detail=str(e)) from None
         except (SpawnException, CloudFailure):
             await self._undo_start()
             raise

@@ -131,10 +131,21 @@ class ServerWatcher:
         caller waiting at that moment is answered by the same one (lists are at least
         ``min_gap`` apart), so a hundred starts cost one request a second, not a hundred.
         """
+        await self._listed_since(after, wait)
+        return self.servers.get(server_id)
+
+    async def owned(self, metadata: dict[str, str], after: float, wait: float = 30.0) -> list[ServerView]:
+        """The servers whose metadata includes ``metadata``, as seen by a list requested after
+        ``after``: a start looks for what an interrupted start of its server left without a
+        request of its own (a hundred starts at once share one list)."""
+        await self._listed_since(after, wait)
+        return [v for v in self.servers.values() if all(v.metadata.get(k) == val for k, val in metadata.items())]
+
+    async def _listed_since(self, after: float, wait: float) -> None:
         self.start()
         deadline = time.monotonic() + wait
         while self.listed_at < after:
-            if self.failures:  # listing fails right now: the caller asks about its server itself
+            if self.failures:  # listing fails right now: the caller asks the cloud itself
                 raise WatcherUnavailable(f"listing the servers tagged {self.hub_tag} fails "
                                          f"({self.failures} failed attempts)")
             remaining = deadline - time.monotonic()
@@ -145,7 +156,6 @@ class ServerWatcher:
             except TimeoutError:
                 raise WatcherUnavailable(f"no fresh list of the servers tagged {self.hub_tag} within {wait:.0f} s "
                                          f"({self.failures} failed attempts)") from None
-        return self.servers.get(server_id)
 
     def _list(self, conn, since: float | None) -> tuple[dict[str, ServerView], float | None]:
         """This hub's servers (run in a worker thread): all of them (``since`` None), or the

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import textwrap
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -41,9 +43,14 @@ class User:
         return {}
 
 
+CLOUDS_YAML = Path(tempfile.mkdtemp(prefix="hepsdesk-unit-")) / "clouds.yaml"
+CLOUDS_YAML.write_text("clouds:\n  devcloud:\n    auth: {auth_url: 'http://127.0.0.1:1/v3'}\n")
+
+
 def spawner(user_options=None, **settings) -> OpenStackSpawner:
     config = Config()
-    for name, value in {"cloud": "devcloud", "profiles": PROFILES, **settings}.items():
+    for name, value in {"cloud": "devcloud", "clouds_yaml": str(CLOUDS_YAML), "profiles": PROFILES,
+                        **settings}.items():
         setattr(config.OpenStackSpawner, name, value)
     made = OpenStackSpawner(config=config, user=User(), user_options=user_options or {})
     return made
@@ -205,6 +212,14 @@ def test_settings_that_contradict_each_other_are_refused(tmp_path):
     spawner(cloud="heps", clouds_yaml=str(clouds)).check_configuration()
 
 
+async def test_a_start_with_a_wrong_configuration_fails_before_anything_is_made():
+    """A hub that does not call check_config: the first start says what to configure (and counts)."""
+    with pytest.raises(CloudFailure) as failed:
+        await spawner(cloud="").start()
+    assert "The hub is misconfigured" in failed.value.jupyterhub_message
+    assert "OpenStackSpawner.cloud: not set" in str(failed.value)
+
+
 def test_the_hub_stops_at_start_naming_the_setting(tmp_path):
     config = Config()
     config.OpenStackSpawner.cloud = "heps"
@@ -302,3 +317,14 @@ def test_every_package_of_the_repository_is_in_the_wheel():
     wheel = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
     packages = {p.parent.name for p in root.glob("*/__init__.py")} - {"tests", "benchmarks"}
     assert packages <= set(wheel["packages"]), packages - set(wheel["packages"])
+
+
+def test_every_benchmark_has_a_short_form_in_the_tests():
+    """No benchmark may rot: each script in benchmarks/ that prints a result is run by a test."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    tests = "\n".join(p.read_text() for p in (root / "tests").rglob("*.py"))
+    benchmarks = [p.name for p in (root / "benchmarks").glob("*.py") if "print(json.dumps(" in p.read_text()]
+    assert {"spawner_scale.py", "spawn_e2e.py", "devcloud_boot.py", "login.py", "desktop_stream.py"} <= set(benchmarks)
+    assert [b for b in benchmarks if f'"{b}"' not in tests] == []
