@@ -7,7 +7,7 @@ from pathlib import Path
 
 _probe_config = Path(__file__).with_name("hub_with_lag_probe.py")
 exec(compile(_probe_config.read_text(), str(_probe_config), "exec"),  # noqa: S102
-     {"get_config": get_config, "__file__": str(_probe_config)})  # noqa: F821
+     {"get_config": get_config, "load_subconfig": load_subconfig, "__file__": str(_probe_config)})  # noqa: F821
 
 c = get_config()  # noqa: F821
 _issuer = os.environ["HEPSDESK_OIDC_ISSUER"]

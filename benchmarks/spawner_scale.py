@@ -58,23 +58,6 @@ from hepsdesk_devcloud.hub import DevHub  # noqa: E402
 from hepsdesk_devcloud.service_plugins import hepsdesk_process_image as process_image  # noqa: E402
 from hepsdesk_spawner import OpenStackSpawner  # noqa: E402
 
-STUB_SINGLEUSER = """
-import http.server, os, urllib.parse
-url = urllib.parse.urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
-class Answer(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b'{"version": "stub"}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer((url.hostname, url.port), Answer).serve_forever()
-"""
-
-
 CONTROL_PROBE = """
 import asyncio, sys, time
 async def probe(path):
@@ -195,9 +178,8 @@ async def poll_rounds(cloud: DevCloud, spawner_class, tag: str, server_ids: list
 
 
 def stub_image(conn, name: str, bin_dir: Path):
-    (bin_dir / "stub_singleuser.py").write_text(STUB_SINGLEUSER)
     script = bin_dir / "jupyterhub-singleuser"
-    script.write_text(f"#!/bin/sh\nexec {sys.executable} {bin_dir / 'stub_singleuser.py'}\n")
+    script.write_text(f"#!/bin/sh\nexec {sys.executable} {ROOT / 'tests' / 'stub_singleuser.py'}\n")
     script.chmod(0o755)
     with tempfile.TemporaryDirectory() as tmp:
         blob = os.path.join(tmp, "image.tar")

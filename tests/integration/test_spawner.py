@@ -19,7 +19,7 @@ import requests
 from hepsdesk_devcloud.service_plugins import hepsdesk_process_image as process_image
 from hepsdesk_spawner.cloudinit import ENV_FILE, STARTING_MARKER
 
-from ..conftest import SESSION, HubAPI, start_hub, stop_hub
+from ..conftest import ROOT, SESSION, HubAPI, start_hub, stop_hub
 
 pytestmark = pytest.mark.devcloud
 
@@ -246,28 +246,6 @@ def test_the_hubs_sqlite_database_uses_write_ahead_logging(hub):
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-WRONG_PREFIX_SINGLEUSER = """
-import http.server, json, os, time, urllib.parse
-url = urllib.parse.urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
-own = os.environ["JUPYTERHUB_SERVICE_PREFIX"] + "api"
-default = "/user/" + os.environ["JUPYTERHUB_USER"] + "/api"
-started = time.monotonic()
-class Answer(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        # The default server's URL always answers; this named server's own URL only after
-        # 15 s: until then 404, as a server started with the wrong prefix answers.
-        ok = self.path == default or (self.path == own and time.monotonic() - started > 15)
-        body = json.dumps({"version": "stub"}).encode() if ok else b"404: Not Found"
-        self.send_response(200 if ok else 404)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer((url.hostname, url.port), Answer).serve_forever()
-"""
-
-
 def console_of(devcloud, user: str) -> str:
     """The console of the user's VM ("" before it is on a host)."""
     vms = vm_of(devcloud, user)
@@ -280,9 +258,10 @@ def console_of(devcloud, user: str) -> str:
 def test_a_named_server_is_ready_only_when_its_own_url_answers(broken_hub, devcloud, conn, tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "singleuser.py").write_text(WRONG_PREFIX_SINGLEUSER)
+    # Its own URL answers after 15 s (404 before); the default server's URL at once.
     script = bin_dir / "jupyterhub-singleuser"
-    script.write_text(f"#!/bin/sh\nexec {sys.executable} {bin_dir / 'singleuser.py'}\n")
+    stub = ROOT / "tests" / "stub_singleuser.py"
+    script.write_text(f"#!/bin/sh\nexec {sys.executable} {stub} --own-prefix-after 15\n")
     script.chmod(0o755)
     put_image(conn, broken_hub.image_name, manifest=process_image.make_manifest("prefix-stub", path=[str(bin_dir)]))
     api, user = HubAPI(broken_hub), f"named-{SESSION}"
