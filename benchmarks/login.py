@@ -6,7 +6,7 @@ Brings up what it needs: a Samba AD DC and a slapd of its own, and two hubs, eac
 development OIDC provider (a real OIDC provider process): one with oauthenticator's
 GenericOAuthenticator and no directory (hub_plain_oidc.py), one with HEPSAuthenticator, AD and
 the storage LDAP. Both carry the loop-lag probe (hub_with_lag_probe.py). No dev cloud: nobody
-starts a server. A sign-in is what a browser does, without one: the hub's login, the SSO's
+starts a server (the hubs run JupyterHub's simple spawner). A sign-in is what a browser does, without one: the hub's login, the SSO's
 login form, the callback, the hub's home page. Prints one JSON object:
 
 - ``plain_oidc_p50_ms`` / ``plain_oidc_p95_ms``: sign-ins to the plain hub;
@@ -107,6 +107,8 @@ def main() -> int:
     run = secrets.token_hex(2)
     clouds_yaml = work / "clouds.yaml"  # nobody starts a server: the hubs never read it
     clouds_yaml.write_text("clouds: {}\n")
+    no_cloud = work / "no_cloud.py"  # so the hub's start does not look for a cloud either
+    no_cloud.write_text('get_config().JupyterHub.spawner_class = "simple"\n')
     ad = DevActiveDirectory(work / "ad", address=args.ad_address)
     storage = DevStorageLDAP(work / "storage", port=ports[6])
     hubs: list[DevHub] = []
@@ -122,7 +124,7 @@ def main() -> int:
                          hub_port=hub_ports[1], oidc_port=hub_ports[2], **directories,
                          extra_env={"HEPSDESK_REPO_CONFIG": str(ROOT / "jupyterhub_config.py"),
                                     "HEPSDESK_LAG_FILE": str(lag_files[kind]), "HEPSDESK_REAPER": "off",
-                                    "HEPSDESK_HUB_TAG": f"login-bench-{run}"})
+                                    "HEPSDESK_HUB_TAG": f"login-bench-{run}", "HEPSDESK_EXTRA_CONFIG": str(no_cloud)})
             hub.start()
             hubs.append(hub)
         plain, directory = hubs

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from importlib.metadata import entry_points
 
 from traitlets import TraitError
 from traitlets.config import Config
+from traitlets.utils.importstring import import_item
 
 from .resume import ResumeEnvHandler
 from .settings import ConfigError
@@ -29,11 +31,13 @@ log = logging.getLogger("JupyterHub")
 def check_config(config: Config) -> CloudSite | None:
     """Check the OpenStackSpawner settings in ``config``; ``SystemExit`` naming the setting when
     one is wrong. Returns the hub-wide site (None outside a running event loop, e.g. a command
-    that only reads the configuration)."""
-    from .spawner import OpenStackSpawner
-
+    that only reads the configuration, or when the hub's ``spawner_class`` is another spawner)."""
+    spawner_class = _openstack_spawner_class(config)
+    if spawner_class is None:
+        log.info("hepsdesk: JupyterHub.spawner_class is not an OpenStackSpawner; its settings are not checked")
+        return None
     try:
-        settings = OpenStackSpawner(config=config)
+        settings = spawner_class(config=config)
         settings.check_configuration()
         _check_shelving_handlers(settings, config)
     except (TraitError, ConfigError) as e:
@@ -47,6 +51,29 @@ def check_config(config: Config) -> CloudSite | None:
     site = CloudSite.of(settings)
     site.watcher.start()
     return site
+
+
+def _openstack_spawner_class(config: Config) -> type | None:
+    """The hub's spawner class when it is OpenStackSpawner or a subclass, else None."""
+    from .spawner import OpenStackSpawner
+
+    chosen = config.JupyterHub.get("spawner_class", None)
+    if isinstance(chosen, str):
+        chosen = _load_spawner_class(chosen)
+    return chosen if isinstance(chosen, type) and issubclass(chosen, OpenStackSpawner) else None
+
+
+def _load_spawner_class(name: str) -> type | None:
+    """A spawner named as JupyterHub accepts it: an entry point of ``jupyterhub.spawners`` or a
+    dotted import path."""
+    for entry_point in entry_points(group="jupyterhub.spawners"):
+        if entry_point.name == name:
+            return entry_point.load()
+    try:
+        return import_item(name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise SystemExit(f"hepsdesk: the hub's configuration is wrong: JupyterHub.spawner_class: "
+                         f"cannot load {name!r}: {e}") from None
 
 
 def _check_shelving_handlers(settings, config: Config) -> None:

@@ -222,6 +222,7 @@ async def test_a_start_with_a_wrong_configuration_fails_before_anything_is_made(
 
 def test_the_hub_stops_at_start_naming_the_setting(tmp_path):
     config = Config()
+    config.JupyterHub.spawner_class = "openstack"
     config.OpenStackSpawner.cloud = "heps"
     config.OpenStackSpawner.media_ports = "any"
     with pytest.raises(SystemExit, match="configuration is wrong: OpenStackSpawner.media_ports: 'any'"):
@@ -229,12 +230,31 @@ def test_the_hub_stops_at_start_naming_the_setting(tmp_path):
     clouds = tmp_path / "clouds.yaml"
     clouds.write_text("clouds:\n  heps:\n    auth: {auth_url: 'http://127.0.0.1:5000/v3'}\n")
     config = Config()
+    config.JupyterHub.spawner_class = "hepsdesk_spawner.OpenStackSpawner"
     config.OpenStackSpawner.update(cloud="heps", clouds_yaml=str(clouds), profiles=PROFILES)
     with pytest.raises(SystemExit, match="a profile has stop_mode 'shelve', but JupyterHub.extra_handlers lacks"):
         check_config(config)
     from hepsdesk_spawner.resume import handlers
     config.JupyterHub.extra_handlers = [*handlers]
     assert check_config(config) is None, "no event loop: checked, no site built"
+
+
+def test_only_a_hub_running_the_openstack_spawner_has_its_settings_checked():
+    class FacilitySpawner(OpenStackSpawner):
+        pass
+
+    config = Config()
+    config.OpenStackSpawner.media_ports = "any"
+    for other in ("simple", "jupyterhub.spawner.LocalProcessSpawner", None):
+        if other:
+            config.JupyterHub.spawner_class = other
+        assert check_config(config) is None, f"{other}: another spawner, nothing to check"
+    config.JupyterHub.spawner_class = FacilitySpawner
+    with pytest.raises(SystemExit, match="OpenStackSpawner.media_ports"):
+        check_config(config)
+    config.JupyterHub.spawner_class = "no_such_module.Spawner"
+    with pytest.raises(SystemExit, match="JupyterHub.spawner_class: cannot load 'no_such_module.Spawner'"):
+        check_config(config)
 
 
 async def test_the_hub_wide_site_is_one_per_cloud_and_hub_tag():
