@@ -6,8 +6,9 @@ Brings up what it needs: a Samba AD DC and a slapd of its own, and two hubs, eac
 development OIDC provider (a real OIDC provider process): one with oauthenticator's
 GenericOAuthenticator and no directory (hub_plain_oidc.py), one with HEPSAuthenticator, AD and
 the storage LDAP. Both carry the loop-lag probe (hub_with_lag_probe.py). No dev cloud: nobody
-starts a server (the hubs run JupyterHub's simple spawner). A sign-in is what a browser does, without one: the hub's login, the SSO's
-login form, the callback, the hub's home page. Prints one JSON object:
+starts a server (the hubs run JupyterHub's simple spawner). A sign-in is what a browser does,
+without one: the hub's login, the SSO's login form, the callback, the hub's home page. Prints
+one JSON object:
 
 - ``plain_oidc_p50_ms`` / ``plain_oidc_p95_ms``: sign-ins to the plain hub;
 - ``existing_user_p50_ms`` / ``existing_user_p95_ms``: sign-ins of people who have their

@@ -21,7 +21,8 @@ Brings up what it needs (the dev cloud, reused when running) and prints one JSON
   (the setup goes on; a spawn that meets the same fault is retried by the spawner itself).
 
 The lag is measured from two seconds after the users are made (one request making 100 users
-holds the loop ~0.5 s; that is setup, not spawning) until every spawn is ready or failed.
+holds the loop ~0.5 s; that is setup, not spawning; a short run waits 0.05 s per user) until
+every spawn is ready or failed.
 ``--keep-logs DIR`` keeps the hub's log and the lag files; with ``HEPSDESK_LOOP_DEBUG=stacks``
 the log names every turn of the hub's loop over 100 ms with what ran in it, and every garbage
 collection over 20 ms (``hub_with_lag_probe.py``).
@@ -120,7 +121,7 @@ def create_idle_servers(cloud: DevCloud, tag: str, count: int, attempts: int = 3
             bar.update(states.count("ACTIVE"), f"({states.count('ERROR')} in ERROR)")
             if states.count("ACTIVE") + states.count("ERROR") >= count:
                 break
-            time.sleep(3)
+            time.sleep(1 if count <= 50 else 3)
         bar.done()
         failed = [s for s in conn.compute.servers(tags=tag) if s.status != "ACTIVE"]
         if not failed:
@@ -206,7 +207,7 @@ def concurrent_spawns(hub: DevHub, users: list[str], lag_file: Path, proxy_token
     base = f"{hub.url}/hub/api"
     routes_url = f"http://127.0.0.1:{hub.hub_port - 80}/api/routes"
     assert api.post(f"{base}/users", json={"usernames": users}, timeout=60).status_code in (201, 409)
-    time.sleep(2)  # the lag of making the users (one request: ~0.5 s for 100) stays out of the window
+    time.sleep(min(2.0, 0.05 * len(users)))  # the lag of making them (~0.5 s for 100) stays out of the window
 
     def start(user: str) -> int:
         return api.post(f"{base}/users/{user}/server", json={}, timeout=120).status_code
@@ -334,7 +335,7 @@ def main() -> int:
             bar.update(args.servers - left)
             if not left:
                 break
-            time.sleep(3)
+            time.sleep(1 if args.servers <= 50 else 3)
         bar.done()
         result["leaked_resources"] = result.get("leaked_resources", 0) + left
         for group in admin.network.security_groups(name=f"{hub_tag}-vms"):

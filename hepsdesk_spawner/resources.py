@@ -35,6 +35,9 @@ DELETE_AGAIN_AFTER = 15.0
 class ServerResources:
     def __init__(self, spawner: OpenStackSpawner):
         self.spawner = spawner
+        # Whether the current start has asked the cloud to create anything (reset by each start):
+        # a start that failed before it did has nothing of its own to remove.
+        self.create_asked = False
 
     @property
     def client(self):
@@ -98,6 +101,7 @@ class ServerResources:
             raise errors.quota_exceeded(e, "network port") or e from None
 
     async def _create_port(self, network_id: str, renew_group: bool = False):
+        self.create_asked = True
         groups = None
         if self.spawner.security_group:
             name = self.spawner.security_group.format(hub_tag=self.spawner.hub_tag)
@@ -107,6 +111,7 @@ class ServerResources:
                                              security_group_ids=groups, tags=[self.spawner.hub_tag])
 
     async def create_floating_ip(self, network_id: str, port_id: str):
+        self.create_asked = True
         try:
             return await self.client.create_floating_ip(network_id, port_id, self.description,
                                                         tags=[self.spawner.hub_tag])
@@ -114,6 +119,7 @@ class ServerResources:
             raise errors.quota_exceeded(e, "public address") or e from None
 
     async def create_server(self, **attrs):
+        self.create_asked = True
         try:
             return await self.client.create_server(name=self.vm_name, tags=[self.spawner.hub_tag], **attrs)
         except HttpError as e:

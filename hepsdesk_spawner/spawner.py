@@ -142,6 +142,7 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
 
     async def start(self):
         self.events, self._started, self._resuming = [], time.monotonic(), False
+        self.resources.create_asked = False
         deadline = self.start_deadline or max(60.0, self.start_timeout - 15)
         try:
             self.site.watcher.start()  # the site is made (its settings checked) before anything else
@@ -269,6 +270,10 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
     async def _undo_start(self) -> str:
         """After a failed start: a VM being resumed is shelved again (its disk is kept);
         anything else made for the start is deleted. Says which, for the user."""
+        if not (self._resuming or self.resources.create_asked or self.vm.server_id or self.vm.port_id):
+            # It failed before asking for anything (e.g. the cloud is down): nothing to list and
+            # delete. Leftovers of an earlier start it could not look for are the next start's.
+            return "anything created for it has been removed"  # (nothing was)
         try:
             if self._resuming and await self.shelving.shelve():
                 return "it has been shelved again: nothing on its disk was lost"

@@ -258,10 +258,10 @@ def console_of(devcloud, user: str) -> str:
 def test_a_named_server_is_ready_only_when_its_own_url_answers(broken_hub, devcloud, conn, tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    # Its own URL answers after 15 s (404 before); the default server's URL at once.
+    # Its own URL answers after 8 s (404 before); the default server's URL at once.
     script = bin_dir / "jupyterhub-singleuser"
     stub = ROOT / "tests" / "stub_singleuser.py"
-    script.write_text(f"#!/bin/sh\nexec {sys.executable} {stub} --own-prefix-after 15\n")
+    script.write_text(f"#!/bin/sh\nexec {sys.executable} {stub} --own-prefix-after 8\n")
     script.chmod(0o755)
     put_image(conn, broken_hub.image_name, manifest=process_image.make_manifest("prefix-stub", path=[str(bin_dir)]))
     api, user = HubAPI(broken_hub), f"named-{SESSION}"
@@ -272,7 +272,7 @@ def test_a_named_server_is_ready_only_when_its_own_url_answers(broken_hub, devcl
         while STARTING_MARKER not in console_of(devcloud, user):
             assert time.monotonic() < deadline, "the VM did not start its single-user server"
             time.sleep(1)
-        time.sleep(5)  # the stub answers 404 at the server's own URL all this time
+        time.sleep(3)  # the stub answers 404 at the server's own URL all this time
         server = api("GET", f"/users/{user}").json()["servers"]["probe"]
         assert not server["ready"] and server["pending"] == "spawn", "a 404 at the server's own URL counted as up"
         assert api.progress(user, server="probe", timeout=60)[-1].get("ready")
