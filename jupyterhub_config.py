@@ -197,6 +197,10 @@ c.Spawner.consecutive_failure_limit = int(os.environ.get("HEPSDESK_CONSECUTIVE_F
 # with its role granting "list:users", "read:users:activity", "servers".
 
 # --- Services -------------------------------------------------------------------------------
+# A token written in the configuration (a service's api_token) is checked with 16384 SHA-512
+# rounds at every request, on the hub's event loop (~10 ms on two busy cores); a service the
+# hub starts itself (command) gets a token the hub generated, checked in one round. Give a
+# busy external service a token made through the hub's API (POST /users/{name}/tokens).
 services, roles = [], []
 # The orphan reaper deletes servers and ports tagged with this hub that no server in the hub's
 # database owns (left by a hub killed in the middle of a start, a failed delete, ...) once

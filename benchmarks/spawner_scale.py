@@ -189,6 +189,12 @@ def stub_image(conn, name: str, bin_dir: Path):
                                        visibility="private", wait=True)
 
 
+STARTER = "scale-starter"  # the user whose token asks for the starts
+STARTER_CONFIG = f"""
+get_config().JupyterHub.load_roles.append(
+    {{"name": "{STARTER}", "users": ["{STARTER}"], "scopes": ["admin:servers", "admin:users"]}})
+"""
+
 FAILED_RE = re.compile(r"(?:Not starting|Error starting|Unhandled error starting) (\S+)'s server"
                        r"|(\S+)'s server failed to start")
 
@@ -207,10 +213,16 @@ def concurrent_spawns(hub: DevHub, users: list[str], lag_file: Path, proxy_token
     base = f"{hub.url}/hub/api"
     routes_url = f"http://127.0.0.1:{hub.hub_port - 80}/api/routes"
     assert api.post(f"{base}/users", json={"usernames": users}, timeout=60).status_code in (201, 409)
+    # The starts are asked with a token the hub made (for STARTER, see STARTER_CONFIG), as a
+    # browser's session is: the hub checks it with one hash round. The configuration's token it
+    # hashes with 16384 SHA-512 rounds, on its loop, at every request.
+    made = api.post(f"{base}/users/{STARTER}/tokens", json={"note": "spawner_scale", "expires_in": 3600}, timeout=60)
+    starter = requests.Session()
+    starter.headers["Authorization"] = f"token {made.json()['token']}"
     time.sleep(min(2.0, 0.05 * len(users)))  # the lag of making them (~0.5 s for 100) stays out of the window
 
     def start(user: str) -> int:
-        return api.post(f"{base}/users/{user}/server", json={}, timeout=120).status_code
+        return starter.post(f"{base}/users/{user}/server", json={}, timeout=120).status_code
 
     # Side by side: the same probe in an idle process of its own, to tell the hub's lag from
     # what a saturated machine (the dev cloud booting a hundred VMs on 2 cores) does to anyone.
@@ -302,12 +314,15 @@ def main() -> int:
 
         image = stub_image(cloud.connect(), f"hepsdesk-{run}-stub", work)
         lag_file = work / "hub-lag.txt"
+        starter_config = work / "starter.py"
+        starter_config.write_text(STARTER_CONFIG)
         proxy_token = secrets.token_hex(16)
         hub = DevHub(work / "hub", ROOT / "benchmarks" / "hub_with_lag_probe.py", cloud.settings.clouds_yaml,
                      port=port, hub_port=hub_port, oidc_port=oidc_port, extra_env={
                          "HEPSDESK_REPO_CONFIG": str(ROOT / "jupyterhub_config.py"), "HEPSDESK_LAG_FILE": str(lag_file),
                          "HEPSDESK_HUB_TAG": hub_tag, "HEPSDESK_IMAGE": image.name, "HEPSDESK_REAPER": "off",
-                         "HEPSDESK_START_TIMEOUT": "900", "CONFIGPROXY_AUTH_TOKEN": proxy_token})
+                         "HEPSDESK_START_TIMEOUT": "900", "CONFIGPROXY_AUTH_TOKEN": proxy_token,
+                         "HEPSDESK_EXTRA_CONFIG": str(starter_config)})
         hub.start()
         try:
             spawns = concurrent_spawns(hub, [f"u{i:03d}" for i in range(args.spawns)], lag_file, proxy_token)
