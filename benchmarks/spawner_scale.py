@@ -12,7 +12,8 @@ Brings up what it needs (the dev cloud, reused when running) and prints one JSON
   does (one GET per server per poll, as libcloudspawner), in the same run, and the ratio;
 - ``loop_lag_p99_ms``: the hub's event-loop lag (a probe in the hub's loop, see
   hub_with_lag_probe.py), p99 over the time ``--spawns`` users start servers at once through
-  the hub's REST API, and ``spawns_per_minute`` over that time. The VMs run a stub
+  the hub's REST API (with a token the hub generated), ``loop_lag_max_ms``, and
+  ``spawns_per_minute`` over that time. The VMs run a stub
   single-user server (an HTTP answer, no JupyterLab) so the machine measures the spawner,
   hub and cloud, not a hundred JupyterLabs starting on two cores;
 - ``leaked_resources``: servers and ports of the run left after every server was stopped
