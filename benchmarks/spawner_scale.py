@@ -218,6 +218,7 @@ def concurrent_spawns(hub: DevHub, users: list[str], lag_file: Path, proxy_token
     # browser's session is: the hub checks it with one hash round. The configuration's token it
     # hashes with 16384 SHA-512 rounds, on its loop, at every request.
     made = api.post(f"{base}/users/{STARTER}/tokens", json={"note": "spawner_scale", "expires_in": 3600}, timeout=60)
+    made.raise_for_status()
     starter = requests.Session()
     starter.headers["Authorization"] = f"token {made.json()['token']}"
     time.sleep(min(2.0, 0.05 * len(users)))  # the lag of making them (~0.5 s for 100) stays out of the window
@@ -277,7 +278,7 @@ def main() -> int:
     parser.add_argument("--spawns", type=int, default=100, help="concurrent spawns through the hub (default 100)")
     parser.add_argument("--rounds", type=int, default=3, help="poll intervals measured per spawner kind")
     parser.add_argument("--keep-logs", metavar="DIR", help="copy the hub's log and the lag files here (to find "
-                        "what lagged: HEPSDESK_LOOP_DEBUG=1 also names slow callbacks and collections)")
+                        "what lagged: HEPSDESK_LOOP_DEBUG=stacks also logs slow turns and collections)")
     parser.add_argument("--poll-interval", type=float, default=None,
                         help="seconds between polls (default: the spawner's poll_interval, 10)")
     parser.add_argument("--state-dir", default=os.environ.get("HEPSDESK_DEVCLOUD_STATE", str(ROOT / ".devcloud")))
