@@ -4,6 +4,8 @@ the cloud is in tests/integration.)"""
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,6 +46,7 @@ class User:
 
 
 CLOUDS_YAML = Path(tempfile.mkdtemp(prefix="hepsdesk-unit-")) / "clouds.yaml"
+atexit.register(shutil.rmtree, CLOUDS_YAML.parent, True)
 CLOUDS_YAML.write_text("clouds:\n  devcloud:\n    auth: {auth_url: 'http://127.0.0.1:1/v3'}\n")
 
 
@@ -341,8 +344,6 @@ def test_every_package_of_the_repository_is_in_the_wheel():
 
 def test_every_benchmark_has_a_short_form_in_the_tests():
     """No benchmark may rot: each script in benchmarks/ that prints a result is run by a test."""
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[2]
     tests = "\n".join(p.read_text() for p in (root / "tests").rglob("*.py"))
     benchmarks = [p.name for p in (root / "benchmarks").glob("*.py") if "print(json.dumps(" in p.read_text()]
