@@ -3,60 +3,98 @@
 Keys arrive as X keysyms, so what the user typed is what the desktop receives, whatever
 the keyboard layout of the browser's machine: the injector finds the keycode (and the Shift
 level) that produces the keysym on the desktop's keymap, and borrows an unused keycode for
-keysyms the keymap lacks. All X calls run on one thread, in arrival order.
+keysyms the keymap lacks. All X calls run on one thread, in arrival order; the queue to it
+is bounded (``MAX_QUEUED``): a page that floods it loses its oldest messages, never a key or
+button release (that would leave it held), and the desktop stays responsive.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import threading
 
 from Xlib import XK, X
 from Xlib import display as xdisplay
 from Xlib.ext import xtest
 
+from .xdisplay import without_signals
+
 log = logging.getLogger("desktop_proxy")
 SHIFT = XK.XK_Shift_L
-BUTTONS = {0: 1, 1: 2, 2: 3}  # browser MouseEvent.button -> X button
+BUTTONS = {0: 1, 1: 2, 2: 3, 3: 8, 4: 9}  # browser MouseEvent.button -> X button (3, 4: back, forward)
+MAX_QUEUED = 256  # input messages waiting for the X thread (it handles thousands a second)
 
 
 class InputInjector:
     def __init__(self, display: str, width: int, height: int):
         self.width = width
         self.height = height
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="x-input")
+        self.dropped = 0  # messages dropped because the queue was full
         self._display = xdisplay.Display(display)
         self._held: dict[int, tuple[int, bool]] = {}  # keysym -> (keycode, shift added)
         self._shift_down = False
         self._spare: list[int] = self._find_spare_keycodes()
+        self._queue: collections.deque[dict] = collections.deque()
+        self._queued = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=without_signals(self._run), name="x-input", daemon=True)
+        self._thread.start()
 
     def submit(self, message: dict) -> None:
-        """Queue one input message (see desktop.js for the format)."""
-        self._executor.submit(self._handle, message)
+        """Queue one checked input message (``messages.INPUT``)."""
+        with self._queued:
+            if self._closing:
+                return
+            if len(self._queue) >= MAX_QUEUED:
+                self._drop_oldest()
+            self._queue.append(message)
+            self._queued.notify()
 
     def close(self) -> None:
-        self._executor.submit(self._release_all)
-        self._executor.shutdown(wait=True)
+        """Release whatever is held, stop the X thread and close the display."""
+        with self._queued:
+            self._queue.append({"type": "release-all"})
+            self._closing = True
+            self._queued.notify()
+        self._thread.join()
         self._display.close()
+
+    def _drop_oldest(self) -> None:
+        for index, queued in enumerate(self._queue):
+            if queued.get("down") is not False:  # keep releases
+                del self._queue[index]
+                break
+        else:
+            self._queue.popleft()
+        self.dropped += 1
+
+    def _run(self) -> None:
+        while True:
+            with self._queued:
+                while not self._queue and not self._closing:
+                    self._queued.wait()
+                if not self._queue:
+                    return
+                message = self._queue.popleft()
+            self._handle(message)
 
     def _handle(self, message: dict) -> None:
         try:
             kind = message.get("type")
             if kind == "pointer":
-                self._pointer(float(message["x"]), float(message["y"]))
+                self._pointer(message["x"], message["y"])
             elif kind == "button":
-                self._button(int(message["button"]), bool(message["down"]))
+                self._button(message["button"], message["down"])
             elif kind == "wheel":
-                self._wheel(float(message.get("dx", 0)), float(message.get("dy", 0)))
+                self._wheel(message.get("dx", 0), message.get("dy", 0))
             elif kind == "key":
-                self._key(int(message["keysym"]), bool(message["down"]))
+                self._key(message["keysym"], message["down"])
             elif kind == "release-all":
                 self._release_all()
             self._display.sync()
-        except (KeyError, TypeError, ValueError) as e:
-            log.warning("ignoring malformed input message %r: %s", message, e)
         except Exception:
-            log.exception("input injection failed")
+            log.exception("input injection failed (%s message)", message.get("type"))
 
     def _pointer(self, x: float, y: float) -> None:
         px = min(self.width - 1, max(0, round(x * self.width)))

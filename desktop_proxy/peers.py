@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import logging
 import math
 import re
@@ -32,6 +31,7 @@ from .congestion import LinkEstimate
 from .encoding import h264_encoder
 from .ice_servers import IceServers
 from .injector import InputInjector
+from .messages import INPUT, DropCounter, Rejected
 from .pixelflux_engine import PixelfluxStream, PixelfluxUnavailable, pixelflux
 from .playout_delay import offer_playout_delay, send_playout_delay
 from .presets import DEFAULT, PRESETS, Preset
@@ -42,7 +42,6 @@ ENGINES = ("own", "pixelflux")  # stream.ScreenStream, pixelflux_engine.Pixelflu
 LOST_PICTURES = 256 * 2 // 100  # a receiver report's fraction lost: beyond 2%, pictures broke
 
 log = logging.getLogger("desktop_proxy")
-PROTOCOL_VERSION = 1
 
 
 def pin_host_candidates(addresses: list[str]) -> None:
@@ -128,6 +127,7 @@ class DesktopSessions:
         self._resizing = asyncio.Lock()
         self._stopping: set[StreamBase] = set()
         self.injector = InputInjector(display.name, display.width, display.height)
+        self.input_drops = DropCounter("input", log)  # messages the page sent that the desktop does not take
         pin_host_candidates(ice_addresses)
 
     def _screen(self) -> StreamBase:
@@ -149,6 +149,7 @@ class DesktopSessions:
         return {
             "viewers": len(self.peers), "preset": self.preset.name,
             "display": {"width": self.display.width, "height": self.display.height, "dpi": self.display.dpi},
+            "input": {"refused": self.input_drops.total, "dropped_when_queue_full": self.injector.dropped},
             "links": [{"cap_bps": None if math.isinf(link.cap) else int(link.cap), "remb_bps": link.remb,
                        "loss": link.loss, "drops": link.drops} for link in self.links.values()],
             "stream": None if stream is None else {
@@ -237,14 +238,9 @@ class DesktopSessions:
 
     def _on_input(self, message) -> None:
         try:
-            data = json.loads(message)
-        except (TypeError, ValueError):
-            log.warning("input: not JSON")
-            return
-        if not isinstance(data, dict) or data.get("v") != PROTOCOL_VERSION:
-            log.warning("input: unsupported message version %r", data.get("v") if isinstance(data, dict) else None)
-            return
-        self.injector.submit(data)
+            self.injector.submit(INPUT.parse(message))
+        except Rejected as e:
+            self.input_drops.drop(e.reason)
 
     async def close(self, pc: RTCPeerConnection) -> None:
         if pc in self.peers:
@@ -254,7 +250,7 @@ class DesktopSessions:
         if not self.peers and self.stream is not None:
             stream, self.stream = self.stream, None
             stream.stop()
-            self.injector.submit({"v": PROTOCOL_VERSION, "type": "release-all"})
+            self.injector.submit({"v": INPUT.version, "type": "release-all"})
             await self._join(stream)
 
     async def _join(self, stream: StreamBase) -> None:

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import logging
-import math
 import os
 import signal
 from pathlib import Path
@@ -23,6 +22,7 @@ from tornado import httpserver, netutil, web, websocket
 
 from .encoding import ENCODERS
 from .ice_servers import POLICIES, IceServers
+from .messages import SIGNALLING, DropCounter, Rejected
 from .peers import ENGINES, DesktopSessions
 from .presets import PRESETS
 from .xdisplay import DisplayError, XDisplay
@@ -51,6 +51,7 @@ class SignallingHandler(websocket.WebSocketHandler):
         self.sessions = sessions
         self.pc = None
         self.ice_servers: list[dict] = []
+        self.drops = DropCounter("signalling", log)
 
     def open(self):
         # The STUN/TURN servers first (TURN credentials minted for this session): the
@@ -65,17 +66,14 @@ class SignallingHandler(websocket.WebSocketHandler):
 
     async def on_message(self, message):
         try:
-            data = json.loads(message)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            return self._send({"type": "error", "message": "not a JSON object"})
-        if data.get("type") == "resize":
-            return await self._resize(data)
-        if data.get("type") == "preset":
-            return self._preset(data.get("name"))
-        if data.get("type") != "offer" or not isinstance(data.get("sdp"), str):
-            return self._send({"type": "error", "message": "expected an offer, a resize or a preset"})
+            data = SIGNALLING.parse(message)
+        except Rejected as e:
+            self.drops.drop(e.reason)
+            return self._send({"type": "error", "message": f"message refused: {e.reason}"})
+        if data["type"] == "resize":
+            return await self._resize(data["width"], data["height"], data["scale"])
+        if data["type"] == "preset":
+            return self._preset(data["name"])
         if self.pc is not None:
             await self.sessions.close(self.pc)
         try:
@@ -85,13 +83,7 @@ class SignallingHandler(websocket.WebSocketHandler):
             return self._send({"type": "error", "message": f"cannot start the stream: {e}"})
         self._send({"type": "answer", "sdp": sdp})
 
-    async def _resize(self, data: dict) -> None:
-        try:
-            width, height, scale = (float(data[k]) for k in ("width", "height", "scale"))
-            if not all(math.isfinite(v) and v > 0 for v in (width, height, scale)):
-                raise ValueError
-        except (KeyError, TypeError, ValueError):
-            return self._send({"type": "error", "message": "a resize needs positive width, height and scale"})
+    async def _resize(self, width: float, height: float, scale: float) -> None:
         try:
             width, height = await self.sessions.resize(width, height, scale)
         except DisplayError as e:
@@ -140,7 +132,7 @@ def make_app(sessions: DesktopSessions | None, failure: str = "") -> web.Applica
     if sessions is not None:
         routes.append((r"/ws", SignallingHandler, {"sessions": sessions}))
         routes.append((r"/stats", StatsHandler, {"sessions": sessions}))
-    return web.Application(routes, template_path=str(STATIC))
+    return web.Application(routes, template_path=str(STATIC), websocket_max_message_size=SIGNALLING.max_bytes)
 
 
 async def serve(args: argparse.Namespace) -> None:

@@ -62,6 +62,7 @@ from .encoding import (
 )
 from .grab import GrabError, ScreenGrabber, changed_areas
 from .presets import DEFAULT, PRESETS, Preset, encoded_scale
+from .xdisplay import without_signals
 
 log = logging.getLogger("desktop_proxy")
 
@@ -382,7 +383,7 @@ class ScreenStream(StreamBase):
 
     def _start(self) -> None:
         for name, target in (("screen-capture", self._capture_loop), ("screen-encode", self._encode_loop)):
-            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread = threading.Thread(target=without_signals(target), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
 

@@ -16,6 +16,7 @@ children of the desktop server and die with it; their exits are logged.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import shutil
@@ -27,6 +28,22 @@ from Xlib import X
 from Xlib import display as xlib_display
 
 log = logging.getLogger("desktop_proxy")
+
+
+# The signals the desktop server handles (in its main thread). Delivered to a thread that is
+# inside a libX11 call instead, one interrupts the call, and libX11 takes that for a lost
+# connection ("XIO: fatal IO error 4 (Interrupted system call)"): threads that talk to X
+# block them, so the kernel gives them to the main thread.
+HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
+
+
+def without_signals(target):
+    """``target`` for a thread that talks to X: run with ``HANDLED_SIGNALS`` blocked."""
+    @functools.wraps(target)
+    def run(*args, **kwargs):
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        return target(*args, **kwargs)
+    return run
 
 
 MIN_SIZE = (640, 480)

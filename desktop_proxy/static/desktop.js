@@ -269,6 +269,7 @@ window.hepsdesk = {
   get preset() { return preset; },
   get firstFrameAt() { return firstFrameAt; },
   get inputReady() { return Boolean(channel && channel.readyState === 'open'); },
+  get inputChannel() { return channel; },
 };
 
 connect();
