@@ -114,6 +114,10 @@ c.JupyterHub.spawner_class = "openstack"
 # The hub's project in clouds.yaml. Production: an application credential of that project.
 c.OpenStackSpawner.cloud = os.environ.get("OS_CLOUD", "devcloud")
 c.OpenStackSpawner.clouds_yaml = os.environ.get("HEPSDESK_CLOUDS_YAML", str(here / ".devcloud" / "clouds.yaml"))
+# VMs refuse to take their environment from a hub that is not https (a resumed VM asks for it):
+# the dev cloud's hub is http://127.0.0.1:8081, so it allows plain http. Production: never.
+c.OpenStackSpawner.allow_http_hub = os.environ.get(
+    "HEPSDESK_ALLOW_HTTP_HUB", "1" if c.OpenStackSpawner.cloud == "devcloud" else "0") == "1"
 # The environments users choose from (cards on the spawn page, or {"profile": slug} through the
 # REST API): beamline image x flavor x GPU, and the JupyterHub groups (from the SSO's `groups`
 # claim) that may use each. Admins may use all of them. See OpenStackSpawner.profiles.

@@ -17,6 +17,7 @@ Every value is shell-quoted, on top of the identity's own checks (``identity.py`
 
 from __future__ import annotations
 
+import re
 import shlex
 
 import yaml
@@ -43,16 +44,23 @@ LOG_LINE_PREFIX = "hepsdesk: | "
 MISSING_MOUNT_MARKER = "hepsdesk: data not mounted:"
 # Printed instead of starting JupyterLab when a later boot got no environment from the hub.
 NO_ENV_MARKER = "hepsdesk: no environment from the hub:"
+VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ALLOW_HTTP_HUB = "HEPSDESK_ALLOW_HTTP_HUB"  # in the env file: OpenStackSpawner.allow_http_hub
 
 
-def render_env_file(env: dict[str, str], identity: PosixIdentity | None = None) -> str:
-    """The env file the start script sources: ``env`` (and the identity's HOME, USER, ...)
-    as shell-quoted exports."""
+def singleuser_environment(env: dict[str, str], identity: PosixIdentity | None = None) -> dict[str, str]:
+    """The single-user server's environment: ``env`` and the identity's HOME, USER, ...
+    (variables with a name a shell takes only)."""
     if identity is not None:
         env = {**env, "HOME": identity.home, "USER": identity.username, "LOGNAME": identity.username,
                "SHELL": identity.shell}
-    return "".join(f"export {key}={shlex.quote(str(value))}\n" for key, value in sorted(env.items())
-                   if _valid_name(key))
+    return {key: str(value) for key, value in sorted(env.items()) if VARIABLE_NAME.fullmatch(key)}
+
+
+def render_env_file(env: dict[str, str], identity: PosixIdentity | None = None) -> str:
+    """The env file the start script sources: the environment as shell-quoted exports."""
+    environment = singleuser_environment(env, identity)
+    return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in environment.items())
 
 
 def render_singleuser_user_data(command: list[str], env: dict[str, str], workdir: str = "",
@@ -103,9 +111,11 @@ def render_singleuser_user_data(command: list[str], env: dict[str, str], workdir
 
 
 # Run by the start script at every boot after the first (standard library only: any python3).
+# The hub's answer is data ({"env": {name: value}}), checked and shell-quoted here: root sources
+# the file this writes, so nothing in the answer is ever run.
 FETCH_ENV = f"""#!/usr/bin/env python3
 # hepsdesk: ask the hub for this server's current environment (see hepsdesk_spawner/resume.py).
-import json, os, shlex, sys, time, urllib.error, urllib.request
+import json, os, re, shlex, sys, time, urllib.error, urllib.parse, urllib.request
 
 ENV_FILE = {ENV_FILE!r}
 env = {{}}
@@ -122,8 +132,11 @@ def fail(why):
     sys.exit(4)
 
 
+url = env.get("JUPYTERHUB_API_URL", "").rstrip("/")
+if urllib.parse.urlsplit(url).scheme != "https" and env.get({ALLOW_HTTP_HUB!r}) != "1":
+    fail(f"refused the hub's URL {{url!r}}: not https (a development hub sets OpenStackSpawner.allow_http_hub)")
 request = urllib.request.Request(
-    env.get("JUPYTERHUB_API_URL", "").rstrip("/") + {RESUME_ENV_PATH!r}, method="POST",
+    url + {RESUME_ENV_PATH!r}, method="POST",
     data=json.dumps({{"user": env.get("JUPYTERHUB_USER", ""),
                      "server": env.get("JUPYTERHUB_SERVER_NAME", "")}}).encode(),
     headers={{"Authorization": {AUTH_SCHEME!r} + " " + env.get("JUPYTERHUB_API_TOKEN", ""),
@@ -146,9 +159,17 @@ for attempt in range(30):  # bounded: about a minute of refused connections (the
         time.sleep(2)
 if body is None:
     fail(f"the hub did not answer ({{last}})")
+try:
+    given = json.loads(body)["env"]
+    if not isinstance(given, dict) or not all(
+            re.fullmatch({VARIABLE_NAME.pattern!r}, key) and isinstance(value, str) and "\\0" not in value
+            for key, value in given.items()):
+        raise ValueError
+except (ValueError, KeyError, TypeError):
+    fail("the hub's answer is not an environment (names and text values)")
 new = ENV_FILE + ".new"
-with os.fdopen(os.open(new, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
-    f.write(body)
+with os.fdopen(os.open(new, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+    f.write("".join(f"export {{key}}={{shlex.quote(value)}}\\n" for key, value in sorted(given.items())))
 os.replace(new, ENV_FILE)
 """
 
@@ -183,5 +204,3 @@ def _mount_check_lines(mount: DataMount) -> str:
             f"echo \"{EXITED_MARKER} with status 3; the end of {LOG_FILE}:\"; exit 3; fi\n")
 
 
-def _valid_name(name: str) -> bool:
-    return name.replace("_", "a").isalnum() and not name[0].isdigit()

@@ -42,7 +42,7 @@ def resume_key(token: str) -> str:
 
 
 class ResumeEnvHandler(APIHandler):
-    """Gives a resuming VM its server's current environment (text of its env file)."""
+    """Gives a resuming VM its server's current environment, as ``{"env": {name: value}}``."""
 
     def check_xsrf_cookie(self):
         """Authenticated by the VM's token, never by a cookie: nothing for a browser to forge."""
@@ -64,16 +64,16 @@ class ResumeEnvHandler(APIHandler):
             self.log.warning("Refused a resume-env request for %r/%r from %s", user_name[:100], server_name[:100],
                              self.request.remote_ip)
             raise web.HTTPError(403, "Unknown server, or not its VM's key.")
-        env_file = spawner.take_resume_env() if spawner.pending == "spawn" else None
-        if env_file is None:
+        env = spawner.take_resume_env() if spawner.pending == "spawn" else None
+        if env is None:
             raise web.HTTPError(409, "This server is not being resumed: keep the environment you have.")
         # Saved before the VM has it: after a hub crash the saved key is still the VM's.
         spawner.orm_spawner.state = spawner.get_state()
         self.db.commit()
         self.log.info("Gave the resumed VM of %s its new environment", spawner._log_name)
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
-        self.finish(env_file)
+        self.finish(json.dumps({"env": env}))  # data: the VM quotes it itself (cloudinit.FETCH_ENV)
 
 
 handlers = [(r"/api" + RESUME_ENV_PATH, ResumeEnvHandler)]

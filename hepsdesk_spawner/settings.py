@@ -13,7 +13,7 @@ import os
 import re
 import string
 
-from traitlets import Callable, Dict, Enum, Float, Integer, List, TraitError, Unicode, Union, default, validate
+from traitlets import Bool, Callable, Dict, Enum, Float, Integer, List, TraitError, Unicode, Union, default, validate
 from traitlets.config import LoggingConfigurable
 
 from .datamounts import DataMountError, parse_data_mounts
@@ -249,6 +249,13 @@ class SpawnerSettings(LoggingConfigurable):
     )
     extra_user_data_env = Dict(
         config=True, help="Extra environment variables for the single-user server (in addition to the hub's)."
+    )
+    allow_http_hub = Bool(
+        False,
+        config=True,
+        help="Let a resumed VM fetch its environment from a hub whose API URL is plain http (development "
+        "only: the dev cloud's hub is http://127.0.0.1:8081). Otherwise the VM refuses: over http, anyone on "
+        "the network between hub and VM could hand root in the VM a forged environment.",
     )
 
     # JupyterHub's defaults are made for local processes; VMs need minutes, not seconds.

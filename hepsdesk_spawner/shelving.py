@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from .account import GuestAccount
 from .boot import SHELVED_STATES
 from .cloud import CLOUD_ERRORS
-from .cloudinit import render_env_file
+from .cloudinit import singleuser_environment
 from .profiles import Profile
 from .watcher import ServerView
 
@@ -88,6 +88,6 @@ class Shelving:
     async def unshelve(self, account: GuestAccount) -> None:
         """Unshelve the VM, with the environment the resume handler will give it."""
         spawner = self.spawner
-        spawner.resume_env_file = render_env_file(spawner.singleuser_env(), account.identity)
+        spawner.resume_env = singleuser_environment(spawner.singleuser_env(), account.identity)
         spawner.log.info("Spawn of %s: unshelving VM %s", spawner._log_name, spawner.vm.server_id)
         await spawner.site.client.unshelve_server(spawner.vm.server_id)

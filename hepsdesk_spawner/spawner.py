@@ -35,7 +35,7 @@ from .account import GuestAccount, guest_account
 from .boot import DEAD_STATES, GONE_STATES, SHELVED_STATES, BootMonitor, NoHost
 from .capacity import flavor_gpu_request
 from .cloud import CLOUD_ERRORS
-from .cloudinit import render_singleuser_user_data
+from .cloudinit import ALLOW_HTTP_HUB, render_singleuser_user_data
 from .datamounts import parse_data_mounts
 from .errors import CloudFailure, SpawnError
 from .idle import idle_seconds
@@ -56,7 +56,7 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
         super().__init__(**kwargs)
         self.vm = ServerState()
         self.events: list[dict] = []
-        self.resume_env_file: str | None = None  # while a start resumes the VM: the env the hub gives it
+        self.resume_env: dict[str, str] | None = None  # while a start resumes the VM: the env the hub gives it
         self.resources = ServerResources(self)
         self.boot = BootMonitor(self)
         self.shelving = Shelving(self)
@@ -169,7 +169,7 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
             await self._undo_start()
             raise
         finally:
-            self.resume_env_file = None
+            self.resume_env = None
 
     async def _cloud_failure(self, error: BaseException) -> CloudFailure:
         """The cloud failed a request of this start: undo it and say so."""
@@ -316,6 +316,8 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
         env = {**self.get_env(), **self.extra_user_data_env}
         # The desktop offers this address for WebRTC media (see desktop_proxy.peers).
         env["HEPSDESK_VM_ADDRESS"] = self.vm.address
+        if self.allow_http_hub:
+            env[ALLOW_HTTP_HUB] = "1"
         if self.vm.floating_address:
             env["HEPSDESK_PUBLIC_ADDRESS"] = self.vm.floating_address
         return env
@@ -326,13 +328,13 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
         vm = self.vm
         return vm.floating_address if self.connect_to == "floating" and vm.floating_address else vm.address
 
-    def take_resume_env(self) -> str | None:
-        """The env file for the VM this start resumes (None if it resumes none); called by
+    def take_resume_env(self) -> dict[str, str] | None:
+        """The environment for the VM this start resumes (None if it resumes none); called by
         the resume handler once the VM proved it holds the last token. From now on, the VM
         holds this start's token."""
-        if self.resume_env_file is not None:
+        if self.resume_env is not None:
             self.vm.resume_key = resume_key(self.api_token)
-        return self.resume_env_file
+        return self.resume_env
 
     # progress
 

@@ -1,0 +1,117 @@
+"""The script a resumed VM runs as root to fetch its environment from the hub
+(``cloudinit.FETCH_ENV``), against a hostile hub: a man in the middle, or anything else that
+answers at the hub's address. This is the one place a fake hub stands in for the real one: the
+real hub cannot be made to answer with shell (tests/integration/test_shelve.py drives the real
+exchange). Nothing in an answer may ever run; a non-https hub is refused unless allowed."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import shlex
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from hepsdesk_spawner.cloudinit import ALLOW_HTTP_HUB, ENV_FILE, FETCH_ENV, NO_ENV_MARKER
+
+
+class HostileHub:
+    """Answers every POST with ``body`` (status 200), and counts the requests."""
+
+    def __init__(self, body: bytes):
+        hub = self
+        self.requests = 0
+
+        class Answer(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                hub.requests += 1
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hub/api"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def fetch(tmp_path: Path, hub_url: str, allow_http: bool = True) -> subprocess.CompletedProcess:
+    env_file = tmp_path / "singleuser.env"
+    env = {"JUPYTERHUB_API_URL": hub_url, "JUPYTERHUB_API_TOKEN": "old-token", "JUPYTERHUB_USER": "alice"}
+    if allow_http:
+        env[ALLOW_HTTP_HUB] = "1"
+    env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
+    script = tmp_path / "fetch-env"
+    script.write_text(FETCH_ENV.replace(repr(ENV_FILE), repr(str(env_file)), 1))
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+
+
+def sourced(tmp_path: Path, name: str) -> str:
+    """``$name`` after a shell sources the env file, as the start script does."""
+    return subprocess.run(["sh", "-c", f'. "$0"; printf %s "${name}"', str(tmp_path / "singleuser.env")],
+                          capture_output=True, text=True, timeout=10, cwd=tmp_path).stdout
+
+
+RAN = "hepsdesk-ran"  # a file the hostile values try to create
+
+
+@pytest.fixture
+def hostile_hub():
+    hubs = []
+
+    def make(body: bytes) -> HostileHub:
+        hubs.append(HostileHub(body))
+        return hubs[-1]
+
+    yield make
+    for hub in hubs:
+        hub.close()
+
+
+def test_shell_in_the_values_of_an_answer_stays_text(tmp_path, hostile_hub):
+    values = {"JUPYTERHUB_API_TOKEN": f"x'; touch {RAN}; '", "A": f"$(touch {RAN})", "B": f"`touch {RAN}`",
+              "C": f"line\ntouch {RAN}", "D": "it's \"quoted\" \\ $HOME ; | &"}
+    hub = hostile_hub(json.dumps({"env": values}).encode())
+    done = fetch(tmp_path, hub.url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name, value in values.items():
+        assert sourced(tmp_path, name) == value
+    assert not (tmp_path / RAN).exists(), "a value of the hub's answer ran as a command"
+
+
+@pytest.mark.parametrize("body", [
+    f"export A=1\ntouch {RAN}\n".encode(),  # the old protocol: a file to source
+    json.dumps({"env": {f"A;touch {RAN}": "1"}}).encode(),
+    json.dumps({"env": {"A": 1}}).encode(),
+    json.dumps({"env": {"A": "nul\0byte"}}).encode(),
+    json.dumps({"env": [["A", "1"]]}).encode(),
+    json.dumps(["env"]).encode(),
+    b"\xff\xfe",
+])
+def test_an_answer_that_is_not_an_environment_is_refused_and_changes_nothing(tmp_path, hostile_hub, body):
+    hub = hostile_hub(body)
+    done = fetch(tmp_path, hub.url)
+    assert done.returncode == 4 and f"{NO_ENV_MARKER} the hub's answer is not an environment" in done.stdout, done
+    assert sourced(tmp_path, "JUPYTERHUB_API_TOKEN") == "old-token", "the env file was kept"
+    assert not (tmp_path / RAN).exists()
+
+
+def test_a_hub_that_is_not_https_is_refused_before_any_request_unless_allowed(tmp_path, hostile_hub):
+    hub = hostile_hub(json.dumps({"env": {"JUPYTERHUB_API_TOKEN": "new-token"}}).encode())
+    done = fetch(tmp_path, hub.url, allow_http=False)
+    assert done.returncode == 4 and "not https" in done.stdout and hub.requests == 0, done
+    assert sourced(tmp_path, "JUPYTERHUB_API_TOKEN") == "old-token"
+    assert fetch(tmp_path, hub.url, allow_http=True).returncode == 0
+    assert hub.requests == 1 and sourced(tmp_path, "JUPYTERHUB_API_TOKEN") == "new-token"
