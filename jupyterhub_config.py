@@ -220,14 +220,18 @@ if reaper != "off":
                   "scopes": ["list:users", "read:users:name", "read:servers", "admin:server_state"]})
 
 # Token mode: the facility's user portal sends a person signed in there straight to their
-# desktop. It asks the hub for a one-time token for them and opens
-# /hub/token-login?token=...&next=/hub/user-redirect/desktop/ (see hepsdesk_auth/token_login.py
-# and docs/identity.md). Its API token comes from HEPSDESK_PORTAL_API_TOKEN; its role may
-# make tokens for the hub's users (narrow it, e.g. "tokens!group=heps-users").
+# desktop. It asks POST /hub/api/hepsdesk/portal-login/<name> for a one-time link and opens it
+# (see hepsdesk_auth/token_login.py and docs/identity.md); only a holder of the custom scope
+# below can make one. Its API token comes from HEPSDESK_PORTAL_API_TOKEN; narrow its role to the
+# people it may send, e.g. "custom:hepsdesk:portal-login!group=heps-users".
+from hepsdesk_auth.token_login import CUSTOM_SCOPES  # noqa: E402
+from hepsdesk_auth.token_login import SCOPE as PORTAL_SCOPE  # noqa: E402
+
+c.JupyterHub.custom_scopes = {**CUSTOM_SCOPES}
 if os.environ.get("HEPSDESK_PORTAL_API_TOKEN"):
     services.append({"name": "hepsdesk-portal", "api_token": os.environ["HEPSDESK_PORTAL_API_TOKEN"]})
     roles.append({"name": "hepsdesk-portal", "services": ["hepsdesk-portal"],
-                  "scopes": os.environ.get("HEPSDESK_PORTAL_SCOPES", "tokens,read:users:name").split(",")})
+                  "scopes": os.environ.get("HEPSDESK_PORTAL_SCOPES", f"{PORTAL_SCOPE},read:users:name").split(",")})
 
 # --- Development tools ----------------------------------------------------------------------
 # `hepsdesk demo` and the tests drive the hub's REST API with this token (not for production).

@@ -40,7 +40,7 @@ from .ids import IdPool
 from .ldapclient import Directories, DirectoryUnavailable, LDAPServer, LDAPSettings
 from .provisioning import AccountError, AccountPolicy, Accounts, Person, describe_error
 from .storage_ldap import StorageLayout
-from .token_login import TokenLoginHandler
+from .token_login import PortalLoginAPIHandler, TokenLoginHandler
 from .usernames import UsernameError, account_name, display_text
 
 EMAIL = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,190}\.[A-Za-z]{2,24}$")
@@ -361,8 +361,10 @@ class HEPSAuthenticator(GenericOAuthenticator):
                     reason="Directory error") from None
 
     def get_handlers(self, app):
-        """oauthenticator's pages and token mode's ``/hub/token-login`` (``token_login``)."""
-        return [*super().get_handlers(app), (r"/token-login", TokenLoginHandler)]
+        """oauthenticator's pages and token mode's ``/hub/token-login`` with the portal's
+        ``/hub/api/hepsdesk/portal-login/<name>`` (``token_login``)."""
+        return [*super().get_handlers(app), (r"/token-login", TokenLoginHandler),
+                (r"/api/hepsdesk/portal-login/([^/]+)", PortalLoginAPIHandler)]
 
     async def get_user_groups(self, auth_state):
         """The person's groups: the SSO's and, with a directory, their AD account's."""

@@ -89,17 +89,27 @@ def test_a_new_group_member_signs_in_and_gets_a_vm_with_their_ad_account_and_dat
         seen = json.loads(run_in_kernel(f"{identity_hub.url}/user/{name}/", token.json()["token"],
                                         CHECK.format(mine=mine, other=other)).strip().splitlines()[-1])
         # Token mode: the user portal's link opens the desktop in a browser that never signed in.
-        portal = requests.post(f"{identity_hub.url}/hub/api/users/{name}/tokens", timeout=30,
-                               headers={"Authorization": f"token {PORTAL_TOKEN}"},
-                               json={"note": "hepsdesk-portal-login", "expires_in": 60,
-                                     "scopes": ["read:users:name!user"]})
-        link = f"{identity_hub.url}/hub/token-login?token={portal.json()['token']}"
+        portal = requests.post(f"{identity_hub.url}/hub/api/hepsdesk/portal-login/{name}", timeout=30,
+                               headers={"Authorization": f"token {PORTAL_TOKEN}"})
+        link = identity_hub.url + portal.json()["url"]
         fresh = new_context(browser)
         desktop = fresh.new_page()
         desktop.goto(link)
         desktop.wait_for_url(re.compile(rf".*/user/{name}/desktop/.*"), timeout=60_000)
         expect(desktop).to_have_title("Desktop")
         fresh.close()
+        # A link the user made themselves (an API token with the portal's old note), sent to a
+        # colleague: the colleague's fresh browser is told why, and is not signed in as the sender.
+        own = requests.post(f"{identity_hub.url}/hub/api/users/{name}/tokens", timeout=30,
+                            headers={"Authorization": f"token {token.json()['token']}"},
+                            json={"note": "hepsdesk-portal-login", "expires_in": 60})
+        colleague = new_context(browser)
+        page_of_colleague = colleague.new_page()
+        page_of_colleague.goto(f"{identity_hub.url}/hub/token-login?token={own.json()['token']}")
+        expect(page_of_colleague.get_by_text("an API token never signs anyone in")).to_be_visible()
+        page_of_colleague.goto(f"{identity_hub.url}/hub/home")
+        expect(page_of_colleague).not_to_have_url(re.compile(r".*/hub/home$"))
+        colleague.close()
     finally:
         context.close()
     proposal_gid = next(g["gid"] for g in posix["groups"] if g["name"] == f"proposal-{mine.lower()}")

@@ -8,6 +8,7 @@ import json
 import re
 import secrets
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import ldap3
 import pytest
@@ -101,20 +102,23 @@ def test_with_the_directory_down_sign_in_says_so_and_nothing_is_made(identity_hu
         conn.unbind()
 
 
-def portal_link(hub: DevHub, name: str, **body) -> str:
-    """What the facility's portal does: a one-time token for ``name``, in a link to the desktop."""
-    response = requests.post(f"{hub.url}/hub/api/users/{name}/tokens", timeout=30,
-                             headers={"Authorization": f"token {PORTAL_TOKEN}"},
-                             json={"note": "hepsdesk-portal-login", "expires_in": 60,
-                                   "scopes": ["read:users:name!user"], **body})
+def portal_link(hub: DevHub, name: str, token: str = PORTAL_TOKEN) -> requests.Response:
+    """What the facility's portal does: ask for a one-time sign-in link for ``name``."""
+    return requests.post(f"{hub.url}/hub/api/hepsdesk/portal-login/{name}", timeout=30,
+                         headers={"Authorization": f"token {token}"})
+
+
+def link_secret(response: requests.Response) -> str:
     assert response.status_code == 201, response.text
-    return response.json()["token"]
+    url = response.json()["url"]
+    assert url.startswith("/hub/token-login?token=") and response.json()["expires_in"] <= 60, response.json()
+    return parse_qs(urlsplit(url).query)["token"][0]
 
 
 def test_token_mode_a_portal_link_signs_in_once(identity_hub):
     name, password = new_person(identity_hub)
     sign_in_without_browser(identity_hub, name, password)  # known to the hub (it has their account)
-    token = portal_link(identity_hub, name)
+    token = link_secret(portal_link(identity_hub, name))
 
     browser = requests.Session()
     landed = browser.get(f"{identity_hub.url}/hub/token-login", params={"token": token, "next": "/hub/home"},
@@ -123,25 +127,42 @@ def test_token_mode_a_portal_link_signs_in_once(identity_hub):
     assert name in landed.text and token not in landed.url
     # The default next is the person's desktop.
     other = requests.Session().get(f"{identity_hub.url}/hub/token-login",
-                                   params={"token": portal_link(identity_hub, name)}, allow_redirects=False,
-                                   timeout=30)
+                                   params={"token": link_secret(portal_link(identity_hub, name))},
+                                   allow_redirects=False, timeout=30)
     assert other.status_code == 302 and other.headers["Location"] == "/hub/user-redirect/desktop/"
     assert other.headers["Referrer-Policy"] == "no-referrer"
 
     again = requests.get(f"{identity_hub.url}/hub/token-login", params={"token": token}, timeout=30)
     assert again.status_code == 403 and "This sign-in link cannot be used" in again.text
     assert "Traceback" not in again.text
-
-    long_lived = portal_link(identity_hub, name, expires_in=3600)
-    refused = requests.get(f"{identity_hub.url}/hub/token-login", params={"token": long_lived}, timeout=30)
-    assert refused.status_code == 403 and "lives longer than 300 s" in refused.text
-    api_token = identity_hub.api("POST", f"/users/{name}/tokens", json={"note": "a notebook's", "expires_in": 60})
-    refused = requests.get(f"{identity_hub.url}/hub/token-login", params={"token": api_token.json()["token"]},
-                           timeout=30)
-    assert refused.status_code == 403 and "not made for signing in" in refused.text
+    # A person the hub does not know yet: the portal sends them through the SSO instead.
+    unknown = portal_link(identity_hub, f"nobody-{secrets.token_hex(3)}")
+    assert unknown.status_code == 404 and "through the SSO" in unknown.json()["message"]
     time.sleep(0.5)  # the hub's log is written
-    log = identity_hub.log_path.read_text()
-    assert token not in log and long_lived not in log
+    assert token not in identity_hub.log_path.read_text()
+
+
+def test_token_mode_a_link_a_user_made_never_signs_anyone_in(identity_hub):
+    """Login CSRF: a user makes a token for themselves with the portal's old note and sends the
+    link to a colleague; the colleague's fresh browser must not end up signed in as them."""
+    sender, password = new_person(identity_hub)
+    sign_in_without_browser(identity_hub, sender, password)
+    own = identity_hub.api("POST", f"/users/{sender}/tokens", json={"note": "a notebook's", "expires_in": 600})
+    own_token = own.json()["token"]
+    made = requests.post(f"{identity_hub.url}/hub/api/users/{sender}/tokens", timeout=30,
+                         headers={"Authorization": f"token {own_token}"},
+                         json={"note": "hepsdesk-portal-login", "expires_in": 60, "scopes": ["read:users:name!user"]})
+    assert made.status_code == 201, made.text  # JupyterHub lets a user make tokens for themselves
+    colleague = requests.Session()
+    refused = colleague.get(f"{identity_hub.url}/hub/token-login", timeout=30,
+                            params={"token": made.json()["token"], "next": "/hub/home"})
+    assert refused.status_code == 403 and "an API token never signs anyone in" in refused.text, refused.text[:500]
+    assert colleague.get(f"{identity_hub.url}/hub/api/user", timeout=30).status_code == 403, "not signed in"
+    home = colleague.get(f"{identity_hub.url}/hub/home", allow_redirects=False, timeout=30)
+    assert home.status_code == 302 and "/hub/login" in home.headers["Location"], "sent to sign in"
+    # Nor can the user (or anyone without the portal's scope) ask for a portal link.
+    assert portal_link(identity_hub, sender, token=own_token).status_code == 403
+    assert portal_link(identity_hub, sender, token="").status_code == 403
 
 
 def test_no_password_or_token_in_the_hub_log(identity_hub, active_directory, storage_ldap):
