@@ -31,6 +31,16 @@ def vms_of(devcloud, user: str) -> list:
             and (s.metadata or {}).get("hepsdesk-hub") == f"hepsdesk-test-{SESSION}"]
 
 
+def websocket_outcome(page, http_url: str) -> str:
+    """Whether a websocket from this page to ``http_url`` opens ("open") or not ("refused")."""
+    return page.evaluate("""(url) => new Promise((resolve) => {
+        const socket = new WebSocket(url);
+        socket.onopen = () => { socket.close(); resolve('open'); };
+        socket.onerror = () => resolve('refused');
+        setTimeout(() => resolve('no answer'), 15000);
+    })""", "ws" + http_url[len("http"):])
+
+
 def test_sign_in_spawn_lab_desktop_type_and_stop(hub, hub_api, devcloud, browser):
     context = new_context(browser)
     page = context.new_page()
@@ -88,14 +98,32 @@ def test_sign_in_spawn_lab_desktop_type_and_stop(hub, hub_api, devcloud, browser
     assert desktop.evaluate("window.hepsdesk.stats()")["framesDecoded"] > decoded
     assert picture_digest(desktop) != before
 
-    # Another user cannot reach alice's desktop.
+    # Another user, and an anonymous browser, reach nothing of alice's desktop: not its page,
+    # its files, its statistics or its signalling websocket; nor the hub's endpoints for VMs
+    # and the portal.
     other = new_context(browser)
     bob = other.new_page()
     sign_in(bob, hub.url, "bob", hub.users["bob"], next_path="/hub/home")
     bob.wait_for_url(re.compile(r".*/hub/home"))
-    response = bob.goto(f"{hub.url}/user/alice/desktop/")
-    assert response.status == 403
+    for path in ("", "stats", "static/desktop.js"):
+        response = bob.goto(f"{hub.url}/user/alice/desktop/{path}")
+        assert response.status == 403, (path, response.status)
+    bob.goto(f"{hub.url}/hub/home")
+    assert websocket_outcome(bob, f"{hub.url}/user/alice/desktop/ws") == "refused"
+    for endpoint in ("hepsdesk/resume-env", "hepsdesk/portal-login/alice"):
+        answer = bob.request.post(f"{hub.url}/hub/api/{endpoint}", data={"user": "alice"})
+        assert answer.status == 403, (endpoint, answer.status)
     other.close()
+    anonymous = new_context(browser)
+    nobody = anonymous.new_page()
+    for path in ("", "stats", "static/desktop.js"):
+        nobody.goto(f"{hub.url}/user/alice/desktop/{path}")
+        assert "/user/alice/desktop" not in nobody.url and "hepsdesk" not in nobody.content(), (path, nobody.url)
+    nobody.goto(f"{hub.url}/hub/login")
+    assert websocket_outcome(nobody, f"{hub.url}/user/alice/desktop/ws") == "refused"
+    for endpoint in ("hepsdesk/resume-env", "hepsdesk/portal-login/alice"):
+        assert nobody.request.post(f"{hub.url}/hub/api/{endpoint}", data={"user": "alice"}).status == 403
+    anonymous.close()
 
     # Alice (an admin) stops her server from the hub's control panel.
     desktop.close()
