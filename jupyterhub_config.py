@@ -144,10 +144,12 @@ c.OpenStackSpawner.profiles = json.loads(Path(os.environ["HEPSDESK_PROFILES_FILE
 # production gives the hub a read-only cloud entry for it (the dev cloud: its admin).
 c.OpenStackSpawner.capacity_cloud = os.environ.get("HEPSDESK_CAPACITY_CLOUD", "devcloud-admin")
 # A profile with "stop_mode": "shelve" keeps the user's VM shelved (disk kept as an image, no
-# host used) between starts; the resumed VM asks the hub for its new token at this endpoint.
+# host used) between starts; the resumed VM asks the hub for its new token at one endpoint, and
+# each desktop session its TURN credentials at another (TurnRelay, below).
 from hepsdesk_spawner.resume import handlers as resume_handlers  # noqa: E402
+from hepsdesk_spawner.turn import handlers as turn_handlers  # noqa: E402
 
-c.JupyterHub.extra_handlers = [*resume_handlers]
+c.JupyterHub.extra_handlers = [*resume_handlers, *turn_handlers]
 # Several servers per user (e.g. a GPU desktop beside a CPU one), each its own VM.
 c.JupyterHub.allow_named_servers = True
 c.JupyterHub.named_server_limit_per_user = int(os.environ.get("HEPSDESK_SERVERS_PER_USER", "3"))
@@ -168,14 +170,14 @@ if os.environ.get("HEPSDESK_DATA_SERVER"):
     ]
 # The desktop's WebRTC media goes from the VM straight to the browser. For browsers that
 # cannot reach the VMs (home networks, a firewall that lets media out only through a relay),
-# name the facility's STUN/TURN servers; the desktop mints each session's TURN credentials
-# from the TURN server's shared secret (coturn's static-auth-secret), which the VM image
-# holds in a file (the secret never reaches a browser). ICE policy "relay" sends all media
-# through the TURN server. Unset: the browser reaches the VM directly.
-desktop_env = {name: os.environ[name] for name in (
-    "HEPSDESK_DESKTOP_ICE_SERVERS", "HEPSDESK_DESKTOP_TURN_SECRET_FILE", "HEPSDESK_DESKTOP_ICE_POLICY")
-    if os.environ.get(name)}
-c.OpenStackSpawner.extra_user_data_env = desktop_env
+# name the facility's STUN/TURN servers. The hub holds the TURN server's shared secret (coturn's
+# static-auth-secret, in a file only the hub reads) and gives each desktop session credentials
+# of its user's, for 10 minutes (hepsdesk_spawner/turn.py); the secret never enters a VM.
+# ICE policy "relay" sends all media through the TURN server. Unset: the browser reaches the
+# VM directly.
+c.TurnRelay.urls = [u.strip() for u in os.environ.get("HEPSDESK_DESKTOP_ICE_SERVERS", "").split(",") if u.strip()]
+c.TurnRelay.secret_file = os.environ.get("HEPSDESK_DESKTOP_TURN_SECRET_FILE", "")
+c.TurnRelay.policy = os.environ.get("HEPSDESK_DESKTOP_ICE_POLICY", "all")
 # Mark this hub's servers (give every hub sharing a project its own tag).
 c.OpenStackSpawner.hub_tag = os.environ.get("HEPSDESK_HUB_TAG", "hepsdesk-hub")
 # VMs take minutes, not seconds: the spawner gives up (and deletes the VM, and tells the user

@@ -7,10 +7,15 @@ server relays it. Both sides get the same servers: the browser gathers a relay c
 and this side does too (aiortc's ``RTCConfiguration``).
 
 TURN credentials are never configured as a fixed user and password handed to every
-browser: the desktop holds the TURN server's shared secret (coturn's ``use-auth-secret``,
-the "TURN REST API" scheme every major TURN server implements) and gives each session a
-user name ``<expiry>:<user>`` and its HMAC-SHA1 under that secret as the password, good
-for ``ttl`` seconds. The secret itself never leaves the VM.
+browser: each session gets a user name ``<expiry>:<user>`` and its HMAC-SHA1 under the TURN
+server's shared secret as the password (coturn's ``use-auth-secret``, the "TURN REST API"
+scheme every major TURN server implements), good for ``ttl`` seconds (10 minutes: coturn
+checks the expiry only when a relay is allocated, so a reconnect asks for fresh ones).
+
+In a VM the secret is not the desktop's to hold: the person in the VM could mint credentials
+of any lifetime and name with it. There the hub mints them (``hepsdesk_spawner/turn.py``)
+and the desktop asks for them at every connect with its server's token (``HubIceServers``).
+A desktop run on its own (development, benchmarks) may hold the secret (``IceServers``).
 
 ``policy="relay"`` makes the browser use only relayed candidates (a facility whose
 firewall lets media out through the TURN server only).
@@ -21,13 +26,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiortc import RTCConfiguration, RTCIceServer
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 POLICIES = ("all", "relay")
+log = logging.getLogger("desktop_proxy")
 
 
 class IceConfigError(ValueError):
@@ -43,7 +51,7 @@ class IceServers:
     urls: tuple[str, ...] = ()
     secret: str = field(default="", repr=False)
     user: str = "hepsdesk"
-    ttl: int = 12 * 3600
+    ttl: int = 600
     policy: str = "all"
 
     def __post_init__(self):
@@ -60,7 +68,8 @@ class IceServers:
             raise IceConfigError("a TURN user name must not contain ':'")
 
     @classmethod
-    def from_settings(cls, urls: str, secret_file: str = "", user: str = "", policy: str = "all") -> IceServers:
+    def from_settings(cls, urls: str, secret_file: str = "", user: str = "", policy: str = "all",
+                      ttl: int = 600) -> IceServers:
         """From the command line or the environment: comma-separated URLs, a file holding
         the shared secret (read once, here), the user the desktop belongs to."""
         secret = ""
@@ -72,7 +81,7 @@ class IceServers:
             if not secret:
                 raise IceConfigError(f"the TURN secret file {secret_file} is empty")
         return cls(urls=tuple(u.strip() for u in urls.split(",") if u.strip()), secret=secret,
-                   user=(user or "hepsdesk").replace(":", "_"), policy=policy or "all")
+                   user=(user or "hepsdesk").replace(":", "_"), ttl=ttl, policy=policy or "all")
 
     def credentials(self, now: float | None = None) -> tuple[str, str]:
         """A user name and password for the TURN server, good for ``ttl`` seconds."""
@@ -92,7 +101,39 @@ class IceServers:
             servers.append({"urls": turn, "username": username, "credential": credential})
         return servers
 
+    async def session(self) -> tuple[list[dict], str]:
+        """The servers for one session and the ICE transport policy."""
+        return self.for_session(), self.policy
+
     @staticmethod
-    def configuration(servers: list[dict]) -> RTCConfiguration:
+    def configuration(servers: list[dict]):
         """The same servers for this side's aiortc peer."""
+        from aiortc import RTCConfiguration, RTCIceServer  # the hub mints with this module, without aiortc
+
         return RTCConfiguration(iceServers=[RTCIceServer(**server) for server in servers])
+
+
+@dataclass(frozen=True)
+class HubIceServers:
+    """The servers the hub gives this desktop's user for each session (``POST
+    <api_url>/hepsdesk/ice-servers`` with the server's own token): the TURN secret stays in
+    the hub. A hub without the endpoint, or that cannot answer, gives none (the browser then
+    reaches the VM directly, as without TURN), and the log says why."""
+
+    api_url: str
+    token: str = field(repr=False)
+
+    async def session(self) -> tuple[list[dict], str]:
+        try:
+            response = await AsyncHTTPClient().fetch(
+                self.api_url.rstrip("/") + "/hepsdesk/ice-servers", method="POST", body="{}", request_timeout=10,
+                headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"})
+            answer = json.loads(response.body)
+            servers, policy = answer["iceServers"], answer["iceTransportPolicy"]
+            if not isinstance(servers, list) or policy not in POLICIES:
+                raise ValueError("not ICE servers")
+        except (HTTPClientError, OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("no STUN/TURN servers from the hub (%s): the browser must reach the VM directly",
+                        getattr(e, "code", None) or type(e).__name__)
+            return [], "all"
+        return servers, policy

@@ -29,7 +29,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket
 
 from .congestion import LinkEstimate
 from .encoding import h264_encoder
-from .ice_servers import IceServers
+from .ice_servers import HubIceServers, IceServers
 from .injector import InputInjector
 from .messages import INPUT, DropCounter, Rejected
 from .pixelflux_engine import PixelfluxStream, PixelfluxUnavailable, pixelflux
@@ -103,7 +103,7 @@ def watch_feedback(sender: RTCRtpSender, on_keyframe, on_remb, on_loss) -> None:
 class DesktopSessions:
     def __init__(self, display: XDisplay, ice_addresses: list[str], fps: float = 60.0, keepalive: float = 0.0,
                  engine: str = "own", encoder: str = "auto", playout_delay: int = 50,
-                 ice_servers: IceServers | None = None):
+                 ice_servers: IceServers | HubIceServers | None = None):
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         if engine == "pixelflux" and pixelflux is None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from tornado import httpserver, netutil, web, websocket
 
 from .encoding import ENCODERS
-from .ice_servers import POLICIES, IceServers
+from .ice_servers import POLICIES, HubIceServers, IceServers
 from .messages import SIGNALLING, DropCounter, Rejected
 from .peers import ENGINES, DesktopSessions
 from .presets import PRESETS
@@ -53,11 +53,11 @@ class SignallingHandler(websocket.WebSocketHandler):
         self.ice_servers: list[dict] = []
         self.drops = DropCounter("signalling", log)
 
-    def open(self):
-        # The STUN/TURN servers first (TURN credentials minted for this session): the
-        # browser makes its offer with them.
-        self.ice_servers = self.sessions.ice.for_session()
-        self._send({"type": "ice", "iceServers": self.ice_servers, "iceTransportPolicy": self.sessions.ice.policy})
+    async def open(self):
+        # The STUN/TURN servers first (TURN credentials minted for this session, by the hub in
+        # a VM): the browser makes its offer with them.
+        self.ice_servers, policy = await self.sessions.ice.session()
+        self._send({"type": "ice", "iceServers": self.ice_servers, "iceTransportPolicy": policy})
 
     def check_origin(self, origin):
         # Reachable only through jupyter-server-proxy, which has already checked the origin
@@ -147,8 +147,12 @@ async def serve(args: argparse.Namespace) -> None:
             display.attach(args.display)
         else:
             await display.start()
-        servers = IceServers.from_settings(args.ice_servers, args.turn_secret_file,
-                                           os.environ.get("JUPYTERHUB_USER", ""), args.ice_policy)
+        if not args.ice_servers and os.environ.get("JUPYTERHUB_API_URL") and os.environ.get("JUPYTERHUB_API_TOKEN"):
+            # Under a hub (in a VM): the hub gives each session its servers (hepsdesk_spawner/turn.py).
+            servers = HubIceServers(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
+        else:
+            servers = IceServers.from_settings(args.ice_servers, args.turn_secret_file,
+                                               os.environ.get("JUPYTERHUB_USER", ""), args.ice_policy)
         sessions = DesktopSessions(display, ice, fps=args.fps, keepalive=args.keepalive, engine=args.engine,
                                    encoder=args.encoder, playout_delay=args.playout_delay, ice_servers=servers)
     except Exception as e:
@@ -200,10 +204,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ice-servers", default=os.environ.get("HEPSDESK_DESKTOP_ICE_SERVERS", ""),
                         help="comma-separated STUN/TURN URLs (stun:host:3478, turn:host:3478?transport=udp, "
                         "turns:host:5349) for browsers that cannot reach the VM directly "
-                        "(default: $HEPSDESK_DESKTOP_ICE_SERVERS)")
+                        "(default: $HEPSDESK_DESKTOP_ICE_SERVERS; none under a hub: the hub gives them)")
     parser.add_argument("--turn-secret-file", default=os.environ.get("HEPSDESK_DESKTOP_TURN_SECRET_FILE", ""),
                         help="file with the TURN server's shared secret (coturn's static-auth-secret): each "
-                        "session gets credentials made from it (default: $HEPSDESK_DESKTOP_TURN_SECRET_FILE)")
+                        "session gets credentials made from it (default: $HEPSDESK_DESKTOP_TURN_SECRET_FILE). "
+                        "For a desktop run on its own only: in a VM its user could read it; the hub mints there")
     parser.add_argument("--ice-policy", choices=POLICIES, default=os.environ.get("HEPSDESK_DESKTOP_ICE_POLICY", "all"),
                         help="all (default) or relay: the browser sends media only through the TURN server")
     parser.add_argument("--ice-address", default="",

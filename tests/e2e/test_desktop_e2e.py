@@ -121,7 +121,7 @@ def test_sign_in_spawn_lab_desktop_type_and_stop(hub, hub_api, devcloud, browser
         assert "/user/alice/desktop" not in nobody.url and "hepsdesk" not in nobody.content(), (path, nobody.url)
     nobody.goto(f"{hub.url}/hub/login")
     assert websocket_outcome(nobody, f"{hub.url}/user/alice/desktop/ws") == "refused"
-    for endpoint in ("hepsdesk/resume-env", "hepsdesk/portal-login/alice"):
+    for endpoint in ("hepsdesk/resume-env", "hepsdesk/portal-login/alice", "hepsdesk/ice-servers"):
         assert nobody.request.post(f"{hub.url}/hub/api/{endpoint}", data={"user": "alice"}).status == 403
     anonymous.close()
 

@@ -6,9 +6,13 @@ permissions, by gid)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import re
 import secrets
+import time
 
 import pytest
 import requests
@@ -45,15 +49,46 @@ print(json.dumps({{"uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.g
 """
 
 
+TURN_SECRET = secrets.token_hex(16)  # the facility's TURN relay's shared secret: the hub's only
+TURN_URL = "turn:127.0.0.1:19479?transport=udp"
+
+
 @pytest.fixture(scope="module")
 def identity_hub(devcloud, active_directory, storage_ldap, tmp_path_factory):
     directory = tmp_path_factory.mktemp("identity-e2e")
     (directory / "profiles.json").write_text(json.dumps(PROFILES))
+    (directory / "turn-secret").write_text(TURN_SECRET)
+    (directory / "turn-secret").chmod(0o600)
     with directory_hub(devcloud, active_directory, storage_ldap, directory, (18860, 18861, 19860),
                        HEPSDESK_DATA_SERVER=devcloud.settings.storage_server,
                        HEPSDESK_PROFILES_FILE=str(directory / "profiles.json"),
-                       HEPSDESK_PORTAL_API_TOKEN=PORTAL_TOKEN) as hub:
+                       HEPSDESK_PORTAL_API_TOKEN=PORTAL_TOKEN, HEPSDESK_DESKTOP_ICE_SERVERS=TURN_URL,
+                       HEPSDESK_DESKTOP_TURN_SECRET_FILE=str(directory / "turn-secret")) as hub:
         yield hub
+
+
+def assert_no_turn_secret_in_the_vm(devcloud, user: str) -> None:
+    """Nowhere in the VM (its whole disk, what its user can read and more) nor in the user-data
+    the compute API serves for it."""
+    admin = devcloud.connect("devcloud-admin")
+    [server] = [s for s in admin.compute.servers(all_projects=True, details=True)
+                if (s.metadata or {}).get("hepsdesk-user") == user]
+    user_data = base64.b64decode(admin.compute.get_server(server.id).user_data or "").decode(errors="replace")
+    assert "JUPYTERHUB_API_URL" in user_data, "the compute API served the VM's user-data"
+    assert TURN_SECRET not in user_data and "TURN_SECRET" not in user_data, "neither the secret nor where it is"
+    for path in devcloud.guest_dir(server.id).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            assert TURN_SECRET.encode() not in path.read_bytes(), f"the TURN secret is in {path}"
+
+
+def assert_turn_credentials_of(server: dict, user: str) -> None:
+    """Credentials for ``user``, good for 10 minutes, that the relay (coturn's use-auth-secret)
+    accepts: the password is the HMAC of the user name under the hub's secret."""
+    assert server["urls"] == [TURN_URL]
+    expiry, name = server["username"].split(":")
+    assert name == user and 0 < int(expiry) - time.time() <= 600 + 60, server["username"]
+    expected = base64.b64encode(hmac.new(TURN_SECRET.encode(), server["username"].encode(), hashlib.sha1).digest())
+    assert server["credential"] == expected.decode()
 
 
 def test_a_new_group_member_signs_in_and_gets_a_vm_with_their_ad_account_and_data(
@@ -97,7 +132,17 @@ def test_a_new_group_member_signs_in_and_gets_a_vm_with_their_ad_account_and_dat
         desktop.goto(link)
         desktop.wait_for_url(re.compile(rf".*/user/{name}/desktop/.*"), timeout=60_000)
         expect(desktop).to_have_title("Desktop")
+        # The desktop in the VM got this session's TURN credentials from the hub, for this user;
+        # the relay's secret is nowhere in the VM.
+        desktop.wait_for_function("window.hepsdesk.pc !== null", timeout=60_000)
+        [turn] = desktop.evaluate("window.hepsdesk.pc.getConfiguration()")["iceServers"]
+        assert_turn_credentials_of(turn, name)
         fresh.close()
+        assert_no_turn_secret_in_the_vm(devcloud, name)
+        minted = requests.post(f"{identity_hub.url}/hub/api/hepsdesk/ice-servers", timeout=30,
+                               headers={"Authorization": f"token {token.json()['token']}"})
+        assert_turn_credentials_of(minted.json()["iceServers"][0], name)
+        assert requests.post(f"{identity_hub.url}/hub/api/hepsdesk/ice-servers", timeout=30).status_code == 403
         # A link the user made themselves (an API token with the portal's old note), sent to a
         # colleague: the colleague's fresh browser is told why, and is not signed in as the sender.
         own = requests.post(f"{identity_hub.url}/hub/api/users/{name}/tokens", timeout=30,
