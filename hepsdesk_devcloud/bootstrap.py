@@ -8,15 +8,19 @@ role) and ``devcloud-admin``.
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import json
 import os
+import pwd
 import tempfile
 from pathlib import Path
 
 import openstack
 import openstack.config
 import yaml
+
+from hepsdesk_spawner.image_accounts import declaration
 
 from . import catalogue
 from .service_plugins import hepsdesk_process_image as process_image
@@ -194,11 +198,21 @@ def image_manifest(spec: catalogue.ImageSpec, settings: DevCloudSettings) -> dic
         path=[str(Path(settings.guest_env) / "bin")], beamline=spec.beamline, software=list(spec.software))
 
 
+def image_accounts() -> dict[str, str]:
+    """The accounts a process image holds of its own (its root is this machine's ``/``), as the
+    Glance properties the spawner checks identities against (``image_accounts``)."""
+    users, groups = pwd.getpwall(), grp.getgrall()
+    return declaration([u.pw_uid for u in users] + [g.gr_gid for g in groups],
+                       [u.pw_name for u in users] + [g.gr_name for g in groups])
+
+
 def ensure_images(conn, settings: DevCloudSettings) -> None:
-    """Upload each catalogue image; replace one whose manifest changed (old one deleted after)."""
+    """Upload each catalogue image; replace one whose manifest or accounts changed (old one
+    deleted after)."""
+    accounts = image_accounts()
     for spec in catalogue.IMAGES:
         manifest = image_manifest(spec, settings)
-        digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps([manifest, accounts], sort_keys=True).encode()).hexdigest()
         existing = [i for i in conn.image.images(name=spec.name)]
         if any(i.status == "active" and (i.properties or {}).get(MANIFEST_DIGEST) == digest for i in existing):
             continue
@@ -208,7 +222,7 @@ def ensure_images(conn, settings: DevCloudSettings) -> None:
             conn.image.create_image(
                 name=spec.name, filename=blob, disk_format=process_image.DISK_FORMAT,
                 container_format=process_image.CONTAINER_FORMAT, visibility="public", wait=True,
-                **spec.properties, **{MANIFEST_DIGEST: digest})
+                **spec.properties, **accounts, **{MANIFEST_DIGEST: digest})
         for old in existing:
             conn.image.delete_image(old, ignore_missing=True)
 

@@ -369,8 +369,9 @@ class DevCloud:
         return json.dumps({"version": 2, "auth_url": self.settings.auth_url})
 
     def _seed_fingerprint(self) -> str:
-        return json.dumps({"version": 3, "gpus": self.settings.gpus, "cidr": self.settings.network_cidr,
-                           "guest_env": self.settings.guest_env})
+        # The images declare this machine's accounts (their root is its /): a change re-seeds.
+        return json.dumps({"version": 4, "gpus": self.settings.gpus, "cidr": self.settings.network_cidr,
+                           "guest_env": self.settings.guest_env, "accounts": bootstrap.image_accounts()})
 
     def _seeded(self) -> bool:
         return (self._stamp_current("identity", self._identity_fingerprint())

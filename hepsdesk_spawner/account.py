@@ -10,12 +10,17 @@ template that cannot be filled in is the hub's (a ``CloudFailure``).
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 
 from hepsdesk_identity import IdentityError, PosixIdentity, proposals_of
 
 from .datamounts import DataMount, DataMountError, expand_all, needs_identity
 from .errors import CloudFailure, SpawnError
+from .image_accounts import ACCOUNT_IDS, ImageAccounts, ImageAccountsError
+
+log = logging.getLogger("hepsdesk.spawner")
+_undeclared: set[str] = set()  # images already logged as declaring no accounts
 
 
 @dataclass(frozen=True)
@@ -48,3 +53,23 @@ def guest_account(auth_state: dict | None, templates: list[DataMount], min_id: i
     except DataMountError as e:
         raise CloudFailure("The hub's data mounts are misconfigured, so no server can be started. Please tell the "
                            "hub's administrators.", status_code=500, detail=f"data mounts: {e}") from None
+
+
+def check_fits_image(account: GuestAccount, image) -> None:
+    """Refuse, before anything is made, an identity that would be one of the image's own
+    accounts (``image_accounts``)."""
+    try:
+        accounts = ImageAccounts.of(image)
+    except ImageAccountsError as e:
+        raise CloudFailure(f"The image '{image.name}' declares its accounts wrongly, so no VM can be started from "
+                           "it. Please tell the hub's administrators.", status_code=500,
+                           detail=f"image {image.id}: {e}") from None
+    if not accounts.declared and account.identity is not None and image.id not in _undeclared:
+        _undeclared.add(image.id)
+        log.warning("Image %s (%s) declares no %s: only min_posix_id keeps identities off its own accounts",
+                    image.name, image.id, ACCOUNT_IDS)
+    conflict = accounts.conflict(account.identity)
+    if conflict:
+        raise SpawnError(f"Your computing account cannot be used in this VM image: {conflict}. Nothing was "
+                         "created. Please tell the facility's user office.", reason="identity_conflict",
+                         status_code=403, log_message=f"identity conflicts with image {image.name}: {conflict}")

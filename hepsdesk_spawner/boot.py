@@ -21,7 +21,14 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from . import errors
 from .cloud import CLOUD_ERRORS
-from .cloudinit import EXITED_MARKER, LOG_LINE_PREFIX, MISSING_MOUNT_MARKER, NO_ENV_MARKER, STARTING_MARKER
+from .cloudinit import (
+    EXITED_MARKER,
+    IDENTITY_CONFLICT_MARKER,
+    LOG_LINE_PREFIX,
+    MISSING_MOUNT_MARKER,
+    NO_ENV_MARKER,
+    STARTING_MARKER,
+)
 from .errors import CloudFailure
 from .watcher import ServerView, WatcherUnavailable
 
@@ -145,16 +152,22 @@ class BootMonitor:
         if EXITED_MARKER not in console:
             return
         if NO_ENV_MARKER in console:
-            why = console[console.rindex(NO_ENV_MARKER) + len(NO_ENV_MARKER):].splitlines()[0]
             raise CloudFailure(
-                f"Your VM was resumed but the hub did not give it its new credentials ({self.scrub(why.strip())}), "
+                f"Your VM was resumed but the hub did not give it its new credentials "
+                f"({self.scrub(_after(console, NO_ENV_MARKER))}), "
                 "so JupyterLab was not started. Please tell the hub's administrators (is "
                 "hepsdesk_spawner.resume.handlers in JupyterHub.extra_handlers?).", status_code=500)
+        if IDENTITY_CONFLICT_MARKER in console:
+            why = self.scrub(_after(console, IDENTITY_CONFLICT_MARKER))
+            raise CloudFailure(
+                f"Your computing account cannot be made in this VM: {why}. JupyterLab was not started and the VM "
+                "has been removed. Please tell the hub's administrators (the image must declare "
+                "its own accounts: hepsdesk_account_ids and hepsdesk_account_names).", status_code=500)
         if MISSING_MOUNT_MARKER in console:
-            missing = console[console.rindex(MISSING_MOUNT_MARKER) + len(MISSING_MOUNT_MARKER):].splitlines()[0]
+            missing = _after(console, MISSING_MOUNT_MARKER)
             why = [line for line in console.splitlines() if line.startswith(("mount:", "mount."))]
             raise CloudFailure(
-                f"Your data could not be mounted in the VM ({missing.strip()}"
+                f"Your data could not be mounted in the VM ({missing}"
                 + (f": {self.scrub(why[-1])}" if why else "") + "). JupyterLab was not started, so nothing was "
                 "written to the VM's own disk, and the VM has been removed. Please tell the facility's support.",
                 status_code=502)
@@ -190,3 +203,8 @@ class BootMonitor:
         env = {**spawner.get_env(), **spawner.extra_user_data_env}
         known = [spawner.api_token or "", *(v for k, v in env.items() if errors.SECRET_RE.search(f"{k}=x"))]
         return errors.scrub_secrets(text, known)
+
+
+def _after(console: str, marker: str) -> str:
+    """The rest of the line of the last ``marker`` on the console."""
+    return console[console.rindex(marker) + len(marker):].splitlines()[0].strip()

@@ -42,6 +42,8 @@ EXITED_MARKER = "hepsdesk: JupyterLab exited"
 LOG_LINE_PREFIX = "hepsdesk: | "
 # Printed instead of starting JupyterLab when a required data mount is missing.
 MISSING_MOUNT_MARKER = "hepsdesk: data not mounted:"
+# Printed instead of starting JupyterLab when the user's uid, gid or a name is the image's own.
+IDENTITY_CONFLICT_MARKER = "hepsdesk: account conflicts with the image:"
 # Printed instead of starting JupyterLab when a later boot got no environment from the hub.
 NO_ENV_MARKER = "hepsdesk: no environment from the hub:"
 VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -72,7 +74,7 @@ def render_singleuser_user_data(command: list[str], env: dict[str, str], workdir
     log = shlex.quote(LOG_FILE)
     run = shlex.join(command)
     if identity is not None:
-        # The groups by number: another account of the image may share the uid (see useradd -o).
+        # The groups by number, as the account was made.
         groups = ",".join(str(gid) for gid in dict.fromkeys([identity.gid, *(g for _, g in identity.groups)]))
         run = f"setpriv --reuid={identity.uid} --regid={identity.gid} --groups={groups} -- {run}"
     script = (
@@ -95,6 +97,9 @@ def render_singleuser_user_data(command: list[str], env: dict[str, str], workdir
         "exit $status\n"
     )
     config = {
+        # No default user (Debian's images make "debian", uid 1000, with password-less sudo): the
+        # VM's only person is the user, without sudo (image_accounts.py).
+        "users": [],
         "write_files": [
             {"path": ENV_FILE, "permissions": "0600", "owner": "root:root", "content": render_env_file(env, identity)},
             {"path": START_SCRIPT, "permissions": "0700", "owner": "root:root", "content": script},
@@ -175,17 +180,30 @@ os.replace(new, ENV_FILE)
 
 
 def _account_lines(identity: PosixIdentity) -> str:
-    """Shell lines that give the VM the user's account: groups by gid, then the user by uid
-    (``-o``: an image's own account may already hold the number)."""
+    """Shell lines that give the VM the user's account: groups by gid, then the user by uid,
+    refusing (the second line behind ``image_accounts``) a uid, gid or name the image already
+    uses for another account: the user would be that account."""
     q = shlex.quote
-    lines = [f"getent group {identity.gid} >/dev/null || groupadd -o -g {identity.gid} {q(identity.group)}"]
-    for name, gid in identity.groups:
-        lines.append(f"getent group {gid} >/dev/null || groupadd -o -g {gid} {q(name)}")
+    refuse = (f"refuse_account() {{ echo \"{IDENTITY_CONFLICT_MARKER} $1\"; "
+              f"echo \"{EXITED_MARKER} with status 5; the end of {LOG_FILE}:\"; exit 5; }}")
+    lines = [refuse]
+    for name, gid in dict.fromkeys([(identity.group, identity.gid), *identity.groups]):
+        taken = q(f"the group name {name} has another gid in the image")
+        lines.append(f"held=$(getent group {gid} | cut -d: -f1); if [ -z \"$held\" ]; then "
+                     f"getent group {q(name)} >/dev/null && refuse_account {taken}; "
+                     f"groupadd -g {gid} {q(name)}; elif [ \"$held\" != {q(name)} ]; then "
+                     f"refuse_account \"gid {gid} is the image's group $held\"; fi")
     supplementary = ",".join(str(gid) for _, gid in identity.groups)
-    options = (f"-o -u {identity.uid} -g {identity.gid} -d {q(identity.home)} -s {q(identity.shell)}"
+    options = (f"-g {identity.gid} -d {q(identity.home)} -s {q(identity.shell)}"
                + (f" -G {supplementary}" if supplementary else ""))
-    lines.append(f"if id -u {q(identity.username)} >/dev/null 2>&1; then usermod {options} {q(identity.username)}; "
-                 f"else useradd -M {options} {q(identity.username)}; fi")
+    user = q(identity.username)
+    lines += [
+        f"held=$(getent passwd {identity.uid} | cut -d: -f1); [ -z \"$held\" ] || [ \"$held\" = {user} ] || "
+        f"refuse_account \"uid {identity.uid} is the image's account $held\"",
+        f"uid=$(id -u {user} 2>/dev/null); [ -z \"$uid\" ] || [ \"$uid\" = {identity.uid} ] || "
+        f"refuse_account {q(f'the account name {identity.username} has another uid in the image')}",
+        f"if [ -n \"$uid\" ]; then usermod {options} {user}; else useradd -M -u {identity.uid} {options} {user}; fi",
+    ]
     return "".join(line + "\n" for line in lines)
 
 

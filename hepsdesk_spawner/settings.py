@@ -112,9 +112,13 @@ class SpawnerSettings(LoggingConfigurable):
         """,
     )
     min_posix_id = Integer(
-        1000,
+        10000,
         config=True,
-        help="Lowest uid/gid an identity from auth_state may have: root and system accounts are refused.",
+        help="Lowest uid/gid an identity from auth_state may have. Above every image's own accounts: "
+        "system accounts, and the default user cloud images make (Debian's 'debian' is uid 1000, with "
+        "sudo). Images also declare their accounts (Glance properties hepsdesk_account_ids and "
+        "hepsdesk_account_names, see hepsdesk_spawner/image_accounts.py); an identity that collides "
+        "with them is refused before anything is created.",
     )
     capacity_cloud = Unicode(
         "",

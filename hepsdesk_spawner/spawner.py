@@ -31,7 +31,7 @@ from jupyterhub.spawner import Spawner, SpawnException
 from traitlets import default
 
 from . import __version__, errors, options_form
-from .account import GuestAccount, guest_account
+from .account import GuestAccount, check_fits_image, guest_account
 from .boot import DEAD_STATES, GONE_STATES, SHELVED_STATES, BootMonitor, NoHost
 from .capacity import flavor_gpu_request
 from .cloud import CLOUD_ERRORS
@@ -206,6 +206,7 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
                 raise CloudFailure(f"The {kind} '{name}' does not exist on the cloud, so no VM can be started. "
                                    "Please tell the hub's administrators.", status_code=500)
         image, flavor, network, *public = found
+        check_fits_image(account, image)
         # 4. Its addresses: the port (the VM's address goes into its user-data), a floating IP.
         self.emit(10, "Reserving a network address")
         port = await self.resources.create_port(network.id)

@@ -23,7 +23,7 @@ import shlex
 
 import yaml
 
-SUPPORTED_KEYS = ("bootcmd", "write_files", "runcmd", "mounts", "hostname", "fqdn", "final_message")
+SUPPORTED_KEYS = ("bootcmd", "write_files", "runcmd", "mounts", "hostname", "fqdn", "final_message", "users")
 # Keys that only tune how cloud-init itself behaves and have no effect on a process VM.
 NEUTRAL_KEYS = ("preserve_hostname", "manage_etc_hosts", "prefer_fqdn_over_hostname")
 WRITE_FILE_FIELDS = ("path", "content", "encoding", "owner", "permissions", "append", "defer")
@@ -138,6 +138,11 @@ def _add_cloud_config(plan: dict, text: str) -> None:
         raise UnsupportedUserData(
             f"cloud-config key(s) {', '.join(unknown)} not supported by the hepsdesk dev cloud "
             f"(supported: {', '.join(SUPPORTED_KEYS)})")
+    # users: [] (cloud-init makes no default user) is what a process image does anyway; making
+    # users is not supported.
+    if config.get("users") not in (None, []):
+        raise UnsupportedUserData("cloud-config users other than [] (no default user) is not supported by the "
+                                  "hepsdesk dev cloud")
     plan["bootcmd"].extend(_commands(config.get("bootcmd"), "bootcmd"))
     for index, entry in enumerate(config.get("write_files") or []):
         plan["write_files"].append(_write_file(entry, index))

@@ -128,6 +128,9 @@ def test_missing_storage_fails_the_spawn_clearly_and_removes_the_vm(data_hub, de
 @pytest.mark.parametrize("case, posix, message", [
     ("none", None, "your account has no computing identity"),
     ("root", {"uidNumber": 0, "gidNumber": 0}, "the uid 0 is outside"),
+    ("system", {"uidNumber": 1000, "gidNumber": 1000}, "the uid 1000 is outside"),  # below min_posix_id
+    # Above min_posix_id, but the image's own "nobody" (its Glance properties declare it).
+    ("image-account", {"uidNumber": 65534, "gidNumber": UID}, "your uid 65534 is used by an account of the VM image"),
     ("shell", {"uidNumber": UID, "gidNumber": UID, "homeDirectory": "/home/x; reboot"},
      "is not a plain absolute path"),
 ])

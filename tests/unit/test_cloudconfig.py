@@ -90,7 +90,8 @@ def test_empty_user_data_is_a_plain_boot():
 
 @pytest.mark.parametrize("user_data, message", [
     (b"#cloud-config\npackages: [mantid]\n", "packages not supported"),
-    (b"#cloud-config\nusers: [{name: alice}]\ngroups: [g]\n", "groups, users not supported"),
+    (b"#cloud-config\nusers: [{name: alice}]\n", "users other than .. .no default user. is not supported"),
+    (b"#cloud-config\ngroups: [g]\n", "groups not supported"),
     (b"#cloud-config\nmounts: [[/dev/vdb]]\n", "must be a list"),
     (b"#cloud-config\nmounts: [[s:/x, relative]]\n", "absolute path"),
     (b"#cloud-config\nmounts: [[s:/x, /data/../etc]]\n", "without '..'"),

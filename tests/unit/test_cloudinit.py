@@ -19,6 +19,7 @@ def test_singleuser_user_data_is_honoured_and_keeps_the_token_in_a_private_file(
     env = {"JUPYTERHUB_API_TOKEN": "s3cr3t-token", "JUPYTERHUB_USER": "alice", "QUOTED": "it's $HOME",
            "not valid": "dropped"}
     user_data = render_singleuser_user_data(["jupyterhub-singleuser", "--allow-root"], env, workdir="/root")
+    assert "\nusers: []\n" in user_data  # no default user (the dev cloud honours it: it makes none)
     plan = build_boot_plan(user_data)
     files = {f["path"]: f for f in plan["write_files"]}
     assert files[ENV_FILE]["permissions"] == 0o600 and files[ENV_FILE]["owner"] == "root:root"

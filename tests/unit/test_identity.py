@@ -102,8 +102,10 @@ def test_user_data_creates_the_account_mounts_the_data_and_drops_root():
                                  "options": "rw,hard,_netdev"}
     script = base64.b64decode(next(f for f in plan["write_files"] if f["path"] == START_SCRIPT)
                               ["content_b64"]).decode()
-    assert "groupadd -o -g 23001 alice" in script and "groupadd -o -g 30001 p-2026-001" in script
-    assert "useradd -M -o -u 23001 -g 23001 -d /home/alice -s /bin/bash -G 30001 alice" in script
+    # Never another account's number (no -o): a uid or gid the image holds is refused (test_image_accounts).
+    assert "groupadd -g 23001 alice" in script and "groupadd -g 30001 p-2026-001" in script
+    assert "useradd -M -u 23001 -g 23001 -d /home/alice -s /bin/bash -G 30001 alice" in script
+    assert " -o " not in script
     assert "mountpoint -q /home/alice" in script and "mountpoint -q /data/P-2026-001" in script
     assert "mountpoint -q /data/raw" not in script  # not required
     assert "setpriv --reuid=23001 --regid=23001 --groups=23001,30001 -- jupyterhub-singleuser" in script
