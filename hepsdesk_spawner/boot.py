@@ -153,8 +153,7 @@ class BootMonitor:
             return
         if NO_ENV_MARKER in console:
             raise CloudFailure(
-                f"Your VM was resumed but the hub did not give it its new credentials "
-                f"({self.scrub(_after(console, NO_ENV_MARKER))}), "
+                f"Your VM did not get its environment from the hub ({self.scrub(_after(console, NO_ENV_MARKER))}), "
                 "so JupyterLab was not started. Please tell the hub's administrators (is "
                 "hepsdesk_spawner.resume.handlers in JupyterHub.extra_handlers?).", status_code=500)
         if IDENTITY_CONFLICT_MARKER in console:

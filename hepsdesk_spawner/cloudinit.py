@@ -3,11 +3,16 @@
 Kept within the subset any cloud-init and the dev cloud's process VMs both honour:
 ``write_files``, ``mounts`` and a script in ``/var/lib/cloud/scripts/per-boot``, which
 cloud-init runs at every boot: the first, and after a reboot or an unshelve (when it runs
-neither ``write_files`` nor ``runcmd`` again). The hub's environment for the single-user
-server (its API token among it) goes into a root-only file that the start script sources, so
-the token appears neither on the command line, nor in the console log, nor in server
-metadata. At every boot after the first, the start script first asks the hub for the current
-environment (a resumed VM needs the new start's token: see ``resume.py``).
+neither ``write_files`` nor ``runcmd`` again).
+
+User-data carries nothing reusable: a real cloud's metadata service serves it to every process
+in the guest, for as long as the VM lives. It holds only where the hub is, whose server this
+is, and a one-time boot key (``boot_environment``). At every boot the start script first asks
+the hub for the server's environment (its API token among it), presenting that key (or, at a
+later boot, the token it got: see ``resume.py``); the hub answers once per start, and the key
+is dead after its first use and outside the start. The environment goes into a root-only file
+that the start script sources: the token appears neither on the command line, nor in the
+console log, nor in server metadata or user-data.
 
 With the user's POSIX identity, the start script creates their account (same uid, gid and
 groups as on the storage), checks that every required data mount is there, and runs
@@ -33,7 +38,6 @@ ENV_FILE = "/etc/hepsdesk/singleuser.env"
 START_SCRIPT = "/usr/local/sbin/hepsdesk-start-singleuser"
 PER_BOOT_SCRIPT = "/var/lib/cloud/scripts/per-boot/hepsdesk-singleuser"
 FETCH_ENV_SCRIPT = "/usr/local/sbin/hepsdesk-fetch-env"
-BOOTED_FILE = "/var/lib/hepsdesk/booted"
 LOG_FILE = "/var/log/hepsdesk-singleuser.log"
 # Printed on the console when the guest starts JupyterLab, and when JupyterLab exits (with
 # the end of its log): the spawner reads both, for its progress and to fail a spawn at once.
@@ -47,6 +51,9 @@ IDENTITY_CONFLICT_MARKER = "hepsdesk: account conflicts with the image:"
 # Printed instead of starting JupyterLab when a later boot got no environment from the hub.
 NO_ENV_MARKER = "hepsdesk: no environment from the hub:"
 VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+BOOT_KEY = "HEPSDESK_BOOT_KEY"  # in the first boot's env file: what the VM presents for its environment
+# What the first boot's env file holds besides the key: where the hub is and whose server this is.
+BOOT_NAMES = ("JUPYTERHUB_API_URL", "JUPYTERHUB_USER", "JUPYTERHUB_SERVER_NAME")
 ALLOW_HTTP_HUB = "HEPSDESK_ALLOW_HTTP_HUB"  # in the env file: OpenStackSpawner.allow_http_hub
 
 
@@ -57,6 +64,11 @@ def singleuser_environment(env: dict[str, str], identity: PosixIdentity | None =
         env = {**env, "HOME": identity.home, "USER": identity.username, "LOGNAME": identity.username,
                "SHELL": identity.shell}
     return {key: str(value) for key, value in sorted(env.items()) if VARIABLE_NAME.fullmatch(key)}
+
+
+def boot_environment(env: dict[str, str], boot_key: str) -> dict[str, str]:
+    """The first boot's environment: enough to ask the hub for the rest, with the one-time key."""
+    return {**{name: env[name] for name in (*BOOT_NAMES, ALLOW_HTTP_HUB) if name in env}, BOOT_KEY: boot_key}
 
 
 def render_env_file(env: dict[str, str], identity: PosixIdentity | None = None) -> str:
@@ -81,11 +93,9 @@ def render_singleuser_user_data(command: list[str], env: dict[str, str], workdir
         "#!/bin/sh\n"
         "# Started at every boot by cloud-init (scripts/per-boot); JupyterHub's environment is in\n"
         "# the env file. Its output is the console: if JupyterLab exits, the end of its log goes there.\n"
-        f"if [ -e {BOOTED_FILE} ]; then\n"
-        "  # A later boot (an unshelve, a reboot): the hub has the current environment.\n"
-        f"  {FETCH_ENV_SCRIPT} || {{ echo \"{EXITED_MARKER} with status 4; the end of {LOG_FILE}:\"; exit 4; }}\n"
-        "fi\n"
-        f"mkdir -p {shlex.quote(BOOTED_FILE.rsplit('/', 1)[0])} && touch {BOOTED_FILE}\n"
+        "# The hub has this server's environment (the first boot: for the one-time key; later boots,\n"
+        "# an unshelve or a reboot: for the token the VM holds).\n"
+        f"{FETCH_ENV_SCRIPT} || {{ echo \"{EXITED_MARKER} with status 4; the end of {LOG_FILE}:\"; exit 4; }}\n"
         f". {ENV_FILE}\n"
         + (_account_lines(identity) if identity is not None else "")
         + "".join(_mount_check_lines(m) for m in mounts if m.required)
@@ -144,7 +154,7 @@ request = urllib.request.Request(
     url + {RESUME_ENV_PATH!r}, method="POST",
     data=json.dumps({{"user": env.get("JUPYTERHUB_USER", ""),
                      "server": env.get("JUPYTERHUB_SERVER_NAME", "")}}).encode(),
-    headers={{"Authorization": {AUTH_SCHEME!r} + " " + env.get("JUPYTERHUB_API_TOKEN", ""),
+    headers={{"Authorization": {AUTH_SCHEME!r} + " " + (env.get({BOOT_KEY!r}) or env.get("JUPYTERHUB_API_TOKEN", "")),
              "Content-Type": "application/json"}})
 body, last = None, "no attempt"
 for attempt in range(30):  # bounded: about a minute of refused connections (the start has a deadline)

@@ -1,4 +1,9 @@
-"""Resuming a shelved VM: how it gets the new start's environment (its new API token).
+"""How a VM gets its server's environment (its API token among it) from the hub, at every boot.
+
+At the first boot the VM holds only a one-time boot key from its user-data (which a cloud's
+metadata service serves to any process in the guest for the VM's life: nothing reusable may be
+there); the hub answers once, while that start is under way, and from then on the key is the
+token the VM got. The same exchange serves a resumed VM:
 
 A profile with ``stop_mode: shelve`` keeps the user's VM as a Nova shelved server when it
 stops, and the next start unshelves it instead of creating one. JupyterHub gives every start
@@ -7,14 +12,14 @@ one and cloud-init does not run the user-data again. So at every boot after the 
 VM's start script asks the hub, at ``POST {JUPYTERHUB_API_URL}/hepsdesk/resume-env``, for its
 server's current environment, presenting the token it still has:
 
-* the spawner keeps only a SHA-256 of the token its VM holds (``resume_key``), so the hub's
-  database holds nothing usable;
-* the hub answers only for that user's server, only while a start of it resumes the VM, and
-  only to the holder of that token; the answer replaces the key, so each token opens one
-  resume;
+* the spawner keeps only a SHA-256 of the key or token its VM holds (``resume_key``), so the
+  hub's database holds nothing usable;
+* the hub answers only for that user's server, only while a start of it is under way, and
+  only to the holder of that key or token; the answer replaces the key, so each opens one
+  start;
 * no start under way (the VM was rebooted while it runs): 409, and the VM keeps its env.
 
-Register the handler with the hub whenever a profile shelves::
+Register the handler with the hub (every VM needs it)::
 
     from hepsdesk_spawner.resume import handlers as resume_handlers
     c.JupyterHub.extra_handlers = [*resume_handlers]
@@ -66,7 +71,7 @@ class ResumeEnvHandler(APIHandler):
             raise web.HTTPError(403, "Unknown server, or not its VM's key.")
         env = spawner.take_resume_env() if spawner.pending == "spawn" else None
         if env is None:
-            raise web.HTTPError(409, "This server is not being resumed: keep the environment you have.")
+            raise web.HTTPError(409, "This server is not being started: keep the environment you have.")
         # Saved before the VM has it: after a hub crash the saved key is still the VM's.
         spawner.orm_spawner.state = spawner.get_state()
         self.db.commit()

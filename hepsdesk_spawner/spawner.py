@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import secrets
 import time
 
 from jupyterhub.spawner import Spawner, SpawnException
@@ -35,7 +36,7 @@ from .account import GuestAccount, check_fits_image, guest_account
 from .boot import DEAD_STATES, GONE_STATES, SHELVED_STATES, BootMonitor, NoHost
 from .capacity import flavor_gpu_request
 from .cloud import CLOUD_ERRORS
-from .cloudinit import ALLOW_HTTP_HUB, render_singleuser_user_data
+from .cloudinit import ALLOW_HTTP_HUB, boot_environment, render_singleuser_user_data, singleuser_environment
 from .datamounts import parse_data_mounts
 from .errors import CloudFailure, SpawnError
 from .idle import idle_seconds
@@ -216,11 +217,15 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
             ip = await self.resources.create_floating_ip(public[0].id, port.id)
             self.vm.floating_ip_id, self.vm.floating_address = ip.id, ip.floating_ip_address
         self.ip, self.port = self.connect_address, self.singleuser_port
-        # 5. The VM, with cloud-init that starts JupyterLab as the user.
-        user_data = render_singleuser_user_data([*self.cmd, *self.get_args()], self.singleuser_env(),
+        # 5. The VM, with cloud-init that starts JupyterLab as the user. Its user-data holds a
+        #    one-time key, for which the hub gives the VM its environment once (resume.py).
+        boot_key = secrets.token_urlsafe(32)
+        self.resume_env = singleuser_environment(self.singleuser_env(), account.identity)
+        user_data = render_singleuser_user_data([*self.cmd, *self.get_args()],
+                                                boot_environment(self.singleuser_env(), boot_key),
                                                 workdir=self.notebook_dir, identity=account.identity,
                                                 mounts=list(account.mounts))
-        self.vm.resume_key = resume_key(self.api_token)
+        self.vm.resume_key = resume_key(boot_key)
         self.emit(15, f"Creating your VM ({image.name}, {flavor.name})")
         await self._create_and_boot(profile, image, flavor, port, base64.b64encode(user_data.encode()).decode())
         # 6. Until JupyterLab answers at this server's URL.
@@ -330,9 +335,9 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
         return vm.floating_address if self.connect_to == "floating" and vm.floating_address else vm.address
 
     def take_resume_env(self) -> dict[str, str] | None:
-        """The environment for the VM this start resumes (None if it resumes none); called by
-        the resume handler once the VM proved it holds the last token. From now on, the VM
-        holds this start's token."""
+        """The environment for the VM this start boots or resumes (None outside a start);
+        called by the resume handler once the VM proved it holds the boot key or the last
+        token. From now on, the VM holds this start's token (the boot key is dead)."""
         if self.resume_env is not None:
             self.vm.resume_key = resume_key(self.api_token)
         return self.resume_env

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -17,7 +18,7 @@ import pytest
 import requests
 
 from hepsdesk_devcloud.service_plugins import hepsdesk_process_image as process_image
-from hepsdesk_spawner.cloudinit import ENV_FILE, STARTING_MARKER
+from hepsdesk_spawner.cloudinit import BOOT_KEY, ENV_FILE, STARTING_MARKER
 
 from ..conftest import ROOT, SESSION, HubAPI, start_hub, stop_hub
 
@@ -78,6 +79,16 @@ def test_spawn_reports_real_stages_serves_and_stop_removes_the_vm(hub, hub_api, 
     assert len(token) >= 32
     console = conn.compute.get_server_console_output(server.id)["output"]
     assert token not in console and token not in str(server.metadata)
+    # User-data (which a cloud's metadata service serves to any process in the guest) holds only
+    # a one-time boot key, dead once the VM fetched its environment with it.
+    admin = devcloud.connect("devcloud-admin")
+    user_data = base64.b64decode(admin.compute.get_server(server.id).user_data).decode()
+    assert token not in user_data and "export JUPYTERHUB_API_TOKEN" not in user_data
+    boot_key = re.search(rf"{BOOT_KEY}=(\S+)", user_data).group(1).strip("'")
+    for key in (boot_key, token):  # the token: no start is under way
+        answer = requests.post(f"{hub.url}/hub/api/hepsdesk/resume-env", json={"user": user, "server": ""},
+                               headers={"Authorization": f"hepsdesk-resume {key}"}, timeout=30)
+        assert answer.status_code == (403 if key == boot_key else 409), answer.text
     logs = [hub.log_path, *devcloud.settings.logs_dir.glob("*.log")]
     leaked = [str(p) for p in logs if token in p.read_text(errors="replace")]
     assert leaked == [], f"the API token appears in {leaked}"
