@@ -114,7 +114,7 @@ c.JupyterHub.spawner_class = "openstack"
 # The hub's project in clouds.yaml. Production: an application credential of that project.
 c.OpenStackSpawner.cloud = os.environ.get("OS_CLOUD", "devcloud")
 c.OpenStackSpawner.clouds_yaml = os.environ.get("HEPSDESK_CLOUDS_YAML", str(here / ".devcloud" / "clouds.yaml"))
-# VMs refuse to take their environment from a hub that is not https (a resumed VM asks for it):
+# VMs refuse to take their environment from a hub that is not https (they ask for it at boot):
 # the dev cloud's hub is http://127.0.0.1:8081, so it allows plain http. Production: never.
 c.OpenStackSpawner.allow_http_hub = os.environ.get(
     "HEPSDESK_ALLOW_HTTP_HUB", "1" if c.OpenStackSpawner.cloud == "devcloud" else "0") == "1"
@@ -143,9 +143,10 @@ c.OpenStackSpawner.profiles = json.loads(Path(os.environ["HEPSDESK_PROFILES_FILE
 # Free GPUs on the spawn page come from Placement, which a project member may not read:
 # production gives the hub a read-only cloud entry for it (the dev cloud: its admin).
 c.OpenStackSpawner.capacity_cloud = os.environ.get("HEPSDESK_CAPACITY_CLOUD", "devcloud-admin")
-# A profile with "stop_mode": "shelve" keeps the user's VM shelved (disk kept as an image, no
-# host used) between starts; the resumed VM asks the hub for its new token at one endpoint, and
-# each desktop session its TURN credentials at another (TurnRelay, below).
+# Every VM asks the hub for its environment (its API token among it) at each boot, for the
+# one-time key in its user-data or the token it holds (a resumed one: a profile with
+# "stop_mode": "shelve" keeps the VM shelved between starts); each desktop session asks for its
+# TURN credentials (TurnRelay, below).
 from hepsdesk_spawner.resume import handlers as resume_handlers  # noqa: E402
 from hepsdesk_spawner.turn import handlers as turn_handlers  # noqa: E402
 

@@ -47,7 +47,7 @@ def resume_key(token: str) -> str:
 
 
 class ResumeEnvHandler(APIHandler):
-    """Gives a resuming VM its server's current environment, as ``{"env": {name: value}}``."""
+    """Gives a booting (new or resumed) VM its server's environment, as ``{"env": {name: value}}``."""
 
     def check_xsrf_cookie(self):
         """Authenticated by the VM's token, never by a cookie: nothing for a browser to forge."""
@@ -75,7 +75,8 @@ class ResumeEnvHandler(APIHandler):
         # Saved before the VM has it: after a hub crash the saved key is still the VM's.
         spawner.orm_spawner.state = spawner.get_state()
         self.db.commit()
-        self.log.info("Gave the resumed VM of %s its new environment", spawner._log_name)
+        self.log.info("Gave the %s VM of %s its environment", "resumed" if spawner.vm.shelved else "new",
+                      spawner._log_name)
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps({"env": env}))  # data: the VM quotes it itself (cloudinit.FETCH_ENV)

@@ -57,7 +57,7 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
         super().__init__(**kwargs)
         self.vm = ServerState()
         self.events: list[dict] = []
-        self.resume_env: dict[str, str] | None = None  # while a start resumes the VM: the env the hub gives it
+        self.resume_env: dict[str, str] | None = None  # during a start: the env the hub gives its VM at boot
         self.resources = ServerResources(self)
         self.boot = BootMonitor(self)
         self.shelving = Shelving(self)
@@ -219,10 +219,9 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
         self.ip, self.port = self.connect_address, self.singleuser_port
         # 5. The VM, with cloud-init that starts JupyterLab as the user. Its user-data holds a
         #    one-time key, for which the hub gives the VM its environment once (resume.py).
-        boot_key = secrets.token_urlsafe(32)
-        self.resume_env = singleuser_environment(self.singleuser_env(), account.identity)
-        user_data = render_singleuser_user_data([*self.cmd, *self.get_args()],
-                                                boot_environment(self.singleuser_env(), boot_key),
+        boot_key, env = secrets.token_urlsafe(32), self.singleuser_env()
+        self.resume_env = singleuser_environment(env, account.identity)
+        user_data = render_singleuser_user_data([*self.cmd, *self.get_args()], boot_environment(env, boot_key),
                                                 workdir=self.notebook_dir, identity=account.identity,
                                                 mounts=list(account.mounts))
         self.vm.resume_key = resume_key(boot_key)

@@ -21,9 +21,12 @@ from traitlets import TraitError
 from traitlets.config import Config
 from traitlets.utils.importstring import import_item
 
+from desktop_proxy.ice_servers import IceConfigError
+
 from .resume import ResumeEnvHandler
 from .settings import ConfigError
 from .site import CloudSite
+from .turn import TurnRelay
 
 log = logging.getLogger("JupyterHub")
 
@@ -39,8 +42,9 @@ def check_config(config: Config) -> CloudSite | None:
     try:
         settings = spawner_class(config=config)
         settings.check_configuration()
-        _check_shelving_handlers(settings, config)
-    except (TraitError, ConfigError) as e:
+        _check_resume_handlers(config)
+        _check_turn_relay(config)
+    except (TraitError, ConfigError, HubSettingError) as e:
         message = f"hepsdesk: the hub's configuration is wrong: {e}"
         log.critical(message)
         raise SystemExit(message) from None
@@ -76,11 +80,21 @@ def _load_spawner_class(name: str) -> type | None:
                          f"cannot load {name!r}: {e}") from None
 
 
-def _check_shelving_handlers(settings, config: Config) -> None:
-    """A profile that shelves needs the resume endpoint in the hub (or resumed VMs get no token)."""
-    if callable(settings.profiles) or not any(p.get("stop_mode") == "shelve" for p in settings.profiles):
-        return
+class HubSettingError(ValueError):
+    """A setting of the hub's, not of the spawner's, is wrong (the text names it)."""
+
+
+def _check_resume_handlers(config: Config) -> None:
+    """Every VM asks the resume endpoint for its environment at boot (``resume.py``)."""
     handlers = config.JupyterHub.get("extra_handlers", [])
     if not any(len(h) > 1 and h[1] is ResumeEnvHandler for h in handlers):
-        raise ConfigError("profiles", "a profile has stop_mode 'shelve', but JupyterHub.extra_handlers lacks "
-                                      "hepsdesk_spawner.resume.handlers, which resumed VMs need for their new token")
+        raise HubSettingError("JupyterHub.extra_handlers lacks hepsdesk_spawner.resume.handlers, which every VM "
+                              "needs to get its environment at boot")
+
+
+def _check_turn_relay(config: Config) -> None:
+    """TURN settings that cannot work stop the hub, not each desktop connect later."""
+    try:
+        TurnRelay(config=config).servers_for("check")
+    except IceConfigError as e:
+        raise HubSettingError(f"TurnRelay (urls, secret_file, policy): {e}") from None

@@ -19,6 +19,8 @@ so short-lived ones need no renewal. Register the handler (``jupyterhub_config.p
 
 from __future__ import annotations
 
+import dataclasses
+
 from jupyterhub.apihandlers.base import APIHandler
 from tornado import web
 from traitlets import Enum, Integer, List, TraitError, Unicode, validate
@@ -57,6 +59,8 @@ class TurnRelay(LoggingConfigurable):
         "only there); 'all': directly when they can.",
     )
 
+    _servers: IceServers | None = None  # the settings, read once
+
     @validate("ttl")
     def _valid_ttl(self, proposal):
         if not 60 <= proposal.value <= 3600:
@@ -64,8 +68,11 @@ class TurnRelay(LoggingConfigurable):
         return proposal.value
 
     def servers_for(self, user_name: str) -> IceServers:
-        """The servers for one session of ``user_name`` (IceConfigError: the settings cannot work)."""
-        return IceServers.from_settings(",".join(self.urls), self.secret_file, user_name, self.policy, self.ttl)
+        """The servers for one session of ``user_name`` (IceConfigError: the settings cannot work).
+        The secret file is read at the first call, not at every session (on the hub's loop)."""
+        if self._servers is None:
+            self._servers = IceServers.from_settings(",".join(self.urls), self.secret_file, "", self.policy, self.ttl)
+        return dataclasses.replace(self._servers, user=user_name.replace(":", "_"))
 
 
 class IceServersHandler(APIHandler):

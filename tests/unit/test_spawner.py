@@ -235,10 +235,21 @@ def test_the_hub_stops_at_start_naming_the_setting(tmp_path):
     config = Config()
     config.JupyterHub.spawner_class = "hepsdesk_spawner.OpenStackSpawner"
     config.OpenStackSpawner.update(cloud="heps", clouds_yaml=str(clouds), profiles=PROFILES)
-    with pytest.raises(SystemExit, match="a profile has stop_mode 'shelve', but JupyterHub.extra_handlers lacks"):
-        check_config(config)
+    # Every VM asks the hub for its environment at boot, shelving or not.
+    for profiles in (PROFILES, PROFILES[:1]):
+        config.OpenStackSpawner.profiles = profiles
+        with pytest.raises(SystemExit, match="JupyterHub.extra_handlers lacks hepsdesk_spawner.resume.handlers"):
+            check_config(config)
     from hepsdesk_spawner.resume import handlers
     config.JupyterHub.extra_handlers = [*handlers]
+    config.TurnRelay.urls = ["turn:turn.example:3478"]
+    with pytest.raises(SystemExit, match="TurnRelay .urls, secret_file, policy.: a TURN server needs its shared"):
+        check_config(config)
+    config.TurnRelay.secret_file = str(tmp_path / "absent")
+    with pytest.raises(SystemExit, match="cannot read the TURN secret file"):
+        check_config(config)
+    (tmp_path / "turn-secret").write_text("s3cret")
+    config.TurnRelay.secret_file = str(tmp_path / "turn-secret")
     assert check_config(config) is None, "no event loop: checked, no site built"
 
 
