@@ -136,8 +136,14 @@ c.OpenStackSpawner.profiles = json.loads(Path(os.environ["HEPSDESK_PROFILES_FILE
      "description": "Tomographic reconstruction and 3D visualisation on an A100.",
      "image": "hepsdesk-imaging", "flavor": "g1.a100.1", "gpu_model": "A100", "gpu_count": 1,
      "allowed_groups": ["heps-users"]},
+    {"slug": "diffraction", "display_name": "HEPS powder diffraction",
+     "description": "Dioptas and pyFAI for HEPS diffraction beamlines.",
+     "image": "hepsdesk-diffraction", "flavor": "c1.medium", "allowed_groups": ["heps-users"]},
+    {"slug": "xrf", "display_name": "HEPS X-ray fluorescence",
+     "description": "PyMca for HEPS fluorescence beamlines.",
+     "image": "hepsdesk-xrf", "flavor": "c1.medium", "allowed_groups": ["heps-users"]},
     {"slug": "neutron", "display_name": "CSNS neutron scattering",
-     "description": "Mantid and SasView for CSNS instruments.",
+     "description": "SasView and neutron data reduction for CSNS instruments.",
      "image": "hepsdesk-neutron", "flavor": "c1.medium", "allowed_groups": ["csns-users"]},
 ]
 # Free GPUs on the spawn page come from Placement, which a project member may not read:

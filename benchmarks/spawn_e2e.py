@@ -1,6 +1,6 @@
 """How long a scientist waits, measured in a real browser (Chromium driven by Playwright).
 
-    .venv/bin/python benchmarks/spawn_e2e.py [--rounds 3]
+    .venv/bin/python benchmarks/spawn_e2e.py [--rounds 3] [--profile desktop,neutron]
 
 Brings up what it needs (the dev cloud, reused when running; the development directories, SSO
 and hub on their own ports and addresses, as `hepsdesk demo` starts them: the user's first
@@ -16,6 +16,11 @@ object:
   and flavor going ACTIVE (what the cloud costs), and ``direct_first_frame_s``, the same
   desktop server started on this machine without hub, VM or proxy and opened directly
   (what the desktop itself costs); and the ratios of each measurement to its baseline.
+
+With several ``--profile``s (the spawn page's environments: e.g. ``neutron``, the largest
+image, beside ``desktop``, the analysis desktop), each round starts each of them in turn; the
+top-level figures are the first profile's, ``profiles`` has each one's and
+``lab_to_first_profile_ratio`` compares each to the first.
 """
 
 from __future__ import annotations
@@ -62,12 +67,12 @@ def first_frame_at(desktop: Page, timeout_s: float = 120) -> float:
     raise RuntimeError(f"no video frame within {timeout_s:.0f} s")
 
 
-def hub_round(page: Page, url: str, api: requests.Session) -> tuple[float, float]:
+def hub_round(page: Page, url: str, api: requests.Session, profile: str) -> tuple[float, float]:
     page.goto(f"{url}/hub/home")
     start = page.get_by_role("button", name=re.compile("Start My Server"))
     clicked = time.time()
     start.click()
-    submit_spawn_form(page)  # the environment cards: the default (preselected) profile
+    submit_spawn_form(page, profile)  # the environment cards
     page.wait_for_url(re.compile(rf".*/user/{USER}/lab.*"), timeout=300_000)
     expect(desktop_tile(page)).to_be_visible(timeout=120_000)
     lab = time.time() - clicked
@@ -148,7 +153,10 @@ def main() -> int:
                         help="hub, hub API, SSO, direct desktop, storage LDAP (default: %(default)s)")
     parser.add_argument("--ad-address", default="127.0.0.3",
                         help="loopback address of the benchmark's own AD DC (default: %(default)s)")
+    parser.add_argument("--profile", default="desktop",
+                        help="comma-separated profiles (environments) to start, side by side (default: %(default)s)")
     args = parser.parse_args()
+    profiles = [p for p in args.profile.split(",") if p]
     port, hub_port, oidc_port, direct_port, storage_ldap_port = free_ports(parser, args.ports)
     cloud, reused = dev_cloud(args.state_dir)
     tag = f"hepsdesk-bench-{os.getpid()}"
@@ -156,8 +164,9 @@ def main() -> int:
     demo = Demo(DemoOptions(cloud_state_dir=Path(args.state_dir), hub_state_dir=hub_dir, port=port,
                             hub_port=hub_port, oidc_port=oidc_port, ad_address=args.ad_address,
                             storage_ldap_port=storage_ldap_port, hub_tag=tag), stream=sys.stderr)
-    progress = StepProgress("spawn_e2e", total=3 + 3 * args.rounds, stream=sys.stderr)
-    labs, frames, directs, bares = [], [], [], []
+    progress = StepProgress("spawn_e2e", total=3 + (2 + len(profiles)) * args.rounds, stream=sys.stderr)
+    measured = {profile: {"labs": [], "frames": []} for profile in profiles}
+    directs, bares = [], []
     try:
         with progress.step("Starting the directories (Samba AD DC, storage LDAP)"):
             demo.start_directories()
@@ -175,10 +184,11 @@ def main() -> int:
                 page.wait_for_url(re.compile(r".*/hub/home"), timeout=60_000)
                 demo.run_storage_agent(every=0)  # the new account's home, as the demo's agent makes it
             for round_ in range(1, args.rounds + 1):
-                with progress.step(f"Round {round_}: Start -> JupyterLab -> Desktop -> first frame"):
-                    lab, frame = hub_round(page, demo.hub.url, api)
-                    labs.append(lab)
-                    frames.append(frame)
+                for profile in profiles:
+                    with progress.step(f"Round {round_}: Start {profile} -> JupyterLab -> Desktop -> first frame"):
+                        lab, frame = hub_round(page, demo.hub.url, api, profile)
+                        measured[profile]["labs"].append(lab)
+                        measured[profile]["frames"].append(frame)
                 with progress.step(f"Round {round_}: the desktop alone, opened directly"):
                     directs.append(direct_round(browser, direct_port))
                 with progress.step(f"Round {round_}: a bare VM, create to ACTIVE"):
@@ -194,8 +204,10 @@ def main() -> int:
         if not reused:
             cloud.down()
 
+    labs, frames = measured[profiles[0]]["labs"], measured[profiles[0]]["frames"]
     result = {
         "rounds": args.rounds,
+        "profile": profiles[0],
         "click_to_lab_s": median(labs),
         "click_to_first_frame_s": median(frames),
         "vm_create_to_active_s": median(bares),
@@ -206,6 +218,12 @@ def main() -> int:
                     "click_to_first_frame_s": [round(v, 2) for v in frames],
                     "vm_create_to_active_s": [round(v, 2) for v in bares],
                     "direct_first_frame_s": [round(v, 2) for v in directs]},
+        "profiles": {profile: {"click_to_lab_s": median(m["labs"]), "click_to_first_frame_s": median(m["frames"]),
+                               "samples": {"click_to_lab_s": [round(v, 2) for v in m["labs"]],
+                                           "click_to_first_frame_s": [round(v, 2) for v in m["frames"]]}}
+                     for profile, m in measured.items()},
+        "lab_to_first_profile_ratio": {profile: round(statistics.median(m["labs"]) / statistics.median(labs), 2)
+                                       for profile, m in measured.items()},
     }
     print(json.dumps(result))
     return 0

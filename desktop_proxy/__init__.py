@@ -2,6 +2,9 @@
 
 ``setup_desktop`` is the ``jupyter_serverproxy_servers`` entry point: it puts a "Desktop"
 tile on the JupyterLab launcher, beside the notebooks, that opens ``/user/<name>/desktop/``.
+The server extension ``lab_api`` gives the lab extension the image's applications, a tile each.
+This module imports nothing beyond the standard library: the notebook client
+(``desktop_proxy.notebook``) is imported in kernels that have none of the desktop's packages.
 """
 
 from __future__ import annotations
@@ -10,6 +13,11 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
+
+
+def _jupyter_server_extension_points() -> list[dict]:
+    """The server extension that lists the image's applications for the launcher (``lab_api``)."""
+    return [{"module": "desktop_proxy.lab_api"}]
 
 
 def setup_desktop() -> dict:

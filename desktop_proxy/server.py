@@ -2,8 +2,9 @@
 
 Run by jupyter-server-proxy (see ``setup_desktop``) on a unix socket, so only the Jupyter
 server can reach it and JupyterHub's authentication guards every request: the page at
-``/``, its static files, the signalling websocket at ``/ws`` and ``/stats``. Media flows directly
-between browser and VM over WebRTC.
+``/``, its static files, the signalling websocket at ``/ws``, ``/stats``, and the control API
+at ``/api/`` (``control.py``). Media flows directly between browser and VM over WebRTC. The
+control API is also served alone on the user's private control socket, for notebooks.
 
     python -m desktop_proxy --unix-socket PATH | --port N [--size 1920x1080] [--fps 60]
 """
@@ -20,6 +21,8 @@ from pathlib import Path
 
 from tornado import httpserver, netutil, web, websocket
 
+from .control import MAX_REQUEST, ControlSocket, DesktopControl, control_routes
+from .control_socket import control_socket_path
 from .encoding import ENCODERS
 from .ice_servers import POLICIES, HubIceServers, IceServers
 from .messages import SIGNALLING, DropCounter, Rejected
@@ -123,7 +126,8 @@ class StatsHandler(web.RequestHandler):
         self.write(self.sessions.stats())
 
 
-def make_app(sessions: DesktopSessions | None, failure: str = "") -> web.Application:
+def make_app(sessions: DesktopSessions | None, failure: str = "",
+             control: DesktopControl | None = None) -> web.Application:
     """The desktop's web app; with ``failure`` (the desktop could not start), a page saying so."""
     routes = [
         (r"/", PageHandler, {"failure": failure}),
@@ -132,6 +136,7 @@ def make_app(sessions: DesktopSessions | None, failure: str = "") -> web.Applica
     if sessions is not None:
         routes.append((r"/ws", SignallingHandler, {"sessions": sessions}))
         routes.append((r"/stats", StatsHandler, {"sessions": sessions}))
+    routes += control_routes(control, failure)
     return web.Application(routes, template_path=str(STATIC), websocket_max_message_size=SIGNALLING.max_bytes)
 
 
@@ -141,6 +146,7 @@ async def serve(args: argparse.Namespace) -> None:
     ice = [a for a in (args.ice_address or os.environ.get("HEPSDESK_DESKTOP_ICE_ADDRESSES")
                        or os.environ.get("HEPSDESK_VM_ADDRESS", "")).split(",") if a]
     sessions = None
+    control = None
     failure = ""
     try:
         if args.display:
@@ -155,17 +161,21 @@ async def serve(args: argparse.Namespace) -> None:
                                                os.environ.get("JUPYTERHUB_USER", ""), args.ice_policy)
         sessions = DesktopSessions(display, ice, fps=args.fps, keepalive=args.keepalive, engine=args.engine,
                                    encoder=args.encoder, playout_delay=args.playout_delay, ice_servers=servers)
+        control = DesktopControl.from_environment(display.name)
     except Exception as e:
         # Keep serving, so the user gets a page that says what happened instead of a proxy error.
         log.exception("the desktop could not start")
         failure = str(e) or type(e).__name__
-    server = httpserver.HTTPServer(make_app(sessions, failure))
+    server = httpserver.HTTPServer(make_app(sessions, failure, control), max_body_size=MAX_REQUEST)
     if args.unix_socket:
         server.add_socket(netutil.bind_unix_socket(args.unix_socket, mode=0o600))
         log.info("desktop on unix socket %s, display %s", args.unix_socket, display.name or "(none)")
     else:
         server.listen(args.port, "127.0.0.1")
         log.info("desktop on http://127.0.0.1:%d/, display %s", args.port, display.name or "(none)")
+    # The control API alone, for notebooks: on a socket only this user can reach.
+    control_socket = ControlSocket(web.Application(control_routes(control, failure)), control_socket_path())
+    control_socket.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -174,6 +184,9 @@ async def serve(args: argparse.Namespace) -> None:
         await stop.wait()
     finally:
         server.stop()
+        control_socket.stop()
+        if control is not None:
+            await control.shutdown()  # the applications first, while their display is there
         if sessions is not None:
             await sessions.shutdown()
         display.stop()

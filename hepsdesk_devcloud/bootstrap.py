@@ -20,9 +20,11 @@ import openstack
 import openstack.config
 import yaml
 
+from hepsdesk_images.catalogue import Catalogue, Image
+from hepsdesk_images.store import BuiltImage
 from hepsdesk_spawner.image_accounts import declaration
 
-from . import catalogue
+from . import flavors
 from .service_plugins import hepsdesk_process_image as process_image
 from .settings import DevCloudSettings
 
@@ -183,7 +185,7 @@ def ensure_public_network(conn, settings: DevCloudSettings) -> None:
 
 def ensure_flavors(conn, settings: DevCloudSettings) -> None:
     existing = {flavor.name for flavor in conn.compute.flavors(is_public=None)}
-    for spec in catalogue.flavors(settings.gpus):
+    for spec in flavors.flavors(settings.gpus):
         if spec.name in existing:
             continue
         flavor = conn.compute.create_flavor(name=spec.name, vcpus=spec.vcpus, ram=spec.ram_mb, disk=spec.disk_gb,
@@ -192,10 +194,13 @@ def ensure_flavors(conn, settings: DevCloudSettings) -> None:
             conn.compute.create_flavor_extra_specs(flavor, spec.extra_specs)
 
 
-def image_manifest(spec: catalogue.ImageSpec, settings: DevCloudSettings) -> dict:
+def image_manifest(catalogue: Catalogue, image: Image, built: BuiltImage) -> dict:
+    """A process image whose VMs run the image's own environments from the store: the
+    server's programs first on PATH, the image's directory in the environment."""
     return process_image.make_manifest(
-        spec.name, env={"HEPSDESK_IMAGE": spec.name, "HEPSDESK_BEAMLINE": spec.beamline},
-        path=[str(Path(settings.guest_env) / "bin")], beamline=spec.beamline, software=list(spec.software))
+        image.name, env={"HEPSDESK_IMAGE": image.name, "HEPSDESK_BEAMLINE": image.beamline, **built.environment()},
+        path=[str(built.server_bin)], software_paths=built.software_paths(), beamline=image.beamline,
+        software=catalogue.software(image))
 
 
 def image_accounts() -> dict[str, str]:
@@ -206,23 +211,25 @@ def image_accounts() -> dict[str, str]:
                        [u.pw_name for u in users] + [g.gr_name for g in groups])
 
 
-def ensure_images(conn, settings: DevCloudSettings) -> None:
-    """Upload each catalogue image; replace one whose manifest or accounts changed (old one
-    deleted after)."""
+def ensure_images(conn, catalogue: Catalogue, built: dict[str, BuiltImage]) -> None:
+    """Upload each catalogue image (built into the store); replace one whose manifest or
+    accounts changed (the old one deleted after)."""
     accounts = image_accounts()
-    for spec in catalogue.IMAGES:
-        manifest = image_manifest(spec, settings)
+    for name, image_dir in built.items():
+        image = catalogue.image(name)
+        manifest = image_manifest(catalogue, image, image_dir)
         digest = hashlib.sha256(json.dumps([manifest, accounts], sort_keys=True).encode()).hexdigest()
-        existing = [i for i in conn.image.images(name=spec.name)]
+        existing = [i for i in conn.image.images(name=name)]
         if any(i.status == "active" and (i.properties or {}).get(MANIFEST_DIGEST) == digest for i in existing):
             continue
         with tempfile.TemporaryDirectory() as tmp:
             blob = os.path.join(tmp, "image.tar")
             process_image.write_base_image(blob, manifest)
             conn.image.create_image(
-                name=spec.name, filename=blob, disk_format=process_image.DISK_FORMAT,
+                name=name, filename=blob, disk_format=process_image.DISK_FORMAT,
                 container_format=process_image.CONTAINER_FORMAT, visibility="public", wait=True,
-                **spec.properties, **accounts, **{MANIFEST_DIGEST: digest})
+                **catalogue.glance_properties(image), hepsdesk_process_image="1", **accounts,
+                **{MANIFEST_DIGEST: digest})
         for old in existing:
             conn.image.delete_image(old, ignore_missing=True)
 

@@ -5,6 +5,7 @@
     hepsdesk devcloud status [--json]
     hepsdesk devcloud logs [SERVICE] [-n LINES] [-f]
     hepsdesk demo [--port 8000] [--hub-dir DIR] [--state-dir DIR] [--ad-address IP]
+    hepsdesk images list | build [IMAGE...] | recipes --out DIR
 """
 
 from __future__ import annotations
@@ -99,6 +100,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
                            storage_ldap_port=args.storage_ldap_port))
 
 
+def cmd_images_list(args: argparse.Namespace) -> int:
+    from hepsdesk_images.catalogue import load
+    from hepsdesk_images.store import Store
+
+    catalogue = load()
+    store = Store(catalogue, Path(args.store) if args.store else None)
+    for image in catalogue.images.values():
+        state = "built" if store.image_ready(image) else "not built"
+        print(f"{image.name:<22} {state:<10} {', '.join(catalogue.software(image))}")
+        only = catalogue.production_only(image)
+        if only:
+            print(f"{'':<33} production images only: {', '.join(only)}")
+    return 0
+
+
+def cmd_images_build(args: argparse.Namespace) -> int:
+    from hepsdesk_images.build import build_images
+    from hepsdesk_images.catalogue import load
+    from hepsdesk_images.store import Store
+
+    catalogue = load()
+    report = build_images(catalogue, args.images or None, Store(catalogue, Path(args.store) if args.store else None))
+    built = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in report.built_envs.items()) or "none (all cached)"
+    print(f"images ready in {report.total_s:.0f} s; environments built: {built}", file=sys.stderr)
+    for name, image in report.images.items():
+        print(f"{name}: {image.dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hepsdesk", description="hepsdesk: JupyterHub + OpenStack analysis desktops")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -153,16 +183,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--storage-ldap-port", type=int, default=3636,
                       help="the development storage LDAP's port (default: %(default)s)")
     demo.set_defaults(handler=cmd_demo)
+
+    images = commands.add_parser("images", help="the beamline images of the catalogue (hepsdesk_images/catalogue.yaml)")
+    images_commands = images.add_subparsers(dest="images_command", required=True)
+    store_help = "the content-addressed store of built environments (default: $HEPSDESK_IMAGE_STORE or " \
+                 "~/.cache/hepsdesk/images)"
+    listing = images_commands.add_parser("list", help="each image, whether it is built, and its software")
+    listing.add_argument("--store", default=None, help=store_help)
+    listing.set_defaults(handler=cmd_images_list)
+    build = images_commands.add_parser(
+        "build", help="build the dev cloud's images (their environments, from wheels) into the store",
+        description="Build the environments of the dev cloud's images from the catalogue's pins (wheels only), "
+                    "reusing what the store has. `hepsdesk devcloud up` does this too.")
+    build.add_argument("images", nargs="*", help="image names (default: every image of the catalogue)")
+    build.add_argument("--store", default=None, help=store_help)
+    build.set_defaults(handler=cmd_images_build)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from hepsdesk_images.catalogue import CatalogueError
+    from hepsdesk_images.store import BuildError
+
     from .devcloud import DevCloudError
 
     try:
         return args.handler(args)
-    except (DevCloudError, SettingsError, RuntimeError, FileNotFoundError) as e:
+    except (DevCloudError, SettingsError, RuntimeError, FileNotFoundError, CatalogueError, BuildError) as e:
         print(f"hepsdesk: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -23,6 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from hepsdesk_images.build import build_images
+from hepsdesk_images.catalogue import load as load_catalogue
+from hepsdesk_images.store import Store
+
 from . import bootstrap, configs, databases, installer
 from .processes import START_MARKER, ProcessTable, launch_digest, port_owner, tail_lines
 from .progress import StepProgress
@@ -73,6 +77,9 @@ class DevCloud:
         self.stream = stream or sys.stderr
         self.user_clouds_yaml = user_clouds_yaml
         self.processes = ProcessTable(settings.run_dir, settings.logs_dir)
+        self.catalogue = load_catalogue()
+        self.image_store = Store(self.catalogue, Path(settings.image_store))
+        self.images = {name: self.image_store.built(image) for name, image in self.catalogue.images.items()}
         self.services: dict[str, Service] = {s.name: s for s in build_services(settings)}
         for binary in ("nova-conductor", "nova-scheduler", "nova-compute"):
             self.services[binary].check = self._nova_service_check(binary)
@@ -183,6 +190,9 @@ class DevCloud:
             report.installed = venv.ensure(s.logs_dir / "install.log")
             if report.installed:
                 report.install_s = time.monotonic() - t0
+        if not all(self.image_store.image_ready(image) for image in self.catalogue.images.values()):
+            progress.note(f"building the images' environments once, into {self.image_store.root}")
+            build_images(self.catalogue, store=self.image_store, stream=self.stream)
         with progress.step("Writing configuration"):
             secrets = load_secrets(s)
             s.save()
@@ -232,7 +242,7 @@ class DevCloud:
                 bootstrap.ensure_network(conn, s)
                 bootstrap.ensure_public_network(conn, s)
                 bootstrap.ensure_flavors(conn, s)
-                bootstrap.ensure_images(conn, s)
+                bootstrap.ensure_images(conn, self.catalogue, self.images)
                 bootstrap.ensure_quotas(conn)
                 self._write_stamp("seed", self._seed_fingerprint())
         progress.note(f"dev cloud up: openstack --os-cloud devcloud server list   (clouds.yaml: {s.clouds_yaml})")
@@ -370,8 +380,9 @@ class DevCloud:
 
     def _seed_fingerprint(self) -> str:
         # The images declare this machine's accounts (their root is its /): a change re-seeds.
-        return json.dumps({"version": 4, "gpus": self.settings.gpus, "cidr": self.settings.network_cidr,
-                           "guest_env": self.settings.guest_env, "accounts": bootstrap.image_accounts()})
+        return json.dumps({"version": 5, "gpus": self.settings.gpus, "cidr": self.settings.network_cidr,
+                           "images": {name: str(built.dir) for name, built in self.images.items()},
+                           "accounts": bootstrap.image_accounts()})
 
     def _seeded(self) -> bool:
         return (self._stamp_current("identity", self._identity_fingerprint())

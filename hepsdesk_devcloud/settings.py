@@ -12,9 +12,10 @@ import json
 import os
 import re
 import secrets
-import sys
 from importlib import resources
 from pathlib import Path
+
+from hepsdesk_images.store import default_store
 
 DEFAULT_STATE_DIR = ".devcloud"
 HOST = "127.0.0.1"
@@ -79,9 +80,9 @@ class DevCloudSettings:
     region: str = "RegionOne"
     # The NFS server name under which VMs mount the dev cloud's storage directory.
     storage_server: str = "devcloud-storage"
-    # The Python environment whose programs (jupyterhub-singleuser, JupyterLab, the desktop)
-    # the guest images put first on the VMs' PATH: process VMs run the host's software.
-    guest_env: str = dataclasses.field(default_factory=lambda: sys.prefix)
+    # The content-addressed store the images' environments are built into (hepsdesk_images):
+    # process VMs run their software from there (their root is this machine's /).
+    image_store: str = dataclasses.field(default_factory=lambda: str(default_store()))
 
     @classmethod
     def load(cls, state_dir: str | os.PathLike, *, venv_dir: str | os.PathLike | None = None,
@@ -96,7 +97,7 @@ class DevCloudSettings:
                        venv_dir=Path(venv_dir or saved.get("venv_dir") or default_venv_dir()).absolute(),
                        port_offset=saved.get("port_offset", 0),
                        gpus=saved.get("gpus", dict(DEFAULT_GPUS)),
-                       guest_env=saved.get("guest_env", sys.prefix))
+                       image_store=saved.get("image_store") or str(default_store()))
         if port_offset is not None:
             settings.port_offset = port_offset
         if gpus is not None:
@@ -107,7 +108,7 @@ class DevCloudSettings:
 
     def save(self) -> None:
         data = {"venv_dir": str(self.venv_dir), "port_offset": self.port_offset, "gpus": self.gpus,
-                "guest_env": self.guest_env}
+                "image_store": self.image_store}
         (self.state_dir / "settings.json").write_text(json.dumps(data, indent=2) + "\n")
 
     def port(self, name: str) -> int:

@@ -1,7 +1,9 @@
 """The spawn page's choice of environment: one card per profile the user may start.
 
 Each card says what the user gets: the image's software (its ``hepsdesk_software`` Glance
-property), the flavor's CPUs and memory, the GPUs and how many of them are free right now.
+property, and ``hepsdesk_production_only``: software the image's recipe names that this cloud's
+image does not carry, as Mantid on the dev cloud), the flavor's CPUs and memory, the GPUs
+and how many of them are free right now.
 Every value is HTML-escaped: profile texts come from the hub's config, image properties from
 whoever may edit images. A GPU profile with no free GPU is shown but cannot be chosen. The
 profile of a shelved VM is chosen first, and its card says that starting another deletes it.
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 class Card:
     profile: Profile
     software: str = ""
+    production_only: str = ""  # software the image's recipe has that this cloud's image lacks
     vcpus: int = 0
     ram_mb: int = 0
     gpus: GpuCapacity | None = None
@@ -66,7 +69,9 @@ async def card(spawner: OpenStackSpawner, profile: Profile) -> Card:
     except CLOUD_ERRORS as e:
         spawner.log.warning("Cannot read image/flavor of profile %s: %s", profile.slug, e)
         image = flavor = None
-    facts = {"software": (image.properties or {}).get("hepsdesk_software", "") if image else "",
+    properties = (image.properties or {}) if image else {}
+    facts = {"software": properties.get("hepsdesk_software", ""),
+             "production_only": properties.get("hepsdesk_production_only", ""),
              "vcpus": flavor.vcpus if flavor else 0, "ram_mb": flavor.ram if flavor else 0,
              "shelved": spawner.vm.shelved and profile.slug == spawner.vm.profile and profile.stop_mode == "shelve"}
     trait, _ = flavor_gpu_request(flavor.extra_specs or {}) if flavor else ("", 0)
@@ -99,6 +104,9 @@ def render(cards: list[Card]) -> str:
                 gpu += f" ({escape(card.capacity_note)})"
             facts.append(f'<span class="hepsdesk-gpu">{gpu}</span>')
         software = f"<p>Software: {escape(card.software)}</p>" if card.software else ""
+        if card.production_only:
+            software += (f'<p class="hepsdesk-production-only">Production images only: '
+                         f"{escape(card.production_only)}</p>")
         note = "<p><em>All these GPUs are in use right now; try again later.</em></p>" if card.full else ""
         if card.shelved:
             note += ("<p><em>Your VM of this environment is shelved: starting it resumes it as you left it. "

@@ -383,7 +383,8 @@ class ProcessDriver(fake.FakeDriver):
                 "uuid": instance.uuid, "name": instance.display_name, "hostname": hostname,
                 "address": address, "gpus": gpus, "env": env, "plan": plan,
                 "hide": list(CONF.hepsdesk.hide_paths), "stop_grace": CONF.hepsdesk.stop_grace,
-                "software_paths": list(manifest.get("path", [])),
+                "software_paths": list(dict.fromkeys([*manifest.get("path", []),
+                                                      *manifest.get("software_paths", [])])),
                 "storage": {"servers": list(CONF.hepsdesk.storage_servers),
                             "root": CONF.hepsdesk.storage_root},
                 "instance_data": {

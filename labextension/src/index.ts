@@ -2,18 +2,34 @@
  * The JupyterLab side of the hepsdesk desktop.
  *
  * The "Desktop" launcher tile comes from jupyter-server-proxy (desktop_proxy.setup_desktop);
- * this extension adds an "Open Desktop" command to the command palette, but only when the
- * server really has the desktop, so a Lab without it stays as it was.
+ * this extension adds an "Open Desktop" command to the command palette and a launcher tile
+ * per GUI application of the VM's image (SasView, Dioptas, PyMca, ...; listed by the server
+ * extension desktop_proxy.lab_api), but only when the server really has the desktop, so a Lab
+ * without it stays as it was. A tile starts its application on the desktop (which starts
+ * the desktop too) and opens the desktop in a new tab; if the application cannot start, the
+ * launcher says why.
  */
 import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette } from '@jupyterlab/apputils';
+import { ICommandPalette, showErrorMessage } from '@jupyterlab/apputils';
 import { PageConfig, URLExt } from '@jupyterlab/coreutils';
+import { ILauncher } from '@jupyterlab/launcher';
 import { ServerConnection } from '@jupyterlab/services';
+import { LabIcon } from '@jupyterlab/ui-components';
 
 export const OPEN_DESKTOP = 'hepsdesk:open-desktop';
+export const OPEN_APP = 'hepsdesk:open-app';
+const APP_CATEGORY = 'Desktop applications';
+
+interface IDesktopApp {
+  name: string;
+  title: string;
+  version: string;
+  opens: string[];
+  icon_url: string | null;
+}
 
 /** Whether jupyter-server-proxy serves the desktop on this server. */
 async function serverHasDesktop(): Promise<boolean> {
@@ -34,12 +50,96 @@ async function serverHasDesktop(): Promise<boolean> {
   }
 }
 
+/** The GUI applications of this server's image (none if the server does not say). */
+async function desktopApps(): Promise<IDesktopApp[]> {
+  const settings = ServerConnection.makeSettings();
+  try {
+    const response = await ServerConnection.makeRequest(
+      URLExt.join(settings.baseUrl, 'hepsdesk', 'apps'),
+      {},
+      settings
+    );
+    if (!response.ok) {
+      return [];
+    }
+    return (await response.json()).applications || [];
+  } catch (reason) {
+    console.warn('hepsdesk: cannot read the image applications', reason);
+    return [];
+  }
+}
+
+/** The application's icon for its tile (undefined: the launcher's default). */
+async function appIcon(app: IDesktopApp): Promise<LabIcon | undefined> {
+  if (!app.icon_url) {
+    return undefined;
+  }
+  const settings = ServerConnection.makeSettings();
+  try {
+    const response = await ServerConnection.makeRequest(
+      URLExt.join(settings.baseUrl, 'hepsdesk', 'apps', app.name, 'icon'),
+      {},
+      settings
+    );
+    const type = response.headers.get('Content-Type') || '';
+    if (!response.ok || !type.startsWith('image/svg')) {
+      return undefined;
+    }
+    return new LabIcon({
+      name: `hepsdesk:app-${app.name}`,
+      svgstr: await response.text()
+    });
+  } catch (reason) {
+    return undefined;
+  }
+}
+
+/**
+ * Start ``app`` on the desktop, then show the desktop in ``tab`` (opened by the click, so no
+ * pop-up blocker stands in the way); on failure close the tab and say why.
+ */
+async function openApp(app: IDesktopApp, tab: Window | null, desktopUrl: string): Promise<void> {
+  const settings = ServerConnection.makeSettings();
+  const url = URLExt.join(settings.baseUrl, 'desktop', 'api', 'apps', app.name, 'open');
+  let message = '';
+  try {
+    const response = await ServerConnection.makeRequest(
+      url,
+      { method: 'POST', body: JSON.stringify({ files: [] }) },
+      settings
+    );
+    if (response.ok) {
+      if (tab) {
+        tab.location.href = desktopUrl;
+      } else {
+        window.open(desktopUrl, '_blank');
+      }
+      return;
+    }
+    let body: { message?: string } = {};
+    try {
+      body = await response.json();
+    } catch {
+      // not JSON: e.g. the proxy's own error page
+    }
+    message = body.message || `the desktop answered ${response.status} ${response.statusText}`;
+  } catch (reason) {
+    message = `the desktop cannot be reached: ${reason}`;
+  }
+  tab?.close();
+  await showErrorMessage(`Cannot start ${app.title}`, message);
+}
+
 const plugin: JupyterFrontEndPlugin<void> = {
   id: '@hepsdesk/labextension:plugin',
-  description: 'Opens the WebRTC desktop of this server.',
+  description: 'Opens the WebRTC desktop of this server, and its applications.',
   autoStart: true,
-  optional: [ICommandPalette],
-  activate: async (app: JupyterFrontEnd, palette: ICommandPalette | null) => {
+  optional: [ICommandPalette, ILauncher],
+  activate: async (
+    app: JupyterFrontEnd,
+    palette: ICommandPalette | null,
+    launcher: ILauncher | null
+  ) => {
     if (!(await serverHasDesktop())) {
       console.info('hepsdesk: this server has no desktop; the Open Desktop command is not added');
       return;
@@ -53,6 +153,31 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     });
     palette?.addItem({ command: OPEN_DESKTOP, category: 'Desktop' });
+
+    const apps = await desktopApps();
+    const byName = new Map(apps.map(a => [a.name, a]));
+    const icons = new Map<string, LabIcon | undefined>();
+    await Promise.all(apps.map(async a => icons.set(a.name, await appIcon(a))));
+    app.commands.addCommand(OPEN_APP, {
+      label: args => (byName.get(args.name as string)?.title ?? 'Desktop application'),
+      caption: args => {
+        const a = byName.get(args.name as string);
+        return a ? `Start ${a.title} ${a.version} on the desktop (opens in a new tab)` : '';
+      },
+      icon: args => icons.get(args.name as string),
+      execute: async args => {
+        const a = byName.get(args.name as string);
+        if (!a) {
+          await showErrorMessage('Unknown application', `This image has no application ${args.name}.`);
+          return;
+        }
+        await openApp(a, window.open('about:blank', '_blank'), desktopUrl);
+      }
+    });
+    apps.forEach((a, rank) => {
+      launcher?.add({ command: OPEN_APP, args: { name: a.name }, category: APP_CATEGORY, rank });
+      palette?.addItem({ command: OPEN_APP, args: { name: a.name }, category: 'Desktop' });
+    });
   }
 };
 

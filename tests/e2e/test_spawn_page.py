@@ -22,11 +22,13 @@ def test_a_scientist_sees_the_environments_of_their_groups_and_starts_the_one_th
         sign_in(page, hub.url, name, password)
         page.wait_for_url(re.compile(r".*/hub/spawn.*"), timeout=60_000)
         cards = page.locator(".hepsdesk-profile")
-        expect(cards).to_have_count(3)
-        assert cards.evaluate_all("cards => cards.map(c => c.dataset.profile)") == ["desktop", "imaging", "imaging-gpu"]
+        expect(cards).to_have_count(5)
+        assert cards.evaluate_all("cards => cards.map(c => c.dataset.profile)") == [
+            "desktop", "imaging", "imaging-gpu", "diffraction", "xrf"]
         gpu = page.locator('.hepsdesk-profile[data-profile="imaging-gpu"]')
         expect(gpu).to_contain_text("1x A100 GPU (4 of 4 A100 free)")
-        expect(gpu).to_contain_text("TomoPy")
+        expect(gpu).to_contain_text("napari 0.9.2")
+        expect(gpu.locator(".hepsdesk-production-only")).to_contain_text("TomoPy")
         expect(page.locator('input[name="profile"][value="desktop"]')).to_be_checked()
 
         wait_for_lab(page, name, profile="imaging")

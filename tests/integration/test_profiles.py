@@ -80,9 +80,11 @@ def fail_spawn(api: HubAPI, user: str, server: str, body) -> str:
 def test_the_spawn_page_offers_the_profiles_of_the_users_groups(limited_hub):
     heps, csns = f"heps-{SESSION}", f"csns-{SESSION}"
     offered = cards(spawn_page(limited_hub, signed_in(limited_hub, heps, "heps-users"), heps))
-    assert sorted(offered) == ["desktop", "imaging", "imaging-gpu"]
+    assert sorted(offered) == ["desktop", "diffraction", "imaging", "imaging-gpu", "xrf"]
     gpu = offered["imaging-gpu"]
-    assert "HEPS X-ray imaging with a GPU" in gpu and "TomoPy" in gpu, "the image's software, from Glance"
+    assert "HEPS X-ray imaging with a GPU" in gpu and "napari 0.9.2" in gpu, "the image's software, from Glance"
+    assert "Production images only: TomoPy" in gpu, "what the dev cloud's image cannot carry is said so"
+    assert "TomoPy" not in gpu.split("Production images only")[0], "the software line names only what is there"
     assert "8 vCPU, 64 GB RAM" in gpu and "1x A100 GPU (4 of 4 A100 free)" in gpu, gpu
     assert 'value="desktop" checked' in offered["desktop"], "the default profile is preselected"
 
@@ -92,7 +94,7 @@ def test_the_spawn_page_offers_the_profiles_of_the_users_groups(limited_hub):
 
 @pytest.mark.parametrize("body, expected", [
     ({"profile": "neutron"}, "The environment neutron does not exist or is not available to you. "
-                             "You may start: desktop, imaging, imaging-gpu."),
+                             "You may start: desktop, imaging, imaging-gpu, diffraction, xrf."),
     ({"profile": "no-such-thing"}, "The environment no-such-thing does not exist or is not available to you."),
     ({"profile": "*)(uid=*"}, "The environment (an invalid name) does not exist"),
     ({"profile": ["desktop"]}, "The environment must be given by its name (a string)."),
