@@ -5,7 +5,7 @@
     hepsdesk devcloud status [--json]
     hepsdesk devcloud logs [SERVICE] [-n LINES] [-f]
     hepsdesk demo [--port 8000] [--hub-dir DIR] [--state-dir DIR] [--ad-address IP]
-    hepsdesk images list | build [IMAGE...] | recipes --out DIR
+    hepsdesk images list | build [IMAGE...] | prune [--unused-days N] | recipes --out DIR
 """
 
 from __future__ import annotations
@@ -129,6 +129,19 @@ def cmd_images_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_images_prune(args: argparse.Namespace) -> int:
+    from hepsdesk_images.catalogue import load
+    from hepsdesk_images.store import Store, prune
+
+    catalogue = load()
+    store = Store(catalogue, Path(args.store) if args.store else None)
+    removed = prune(store, list(catalogue.images.values()), args.unused_days)
+    for path in removed:
+        print(f"removed {path}")
+    print(f"{len(removed)} unused entries removed from {store.root}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hepsdesk", description="hepsdesk: JupyterHub + OpenStack analysis desktops")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -198,6 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("images", nargs="*", help="image names (default: every image of the catalogue)")
     build.add_argument("--store", default=None, help=store_help)
     build.set_defaults(handler=cmd_images_build)
+    pruning = images_commands.add_parser(
+        "prune", help="delete what the store holds that this catalogue does not use and no build used lately")
+    pruning.add_argument("--unused-days", type=float, default=14,
+                         help="keep what any build (of any clone) used within this many days (default: %(default)s)")
+    pruning.add_argument("--store", default=None, help=store_help)
+    pruning.set_defaults(handler=cmd_images_prune)
+    from hepsdesk_images import recipes
+
+    recipes.add_parsers(images_commands)  # recipes, qcow2: the production images
     return parser
 
 

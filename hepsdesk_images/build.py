@@ -69,6 +69,9 @@ def build_images(catalogue: Catalogue, names: list[str] | None = None, store: St
         for image in images:
             packages.update(dict.fromkeys(catalogue.debian_packages(image)))
         ensure_debian(list(packages), store.log_path)
+    for stack in {s.name: s for image in images for s in catalogue.image_stacks(image)}.values():
+        if stack not in missing:
+            store.build_env(stack)  # built: marks it used
     for stack in missing:
         count = len(stack.requirements)
         with progress.step(f"Building the {stack.name} environment ({count} pinned packages, wheels only)"):

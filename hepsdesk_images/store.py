@@ -26,6 +26,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +150,7 @@ class Store:
         target = self.env_dir(stack)
         with self._locked(target.name):
             if self.env_ready(stack):
+                os.utime(target / LOCK_FILE)  # used: kept by ``prune``
                 return False
             # The lock file is written last: a build that was interrupted starts again from scratch.
             shutil.rmtree(target, ignore_errors=True)
@@ -189,6 +191,7 @@ class Store:
         target = built.dir
         with self._locked(target.name):
             if (target / IMAGE_INFO).is_file():
+                os.utime(target / IMAGE_INFO)  # used: kept by ``prune``
                 return built
             shutil.rmtree(target, ignore_errors=True)
             partial = target.with_name(target.name + ".partial")
@@ -257,6 +260,26 @@ def image_info(catalogue: Catalogue, image: Image, env_dirs: dict[str, Path], im
             "kernels": [f"hepsdesk-{s}" for s in image.stacks if catalogue.stacks[s].kernel],
             "sample_data": [{"name": s.name, "description": s.description,
                              "path": str(image_dir / "sample-data" / s.name)} for s in image.sample_data]}
+
+
+def prune(store: Store, images: list[Image], unused_days: float) -> list[Path]:
+    """Delete the store's environments and image directories that ``images`` do not use and
+    that no build has used for ``unused_days`` (other clones on this machine may use them);
+    return what was deleted."""
+    keep = {store.image_dir(image) for image in images}
+    keep |= {store.env_dir(stack) for image in images for stack in store.catalogue.image_stacks(image)}
+    limit = time.time() - unused_days * 86400
+    removed = []
+    for kind, marker in (("envs", LOCK_FILE), ("images", IMAGE_INFO)):
+        for entry in sorted((store.root / kind).glob("*")):
+            if entry in keep or not entry.is_dir():
+                continue
+            used = (entry / marker).stat().st_mtime if (entry / marker).exists() else 0.0
+            if used < limit:
+                with store._locked(entry.name.removesuffix(".partial")):
+                    shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+    return removed
 
 
 def _site_packages(env: Path) -> Path:

@@ -94,40 +94,63 @@ async function appIcon(app: IDesktopApp): Promise<LabIcon | undefined> {
   }
 }
 
+/** The message of the desktop API's JSON error answer, or a description of the answer. */
+async function errorMessage(response: Response): Promise<string> {
+  try {
+    const body = await response.json();
+    if (body && typeof body.message === 'string') {
+      return body.message;
+    }
+  } catch {
+    // not JSON: e.g. the proxy's own error page
+  }
+  return `the desktop answered ${response.status} ${response.statusText}`;
+}
+
 /**
- * Start ``app`` on the desktop, then show the desktop in ``tab`` (opened by the click, so no
- * pop-up blocker stands in the way); on failure close the tab and say why.
+ * Start ``app`` on the desktop and show the desktop in ``tab`` (opened by the click, so no
+ * pop-up blocker stands in the way); then wait for the application's window, so that an
+ * application that cannot start (it exits first) is reported here, in JupyterLab, with the
+ * end of its output. A refused start closes the tab.
  */
 async function openApp(app: IDesktopApp, tab: Window | null, desktopUrl: string): Promise<void> {
   const settings = ServerConnection.makeSettings();
-  const url = URLExt.join(settings.baseUrl, 'desktop', 'api', 'apps', app.name, 'open');
-  let message = '';
+  const api = URLExt.join(settings.baseUrl, 'desktop', 'api');
+  let launch: { id: string };
   try {
     const response = await ServerConnection.makeRequest(
-      url,
+      URLExt.join(api, 'apps', app.name, 'open'),
       { method: 'POST', body: JSON.stringify({ files: [] }) },
       settings
     );
-    if (response.ok) {
-      if (tab) {
-        tab.location.href = desktopUrl;
-      } else {
-        window.open(desktopUrl, '_blank');
-      }
+    if (!response.ok) {
+      tab?.close();
+      await showErrorMessage(`Cannot start ${app.title}`, await errorMessage(response));
       return;
     }
-    let body: { message?: string } = {};
-    try {
-      body = await response.json();
-    } catch {
-      // not JSON: e.g. the proxy's own error page
-    }
-    message = body.message || `the desktop answered ${response.status} ${response.statusText}`;
+    launch = await response.json();
   } catch (reason) {
-    message = `the desktop cannot be reached: ${reason}`;
+    tab?.close();
+    await showErrorMessage(`Cannot start ${app.title}`, `the desktop cannot be reached: ${reason}`);
+    return;
   }
-  tab?.close();
-  await showErrorMessage(`Cannot start ${app.title}`, message);
+  if (tab) {
+    tab.location.href = desktopUrl;
+  } else {
+    window.open(desktopUrl, '_blank');
+  }
+  try {
+    const response = await ServerConnection.makeRequest(
+      URLExt.join(api, 'launches', launch.id, 'wait-window'),
+      { method: 'POST', body: JSON.stringify({ timeout: 180 }) },
+      settings
+    );
+    if (response.status === 409) {
+      await showErrorMessage(`${app.title} stopped`, await errorMessage(response));
+    }
+  } catch (reason) {
+    console.warn(`hepsdesk: cannot follow the start of ${app.title}`, reason);
+  }
 }
 
 const plugin: JupyterFrontEndPlugin<void> = {

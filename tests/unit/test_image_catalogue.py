@@ -97,3 +97,27 @@ def test_image_info_points_into_the_store(tmp_path):
                                             "view"]
     assert info["kernels"] == ["hepsdesk-diffraction"], "Dioptas has no kernel of its own"
     assert not store.image_ready(image)
+
+
+def test_prune_keeps_what_this_catalogue_or_a_recent_build_uses(tmp_path):
+    import os
+    import time
+
+    from hepsdesk_images.store import IMAGE_INFO, LOCK_FILE, prune
+
+    catalogue = load()
+    store = Store(catalogue, tmp_path)
+    image = catalogue.image("hepsdesk-xrf")
+    used = [store.env_dir(s) for s in catalogue.image_stacks(image)] + [store.image_dir(image)]
+    old, recent = tmp_path / "envs" / "sas-0000000000000000", tmp_path / "envs" / "sas-1111111111111111"
+    old_image = tmp_path / "images" / "hepsdesk-xrf-0000000000000000"
+    for path in (*used, old, recent, old_image):
+        path.mkdir(parents=True)
+        (path / (IMAGE_INFO if path.parent.name == "images" else LOCK_FILE)).write_text("")
+    month_ago = time.time() - 30 * 86400
+    for path in (*used, old, old_image):
+        marker = path / (IMAGE_INFO if path.parent.name == "images" else LOCK_FILE)
+        os.utime(marker, (month_ago, month_ago))
+    removed = prune(store, [image], unused_days=14)
+    assert sorted(removed) == sorted([old, old_image])
+    assert all(p.exists() for p in (*used, recent)), "in use by this catalogue, or by another clone lately"
