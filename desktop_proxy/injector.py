@@ -1,7 +1,8 @@
 """Mouse and keyboard input from the browser, injected into the X display with XTEST.
 
 Keys arrive as X keysyms, so what the user typed is what the desktop receives, whatever
-the keyboard layout of the browser's machine: the injector finds the keycode (and the Shift
+the keyboard layout of the browser's machine (text an input method commits arrives as text and
+is typed character by character, each as its keysym): the injector finds the keycode (and the Shift
 level) that produces the keysym on the desktop's keymap, and borrows an unused keycode for
 keysyms the keymap lacks. All X calls run on one thread, in arrival order; the queue to it
 is bounded (``MAX_QUEUED``): a page that floods it loses its oldest messages, never a key or
@@ -24,6 +25,21 @@ log = logging.getLogger("desktop_proxy")
 SHIFT = XK.XK_Shift_L
 BUTTONS = {0: 1, 1: 2, 2: 3, 3: 8, 4: 9}  # browser MouseEvent.button -> X button (3, 4: back, forward)
 MAX_QUEUED = 256  # input messages waiting for the X thread (it handles thousands a second)
+
+
+# Control characters committed text may hold, as the keys that type them.
+TEXT_KEYS = {"\n": XK.XK_Return, "\r": XK.XK_Return, "\t": XK.XK_Tab}
+
+
+def char_keysym(char: str) -> int | None:
+    """The X keysym of one character (Latin-1 keysyms are the code point; others are Unicode
+    keysyms, 0x1000000 + the code point); None for other control characters."""
+    if char in TEXT_KEYS:
+        return TEXT_KEYS[char]
+    code = ord(char)
+    if code < 0x20 or 0x7F <= code < 0xA0:
+        return None
+    return code if code < 0x100 else 0x01000000 + code
 
 
 class InputInjector:
@@ -90,6 +106,8 @@ class InputInjector:
                 self._wheel(message.get("dx", 0), message.get("dy", 0))
             elif kind == "key":
                 self._key(message["keysym"], message["down"])
+            elif kind == "text":
+                self._text(message["text"])
             elif kind == "release-all":
                 self._release_all()
             self._display.sync()
@@ -132,6 +150,16 @@ class InputInjector:
                 xtest.fake_input(self._display, X.KeyRelease, keycode)
             if added_shift:
                 xtest.fake_input(self._display, X.KeyRelease, self._display.keysym_to_keycode(SHIFT))
+
+    def _text(self, text: str) -> None:
+        """Type committed text: each character pressed and released as its keysym."""
+        for char in text:
+            keysym = char_keysym(char)
+            if keysym is None:
+                continue
+            self._key(keysym, True)
+            self._key(keysym, False)
+            self._display.sync()  # in order, before a borrowed keycode is bound to the next one
 
     def _keycode(self, keysym: int) -> tuple[int | None, int]:
         for keycode, index in self._display.keysym_to_keycodes(keysym):

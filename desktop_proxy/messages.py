@@ -134,12 +134,17 @@ class DropCounter:
             self._pending.clear()
 
 
+TEXT_CHUNK = 128  # characters of one text message (desktop.js sends longer text in several)
+
 # The input data channel (desktop.js ``send``): version 1.
 INPUT = MessageSchema("input", {
     "pointer": {"x": Field("number", 0, 1), "y": Field("number", 0, 1)},  # a fraction of the picture
     "button": {"button": Field("integer", 0, 4), "down": Field("bool")},  # MouseEvent.button
     "wheel": {"dx": Field("number", -100, 100, required=False), "dy": Field("number", -100, 100, required=False)},
     "key": {"keysym": Field("integer", 0, 0x1FFFFFFF), "down": Field("bool")},  # an X keysym
+    # Committed text: what an input method (pinyin, Japanese), an on-screen keyboard or a paste of
+    # characters delivers as text, not as key events; typed on the desktop character by character.
+    "text": {"text": Field("string", max_length=TEXT_CHUNK)},
     "release-all": {},
 }, max_bytes=1024, version=1)
 

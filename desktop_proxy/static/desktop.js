@@ -5,6 +5,9 @@
 
 const PROTOCOL = 1;
 const video = document.getElementById('screen');
+const keyboard = document.getElementById('keyboard');  // takes keys and input methods' text
+const composition = document.getElementById('composition');
+const TEXT_CHUNK = 128;  // characters per text message (messages.TEXT_CHUNK)
 const statusBox = document.getElementById('status');
 let pc = null;
 let channel = null;
@@ -53,7 +56,7 @@ async function startPeer(ws, ice) {
   channel.onopen = () => { while (pending.length) channel.send(pending.shift()); };
   pc.ontrack = (event) => {
     video.srcObject = event.streams[0] || new MediaStream([event.track]);
-    video.focus();
+    focusKeyboard();
     if (video.requestVideoFrameCallback) {
       video.requestVideoFrameCallback(() => { firstFrameAt = performance.timeOrigin + performance.now(); });
     }
@@ -144,7 +147,7 @@ video.addEventListener('pointermove', (event) => {
   pendingMove = position(event);
 });
 video.addEventListener('pointerdown', (event) => {
-  video.focus();
+  focusKeyboard();
   send({ type: 'pointer', ...position(event) });
   send({ type: 'button', button: event.button, down: true });
   event.preventDefault();
@@ -160,21 +163,54 @@ video.addEventListener('wheel', (event) => {
 }, { passive: false });
 video.addEventListener('contextmenu', (event) => event.preventDefault());
 
-video.addEventListener('keydown', (event) => {
+function focusKeyboard() {
+  keyboard.focus({ preventScroll: true });
+}
+
+// Keys become keysyms (the character the browser reports, so any layout types what its keys
+// say). A key an input method is composing with is left to it: its text comes as text.
+keyboard.addEventListener('keydown', (event) => {
+  if (event.isComposing || event.keyCode === 229) return;
   const keysym = keysymFor(event);
   if (keysym === null) return;
   pressed.set(event.code, keysym);
   send({ type: 'key', keysym, down: true });
   event.preventDefault();
 });
-video.addEventListener('keyup', (event) => {
+keyboard.addEventListener('keyup', (event) => {
+  if (event.isComposing) return;
   const keysym = pressed.get(event.code) ?? keysymFor(event);
   pressed.delete(event.code);
   if (keysym === null) return;
   send({ type: 'key', keysym, down: false });
   event.preventDefault();
 });
+
+// Text: what an input method commits, an on-screen keyboard types or the browser inserts.
+function sendText(text) {
+  const chars = [...text];
+  for (let i = 0; i < chars.length; i += TEXT_CHUNK) {
+    send({ type: 'text', text: chars.slice(i, i + TEXT_CHUNK).join('') });
+  }
+}
+function takeText() {
+  const text = keyboard.value;
+  keyboard.value = '';
+  if (text) sendText(text);
+}
+keyboard.addEventListener('compositionupdate', (event) => {
+  composition.textContent = event.data;  // shown while it is composed, as the input method has it
+  composition.hidden = !event.data;
+});
+keyboard.addEventListener('compositionend', () => {
+  composition.hidden = true;
+  takeText();
+});
+keyboard.addEventListener('input', (event) => {
+  if (!event.isComposing) takeText();
+});
 window.addEventListener('blur', () => { pressed.clear(); send({ type: 'release-all' }); });
+window.addEventListener('focus', focusKeyboard);
 
 // Quality presets (the server applies them to every viewer) and the statistics overlay.
 const settingsButton = document.getElementById('settings-button');

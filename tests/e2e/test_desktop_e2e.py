@@ -80,7 +80,7 @@ def test_sign_in_spawn_lab_desktop_type_and_stop(hub, hub_api, devcloud, browser
     # Type a command into the terminal through the browser.
     marker = f"hepsdesk-e2e-{secrets.token_hex(4)}"
     click_picture(desktop, 0.2, 0.3)
-    expect(desktop.locator("#screen")).to_be_focused()
+    expect(desktop.locator("#keyboard")).to_be_focused()  # the keys (and input methods) go there
     desktop.wait_for_function("window.hepsdesk.inputReady", timeout=10_000)
     desktop.keyboard.type(f"touch ~/{marker} && echo created {marker}")
     desktop.keyboard.press("Enter")

@@ -105,6 +105,50 @@ def test_the_desktop_streams_h264_sends_nothing_while_still_and_follows_the_wind
 
 
 @pytest.fixture
+def utf8_desktop():
+    port = 18764
+    process = start_desktop(port, {**os.environ, "LANG": "C.UTF-8", "HEPSDESK_DESKTOP_ICE_ADDRESSES": "127.0.0.1"},
+                            "--size", "1280x720")
+    yield f"http://127.0.0.1:{port}/"
+    stop_desktop(process)
+
+
+def test_text_from_input_methods_and_non_us_keys_arrives_as_typed(utf8_desktop, browser, tmp_path):
+    """What input methods (pinyin), on-screen keyboards and a non-US keyboard's AltGr deliver
+    reaches the desktop's terminal as the characters the person chose."""
+    out = tmp_path / "typed.txt"
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    page = context.new_page()
+    cdp = context.new_cdp_session(page)
+    page.goto(utf8_desktop)
+    wait_for_frames(page, 1, timeout_s=30)
+    page.wait_for_function("window.hepsdesk.inputReady", timeout=10_000)
+    page.locator("#screen").click(position={"x": 300, "y": 200})
+    expect(page.locator("#keyboard")).to_be_focused()
+    page.keyboard.type("printf '%s' '")
+    # Text an on-screen keyboard or the browser inserts (no key events).
+    cdp.send("Input.insertText", {"text": "grüße "})
+    # A German keyboard's AltGr+E: a key event whose key is the character.
+    cdp.send("Input.dispatchKeyEvent", {"type": "keyDown", "key": "€", "code": "KeyE", "text": "€",
+                                        "modifiers": 0})
+    cdp.send("Input.dispatchKeyEvent", {"type": "keyUp", "key": "€", "code": "KeyE", "modifiers": 0})
+    # Pinyin through an input method: the composition is shown in the page, the committed text typed.
+    cdp.send("Input.imeSetComposition", {"text": "nihao", "selectionStart": 5, "selectionEnd": 5})
+    expect(page.locator("#composition")).to_have_text("nihao")
+    expect(page.locator("#composition")).to_be_visible()
+    cdp.send("Input.insertText", {"text": "你好世界"})
+    expect(page.locator("#composition")).to_be_hidden()
+    page.keyboard.type(f"' > {out}")
+    page.keyboard.press("Enter")
+    deadline = time.monotonic() + 15
+    while not (out.exists() and out.read_text(encoding="utf-8")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert out.read_text(encoding="utf-8") == "grüße €你好世界"
+    assert page.locator("#keyboard").input_value() == "", "nothing typed stays in the page"
+    context.close()
+
+
+@pytest.fixture
 def desktop_without_xvfb(tmp_path):
     port = 18765
     env = {"PATH": str(tmp_path), "HOME": str(tmp_path), "LANG": "C.UTF-8"}

@@ -9,7 +9,7 @@ import pytest
 from Xlib import XK
 from Xlib import display as xlib_display
 
-from desktop_proxy.injector import MAX_QUEUED, InputInjector
+from desktop_proxy.injector import MAX_QUEUED, InputInjector, char_keysym
 from desktop_proxy.xdisplay import XDisplay
 
 
@@ -62,3 +62,10 @@ async def test_a_flood_of_input_is_bounded_and_never_loses_a_key_release(x_displ
     finally:
         injector.close()
     assert not injector._thread.is_alive()
+
+
+def test_committed_text_becomes_keysyms_one_character_at_a_time():
+    assert char_keysym("a") == ord("a") and char_keysym("ß") == 0xDF and char_keysym("€") == 0x10020AC
+    assert char_keysym("你") == 0x1000000 + ord("你") and char_keysym("😀") == 0x1000000 + 0x1F600
+    assert char_keysym("\n") == XK.XK_Return and char_keysym("\t") == XK.XK_Tab
+    assert char_keysym("\x1b") is None and char_keysym("\x7f") is None, "control characters type nothing"

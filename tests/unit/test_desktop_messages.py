@@ -20,6 +20,8 @@ SECRET = "s3cr3t-content"  # what a message holds must never appear in a refusal
     {"v": 1, "type": "wheel", "dy": -1},
     {"v": 1, "type": "wheel", "dx": 1, "dy": 0},
     {"v": 1, "type": "key", "keysym": 0x1000000 + ord("你"), "down": True},
+    {"v": 1, "type": "text", "text": "你好世界 grüße"},
+    {"v": 1, "type": "text", "text": "字" * 128},  # desktop.js's chunk: 384 bytes of UTF-8
     {"v": 1, "type": "release-all"},
 ])
 def test_what_the_page_sends_on_the_input_channel_is_taken(message):
@@ -71,6 +73,8 @@ REFUSED_INPUT = [
     ("not version 1", json.dumps({"type": "release-all"})),
     ("unknown field for 'release-all'", json.dumps({"v": 1, "type": "release-all", SECRET: 1})),
     ("'key' needs 'down'", json.dumps({"v": 1, "type": "key", "keysym": 65})),
+    ("field 'text' must be a string of at most 128", json.dumps({"v": 1, "type": "text", "text": "a" * 129})),
+    ("field 'text' must be a string of at most 128", json.dumps({"v": 1, "type": "text", "text": 5})),
 ]
 
 
