@@ -28,6 +28,9 @@ def setup_desktop() -> dict:
         # Xvfb and the window manager start in well under a second; 60 s covers a busy VM.
         "timeout": 60,
         "new_browser_window": True,
+        # The desktop's traffic (video statistics, pings) is not a person's activity: its input
+        # is, and the desktop server reports that to the hub itself (``activity.py``).
+        "update_last_activity": False,
         "launcher_entry": {
             "title": "Desktop",
             "icon_path": str(HERE / "static" / "desktop-icon.svg"),

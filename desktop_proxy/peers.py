@@ -27,6 +27,7 @@ import aioice.ice
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket, unpack_remb_fci
 
+from .activity import ActivityReporter
 from .congestion import LinkEstimate
 from .encoding import h264_encoder
 from .ice_servers import HubIceServers, IceServers
@@ -103,7 +104,7 @@ def watch_feedback(sender: RTCRtpSender, on_keyframe, on_remb, on_loss) -> None:
 class DesktopSessions:
     def __init__(self, display: XDisplay, ice_addresses: list[str], fps: float = 60.0, keepalive: float = 0.0,
                  engine: str = "own", encoder: str = "auto", playout_delay: int = 50,
-                 ice_servers: IceServers | HubIceServers | None = None):
+                 ice_servers: IceServers | HubIceServers | None = None, activity: ActivityReporter | None = None):
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         if engine == "pixelflux" and pixelflux is None:
@@ -128,6 +129,7 @@ class DesktopSessions:
         self._stopping: set[StreamBase] = set()
         self.injector = InputInjector(display.name, display.width, display.height)
         self.input_drops = DropCounter("input", log)  # messages the page sent that the desktop does not take
+        self.activity = activity  # input reported to the hub as the server's activity (under a hub)
         pin_host_candidates(ice_addresses)
 
     def _screen(self) -> StreamBase:
@@ -150,6 +152,7 @@ class DesktopSessions:
             "viewers": len(self.peers), "preset": self.preset.name,
             "display": {"width": self.display.width, "height": self.display.height, "dpi": self.display.dpi},
             "input": {"refused": self.input_drops.total, "dropped_when_queue_full": self.injector.dropped},
+            "activity": None if self.activity is None else self.activity.stats(),
             "links": [{"cap_bps": None if math.isinf(link.cap) else int(link.cap), "remb_bps": link.remb,
                        "loss": link.loss, "drops": link.drops} for link in self.links.values()],
             "stream": None if stream is None else {
@@ -241,6 +244,9 @@ class DesktopSessions:
             self.injector.submit(INPUT.parse(message))
         except Rejected as e:
             self.input_drops.drop(e.reason)
+            return
+        if self.activity is not None:
+            self.activity.touch()
 
     async def close(self, pc: RTCPeerConnection) -> None:
         if pc in self.peers:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tornado import httpserver, netutil, web, websocket
 
+from .activity import ActivityReporter
 from .control import MAX_REQUEST, ControlSocket, DesktopControl, control_routes
 from .control_socket import control_socket_path
 from .encoding import ENCODERS
@@ -153,14 +154,21 @@ async def serve(args: argparse.Namespace) -> None:
             display.attach(args.display)
         else:
             await display.start()
-        if not args.ice_servers and os.environ.get("JUPYTERHUB_API_URL") and os.environ.get("JUPYTERHUB_API_TOKEN"):
+        hub = {name: os.environ.get(f"JUPYTERHUB_{name}", "") for name in ("API_URL", "API_TOKEN", "USER")}
+        activity = None
+        if all(hub.values()):
+            # Under a hub (in a VM): a person's input is the server's activity.
+            activity = ActivityReporter(hub["API_URL"], hub["API_TOKEN"], hub["USER"],
+                                        os.environ.get("JUPYTERHUB_SERVER_NAME", ""))
+        if not args.ice_servers and hub["API_URL"] and hub["API_TOKEN"]:
             # Under a hub (in a VM): the hub gives each session its servers (hepsdesk_spawner/turn.py).
-            servers = HubIceServers(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
+            servers = HubIceServers(hub["API_URL"], hub["API_TOKEN"])
         else:
             servers = IceServers.from_settings(args.ice_servers, args.turn_secret_file,
                                                os.environ.get("JUPYTERHUB_USER", ""), args.ice_policy)
         sessions = DesktopSessions(display, ice, fps=args.fps, keepalive=args.keepalive, engine=args.engine,
-                                   encoder=args.encoder, playout_delay=args.playout_delay, ice_servers=servers)
+                                   encoder=args.encoder, playout_delay=args.playout_delay, ice_servers=servers,
+                                   activity=activity)
         control = DesktopControl.from_environment(display.name)
     except Exception as e:
         # Keep serving, so the user gets a page that says what happened instead of a proxy error.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from playwright.sync_api import expect
@@ -78,6 +79,7 @@ def test_sign_in_spawn_lab_desktop_type_and_stop(hub, hub_api, devcloud, browser
     before = picture_digest(desktop)
 
     # Type a command into the terminal through the browser.
+    before_typing = datetime.now(UTC)
     marker = f"hepsdesk-e2e-{secrets.token_hex(4)}"
     click_picture(desktop, 0.2, 0.3)
     expect(desktop.locator("#keyboard")).to_be_focused()  # the keys (and input methods) go there
@@ -92,6 +94,12 @@ def test_sign_in_spawn_lab_desktop_type_and_stop(hub, hub_api, devcloud, browser
         time.sleep(0.2)
     assert created.exists(), "the command typed in the browser ran in the VM"
     assert created.stat().st_uid == ALICE_UID, "the desktop runs as alice's account, not as root"
+
+    # Her input is her server's activity: the desktop told the hub (its traffic alone does not count).
+    reported = desktop.evaluate("fetch('stats').then(r => r.json()).then(s => s.activity)")
+    assert reported["reported"] >= 1 and reported["failed"] == 0, reported
+    activity = hub_api("GET", "/users/alice").json()["servers"][""]["last_activity"]
+    assert datetime.fromisoformat(activity.replace("Z", "+00:00")) >= before_typing - timedelta(seconds=1), activity
 
     # Frames keep arriving and the picture changed (the typed text is on it).
     desktop.wait_for_timeout(1000)
