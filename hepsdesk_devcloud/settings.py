@@ -81,7 +81,8 @@ class DevCloudSettings:
     # The NFS server name under which VMs mount the dev cloud's storage directory.
     storage_server: str = "devcloud-storage"
     # The content-addressed store the images' environments are built into (hepsdesk_images):
-    # process VMs run their software from there (their root is this machine's /).
+    # process VMs run their software from there (their root is this machine's /). Not kept in
+    # settings.json: $HEPSDESK_IMAGE_STORE (or ~/.cache/hepsdesk/images) at each run.
     image_store: str = dataclasses.field(default_factory=lambda: str(default_store()))
 
     @classmethod
@@ -96,8 +97,7 @@ class DevCloudSettings:
         settings = cls(state_dir=state,
                        venv_dir=Path(venv_dir or saved.get("venv_dir") or default_venv_dir()).absolute(),
                        port_offset=saved.get("port_offset", 0),
-                       gpus=saved.get("gpus", dict(DEFAULT_GPUS)),
-                       image_store=saved.get("image_store") or str(default_store()))
+                       gpus=saved.get("gpus", dict(DEFAULT_GPUS)))
         if port_offset is not None:
             settings.port_offset = port_offset
         if gpus is not None:
@@ -107,8 +107,7 @@ class DevCloudSettings:
         return settings
 
     def save(self) -> None:
-        data = {"venv_dir": str(self.venv_dir), "port_offset": self.port_offset, "gpus": self.gpus,
-                "image_store": self.image_store}
+        data = {"venv_dir": str(self.venv_dir), "port_offset": self.port_offset, "gpus": self.gpus}
         (self.state_dir / "settings.json").write_text(json.dumps(data, indent=2) + "\n")
 
     def port(self, name: str) -> int:

@@ -71,10 +71,10 @@ def build_images(catalogue: Catalogue, names: list[str] | None = None, store: St
         ensure_debian(list(packages), store.log_path)
     for stack in {s.name: s for image in images for s in catalogue.image_stacks(image)}.values():
         if stack not in missing:
-            store.build_env(stack)  # built: marks it used
-    for stack in missing:
-        count = len(stack.requirements)
-        with progress.step(f"Building the {stack.name} environment ({count} pinned packages, wheels only)"):
+            store.build_env(stack)  # already built: this marks it used (``prune`` keeps it)
+            continue
+        with progress.step(f"Building the {stack.name} environment ({len(stack.requirements)} pinned packages, "
+                           "wheels only)"):
             began = time.monotonic()
             if store.build_env(stack):
                 report.built_envs[stack.name] = time.monotonic() - began

@@ -223,7 +223,7 @@ class Store:
                 "argv": [str(self.env_dir(stack) / "bin" / "python"), "-m", "ipykernel_launcher",
                          "-f", "{connection_file}"],
                 "display_name": stack.kernel, "language": "python",
-                "env": {"PYTHONPATH": str(target.with_name(target.name.removesuffix(".partial")) / "python")},
+                "env": {"PYTHONPATH": str(self.image_dir(image) / "python")},  # where ``target`` is renamed to
                 "metadata": {"hepsdesk_stack": stack.name, "debugger": True}}, indent=2))
         (target / "sample-data").mkdir()
         for sample in image.sample_data:

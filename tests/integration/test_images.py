@@ -16,20 +16,18 @@ def _normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def locked(env_dir: Path) -> dict[str, str]:
+    """{normalised package name: version} of an environment, as its lock file (pip freeze) says."""
+    return {_normal(line.split("==")[0]): line.split("==", 1)[1].strip()
+            for line in (env_dir / LOCK_FILE).read_text().splitlines() if "==" in line}
+
+
 def installed(devcloud) -> dict[str, dict[str, str]]:
     """image -> {normalised package name: version} over the environments it runs."""
     catalogue = load()
     store = Store(catalogue, devcloud.image_store.root)
-    result = {}
-    for name, image in catalogue.images.items():
-        versions = {}
-        for stack in catalogue.image_stacks(image):
-            for line in (store.env_dir(stack) / LOCK_FILE).read_text().splitlines():
-                if "==" in line:
-                    package, version = line.split("==", 1)
-                    versions[_normal(package)] = version.strip()
-        result[name] = versions
-    return result
+    return {name: {k: v for stack in catalogue.image_stacks(image) for k, v in locked(store.env_dir(stack)).items()}
+            for name, image in catalogue.images.items()}
 
 
 def debian_version(package: str) -> str:
@@ -70,8 +68,7 @@ def test_the_images_environments_are_their_own(devcloud):
         assert built.info_path.is_file()
         assert str(built.server_bin).startswith(str(devcloud.image_store.root))
         for stack in catalogue.image_stacks(image):
-            lock = {_normal(line.split("==")[0]): line.split("==", 1)[1]
-                    for line in (built.env_dirs[stack.name] / LOCK_FILE).read_text().splitlines() if "==" in line}
+            lock = locked(built.env_dirs[stack.name])
             for pin in (*stack.software, *stack.support):
                 assert lock.get(_normal(pin.name)) == pin.version, f"{stack.name}: {pin} is not what was installed"
 
