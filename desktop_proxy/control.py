@@ -10,7 +10,7 @@ authentication guards it), and alone on the user's private control socket (``Con
     POST   /api/apps/<name>/open           {"files": [...]} -> 201 the launch
     GET    /api/launches                   the launches, each with its windows
     GET    /api/launches/<id>              one launch
-    POST   /api/launches/<id>/wait-window  {"timeout": s, "abort": bool} -> its window
+    POST   /api/launches/<id>/wait-window  {"timeout": s, "abort": bool} -> its window, once drawn
     DELETE /api/launches/<id>              stop it (its whole process group)
     GET    /api/windows                    the desktop's windows
     GET    /api/screenshot[?window=<id>]   a PNG of the screen or of one window
@@ -224,6 +224,9 @@ class LaunchHandler(ControlHandler):
         self.write(self.control.describe(launch, []))
 
 
+DRAW_LIMIT = 3.0  # seconds a found window is given to paint before wait-window answers
+
+
 class WaitWindowHandler(ControlHandler):
     async def post(self, launch_id: str):
         body = self.body("timeout", "abort")
@@ -242,7 +245,11 @@ class WaitWindowHandler(ControlHandler):
             hint = launch.app.window.lower()
             named = [w for w in mine if hint in w["title"].lower()] if hint else mine
             return max(named, key=lambda w: w["width"] * w["height"], default=None)
-        self.write(await self.control.launcher.wait_window(launch, find, timeout, abort))
+        window = await self.control.launcher.wait_window(launch, find, timeout, abort)
+        # A window is mapped before it paints: give it a moment to draw, so that a screenshot
+        # taken next shows it (a window that stays one flat colour costs the whole moment).
+        await self.control.windows.wait_drawn(window["id"], limit=DRAW_LIMIT)
+        self.write(await find() or window)
 
 
 class WindowsHandler(ControlHandler):

@@ -132,7 +132,7 @@ class AppHandle:
         self.title = launch.get("title", self.app)
 
     def wait_window(self, timeout: float = 60, abort: bool = False) -> dict:
-        """Wait until its window is on the desktop, and return it. Raises ``AppExited`` when it
+        """Wait until its window is on the desktop and drawn, and return it. Raises ``AppExited`` when it
         ends first, ``WindowTimeout`` after ``timeout`` seconds (and, with ``abort``, stops it)."""
         return self.desktop._call("POST", f"/api/launches/{self.id}/wait-window",
                                   {"timeout": timeout, "abort": abort}, timeout=timeout + CALL_TIMEOUT)

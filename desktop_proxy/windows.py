@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
+import time
 
 import cv2
 from Xlib import Xatom
@@ -56,6 +58,24 @@ class Windows:
         """A PNG of the whole screen, or of the part of it where the window ``window_id`` is
         (with whatever covers it)."""
         return await self._run(self._screenshot, window_id)
+
+    async def wait_drawn(self, window_id: int, limit: float, interval: float = 0.15) -> bool:
+        """Wait up to ``limit`` seconds until the window has been drawn: its picture is not one
+        flat colour and is the same twice in a row (a window is mapped before it paints).
+        Whether it settled; a window that stays blank just costs ``limit``."""
+        deadline = time.monotonic() + limit
+        last = None
+        while True:
+            try:
+                look = await self._run(self._look, window_id)
+            except (UnknownWindow, WindowOffScreen):
+                return False
+            if look is not None and look == last:
+                return True
+            last = look
+            if time.monotonic() + interval > deadline:
+                return False
+            await asyncio.sleep(interval)
 
     def close(self) -> None:
         self._executor.submit(self._disconnect)
@@ -121,27 +141,40 @@ class Windows:
             geometry = self._with_x(lambda x: x.screen().root.get_geometry())
             area = (0, 0, geometry.width, geometry.height)
         else:
-            window = next((w for w in self._list() if w["id"] == window_id), None)
-            if window is None:
-                raise UnknownWindow(f"there is no window {window_id} on the desktop")
-            if not window["width"] or not window["height"]:
-                raise WindowOffScreen(f"the window {window['title']!r} is not on the screen")
-            area = (window["x"], window["y"], window["width"], window["height"])
-        try:
-            pixels = self._grab(area)
-        except GrabError:  # the screen changed size since the grabber connected: connect again
-            self._grabber.close()
-            self._grabber = None
-            pixels = self._grab(area)
-        ok, png = cv2.imencode(".png", pixels[:, :, :3])
+            area = self._area(window_id)
+        ok, png = cv2.imencode(".png", self._grab(area))
         if not ok:
             raise RuntimeError("the picture could not be encoded as PNG")
         return png.tobytes()
 
+    def _look(self, window_id: int) -> str | None:
+        """A digest of the window's picture and place, or None while it is one flat colour."""
+        area = self._area(window_id)
+        pixels = self._grab(area)
+        if (pixels == pixels[0, 0]).all():
+            return None
+        return hashlib.blake2b(pixels.tobytes(), digest_size=16).hexdigest() + repr(area)
+
+    def _area(self, window_id: int) -> tuple[int, int, int, int]:
+        window = next((w for w in self._list() if w["id"] == window_id), None)
+        if window is None:
+            raise UnknownWindow(f"there is no window {window_id} on the desktop")
+        if not window["width"] or not window["height"]:
+            raise WindowOffScreen(f"the window {window['title']!r} is not on the screen")
+        return window["x"], window["y"], window["width"], window["height"]
+
     def _grab(self, area: tuple[int, int, int, int]):
-        if self._grabber is None:
-            self._grabber = ScreenGrabber(self.display_name)
-        return self._grabber.grab_area(*area)
+        """The screen's pixels in ``area`` (BGR)."""
+        for attempt in range(2):
+            if self._grabber is None:
+                self._grabber = ScreenGrabber(self.display_name)
+            try:
+                return self._grabber.grab_area(*area)[:, :, :3]
+            except GrabError:  # the screen changed size since the grabber connected: connect again
+                self._grabber.close()
+                self._grabber = None
+                if attempt:
+                    raise
 
 
 def _text(value) -> str:
