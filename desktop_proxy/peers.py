@@ -150,7 +150,8 @@ class DesktopSessions:
         stream = self.stream
         return {
             "viewers": len(self.peers), "preset": self.preset.name,
-            "display": {"width": self.display.width, "height": self.display.height, "dpi": self.display.dpi},
+            "display": {"name": self.display.name, "width": self.display.width, "height": self.display.height,
+                        "dpi": self.display.dpi},
             "input": {"refused": self.input_drops.total, "dropped_when_queue_full": self.injector.dropped},
             "activity": None if self.activity is None else self.activity.stats(),
             "links": [{"cap_bps": None if math.isinf(link.cap) else int(link.cap), "remb_bps": link.remb,

@@ -22,6 +22,7 @@ from pathlib import Path
 from tornado import httpserver, netutil, web, websocket
 
 from .activity import ActivityReporter
+from .clipboard import ClipboardError, ClipboardHandler, DesktopClipboard
 from .control import MAX_REQUEST, ControlSocket, DesktopControl, control_routes
 from .control_socket import control_socket_path
 from .encoding import ENCODERS
@@ -51,8 +52,9 @@ class PageHandler(web.RequestHandler):
 class SignallingHandler(websocket.WebSocketHandler):
     """One browser tab: it sends an offer, gets an answer; closing the socket ends the session."""
 
-    def initialize(self, sessions: DesktopSessions):
+    def initialize(self, sessions: DesktopSessions, clipboard: DesktopClipboard | None = None):
         self.sessions = sessions
+        self.clipboard = clipboard
         self.pc = None
         self.ice_servers: list[dict] = []
         self.drops = DropCounter("signalling", log)
@@ -62,6 +64,8 @@ class SignallingHandler(websocket.WebSocketHandler):
         # a VM): the browser makes its offer with them.
         self.ice_servers, policy = await self.sessions.ice.session()
         self._send({"type": "ice", "iceServers": self.ice_servers, "iceTransportPolicy": policy})
+        if self.clipboard is not None:
+            self.clipboard.listeners.add(self._send)  # what programs on the desktop copy
 
     def check_origin(self, origin):
         # Reachable only through jupyter-server-proxy, which has already checked the origin
@@ -111,6 +115,8 @@ class SignallingHandler(websocket.WebSocketHandler):
             pass
 
     def on_close(self):
+        if self.clipboard is not None:
+            self.clipboard.listeners.discard(self._send)
         if self.pc is not None:
             asyncio.ensure_future(self.sessions.close(self.pc))
 
@@ -119,24 +125,26 @@ class StatsHandler(web.RequestHandler):
     """What the desktop side measures (the stream's counters and settings, each viewer's link),
     as JSON: for the curious user, for tests and benchmarks."""
 
-    def initialize(self, sessions: DesktopSessions):
+    def initialize(self, sessions: DesktopSessions, clipboard: DesktopClipboard | None = None):
         self.sessions = sessions
+        self.clipboard = clipboard
 
     def get(self):
         self.set_header("Cache-Control", "no-store")
-        self.write(self.sessions.stats())
+        self.write({**self.sessions.stats(), "clipboard": self.clipboard and self.clipboard.stats()})
 
 
-def make_app(sessions: DesktopSessions | None, failure: str = "",
-             control: DesktopControl | None = None) -> web.Application:
+def make_app(sessions: DesktopSessions | None, failure: str = "", control: DesktopControl | None = None,
+             clipboard: DesktopClipboard | None = None) -> web.Application:
     """The desktop's web app; with ``failure`` (the desktop could not start), a page saying so."""
     routes = [
         (r"/", PageHandler, {"failure": failure}),
         (r"/static/(.*)", web.StaticFileHandler, {"path": str(STATIC)}),
     ]
     if sessions is not None:
-        routes.append((r"/ws", SignallingHandler, {"sessions": sessions}))
-        routes.append((r"/stats", StatsHandler, {"sessions": sessions}))
+        routes.append((r"/ws", SignallingHandler, {"sessions": sessions, "clipboard": clipboard}))
+        routes.append((r"/stats", StatsHandler, {"sessions": sessions, "clipboard": clipboard}))
+        routes.append((r"/api/clipboard", ClipboardHandler, {"clipboard": clipboard}))
     routes += control_routes(control, failure)
     return web.Application(routes, template_path=str(STATIC), websocket_max_message_size=SIGNALLING.max_bytes)
 
@@ -148,6 +156,7 @@ async def serve(args: argparse.Namespace) -> None:
                        or os.environ.get("HEPSDESK_VM_ADDRESS", "")).split(",") if a]
     sessions = None
     control = None
+    clipboard = None
     failure = ""
     try:
         if args.display:
@@ -170,11 +179,17 @@ async def serve(args: argparse.Namespace) -> None:
                                    encoder=args.encoder, playout_delay=args.playout_delay, ice_servers=servers,
                                    activity=activity)
         control = DesktopControl.from_environment(display.name)
+        try:
+            clipboard = DesktopClipboard(display.name, args.clipboard_limit << 20)
+            await clipboard.start()
+        except ClipboardError as e:
+            log.warning("no clipboard: %s", e)
+            clipboard = None
     except Exception as e:
         # Keep serving, so the user gets a page that says what happened instead of a proxy error.
         log.exception("the desktop could not start")
         failure = str(e) or type(e).__name__
-    server = httpserver.HTTPServer(make_app(sessions, failure, control), max_body_size=MAX_REQUEST)
+    server = httpserver.HTTPServer(make_app(sessions, failure, control, clipboard), max_body_size=MAX_REQUEST)
     if args.unix_socket:
         server.add_socket(netutil.bind_unix_socket(args.unix_socket, mode=0o600))
         log.info("desktop on unix socket %s, display %s", args.unix_socket, display.name or "(none)")
@@ -193,6 +208,8 @@ async def serve(args: argparse.Namespace) -> None:
     finally:
         server.stop()
         control_socket.stop()
+        if clipboard is not None:
+            clipboard.stop()
         if control is not None:
             await control.shutdown()  # the applications first, while their display is there
         if sessions is not None:
@@ -222,6 +239,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keepalive", type=float, default=0.0,
                         help="re-send the picture after this many still seconds (default 0: never; "
                         "a still desktop sends no video)")
+    parser.add_argument("--clipboard-limit", type=int, default=int(os.environ.get("HEPSDESK_DESKTOP_CLIPBOARD_MB", 16)),
+                        help="most megabytes of text or image copied each way between browser and desktop "
+                        "(default 16)")
     parser.add_argument("--ice-servers", default=os.environ.get("HEPSDESK_DESKTOP_ICE_SERVERS", ""),
                         help="comma-separated STUN/TURN URLs (stun:host:3478, turn:host:3478?transport=udp, "
                         "turns:host:5349) for browsers that cannot reach the VM directly "

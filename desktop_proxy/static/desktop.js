@@ -23,6 +23,10 @@ function setStatus(text, kind = '') {
 }
 
 function send(message) {
+  if (pasteKey) {  // input waits for the paste before it, to keep its order
+    if (afterPaste.length < 1000) afterPaste.push(message);
+    return;
+  }
   const data = JSON.stringify({ v: PROTOCOL, ...message });
   if (channel && channel.readyState === 'open') {
     channel.send(data);
@@ -120,6 +124,8 @@ function connect() {
       preset = message.name;
       const radio = settings.querySelector(`input[name=preset][value="${message.name}"]`);
       if (radio) radio.checked = true;
+    } else if (message.type === 'clipboard') {  // a program on the desktop copied something
+      desktopClipboard.fromDesktop(message).catch((e) => setStatus(`Clipboard: ${e}`, 'error'));
     } else if (message.type === 'error') {
       setStatus(`The desktop cannot stream: ${message.message}`, 'error');
     }
@@ -167,18 +173,51 @@ function focusKeyboard() {
   keyboard.focus({ preventScroll: true });
 }
 
+// Ctrl+V: the browser pastes into the hidden field first, so that what its clipboard holds is
+// on the desktop's before the key gets there (a paste event needs no permission).
+let pasteKey = null;  // {code, keysym, up} while what it pastes is sent
+let pasteTimer = null;
+const afterPaste = [];  // input that came meanwhile
+function isPaste(event) {
+  return (event.ctrlKey || event.metaKey) && !event.altKey && event.key.toLowerCase() === 'v';
+}
+function finishPaste() {
+  clearTimeout(pasteTimer);
+  if (!pasteKey) return;
+  const key = pasteKey;
+  pasteKey = null;
+  send({ type: 'key', keysym: key.keysym, down: true });
+  if (key.up) send({ type: 'key', keysym: key.keysym, down: false });
+  else pressed.set(key.code, key.keysym);
+  for (const message of afterPaste.splice(0)) send(message);
+}
+keyboard.addEventListener('paste', (event) => {
+  event.preventDefault();  // nothing stays in the field
+  desktopClipboard.fromPasteEvent(event).catch(() => {}).finally(finishPaste);
+});
+
 // Keys become keysyms (the character the browser reports, so any layout types what its keys
 // say). A key an input method is composing with is left to it: its text comes as text.
 keyboard.addEventListener('keydown', (event) => {
   if (event.isComposing || event.keyCode === 229) return;
   const keysym = keysymFor(event);
   if (keysym === null) return;
+  if (isPaste(event) && !pasteKey) {
+    pasteKey = { code: event.code, keysym, up: false };
+    pasteTimer = setTimeout(finishPaste, 1000);  // in case no paste event comes
+    return;  // not prevented: the browser pastes
+  }
   pressed.set(event.code, keysym);
   send({ type: 'key', keysym, down: true });
   event.preventDefault();
 });
 keyboard.addEventListener('keyup', (event) => {
   if (event.isComposing) return;
+  if (pasteKey && event.code === pasteKey.code) {
+    pasteKey.up = true;
+    event.preventDefault();
+    return;
+  }
   const keysym = pressed.get(event.code) ?? keysymFor(event);
   pressed.delete(event.code);
   if (keysym === null) return;
@@ -306,6 +345,7 @@ window.hepsdesk = {
   get firstFrameAt() { return firstFrameAt; },
   get inputReady() { return Boolean(channel && channel.readyState === 'open'); },
   get inputChannel() { return channel; },
+  get clipboard() { return desktopClipboard.counts; },
 };
 
 connect();
