@@ -68,7 +68,7 @@ BUILD_CA = "/tmp/in_target.d/hepsdesk-build-ca.pem"  # DIB_HEPSDESK_BUILD_CA, se
 BASE_PACKAGES = (
     "cloud-init", "cloud-guest-utils", "ifupdown", "isc-dhcp-client", "nfs-common", "ca-certificates",
     "python3", "python3-venv", "util-linux", "procps",
-    "xvfb", "tigervnc-standalone-server", "openbox", "xterm", "x11-xserver-utils",
+    "xvfb", "tigervnc-standalone-server", "openbox", "xterm", "x11-xserver-utils", "xclip",
     "fonts-dejavu-core", "fonts-noto-cjk",
 )
 BUILD_PACKAGES = ("build-essential", "python3-dev")   # for build_from_source; removed after the build
