@@ -3,7 +3,7 @@
 The desktop side is X's ``CLIPBOARD`` selection. A watcher thread asks the X server (XFixes)
 to say whenever the selection gets a new owner, that is whenever a program on the desktop
 copies something; the desktop server then reads what was copied and tells each open page
-(``listeners``), which fetches it over HTTP (``GET api/clipboard``) and puts it on the
+(``pages.py``), which fetches it over HTTP (``GET api/clipboard``) and puts it on the
 browser's clipboard. The other way, the page sends what the browser holds
 (``PUT api/clipboard``), and it is offered on the desktop until a program there copies
 something else. Reading and offering go through ``xclip``, which serves the selection from a
@@ -23,7 +23,6 @@ import logging
 import select
 import shutil
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from tornado import web
@@ -31,6 +30,7 @@ from Xlib import display as xlib_display
 from Xlib import error as xerror
 from Xlib.ext import xfixes
 
+from .pages import Pages
 from .xdisplay import without_signals
 
 log = logging.getLogger("desktop_proxy")
@@ -93,16 +93,16 @@ def megabytes(size: int) -> str:
 
 
 class DesktopClipboard:
-    """The X display ``display_name``'s CLIPBOARD selection. ``listeners`` are called (on the
-    event loop) with ``{"type": "clipboard", "kind", "size", "digest"}`` when a program on the
-    desktop copied something, or with ``"error"`` and ``"message"`` when it cannot be passed on."""
+    """The X display ``display_name``'s CLIPBOARD selection. The open ``pages`` are told
+    ``{"type": "clipboard", "kind", "size", "digest"}`` when a program on the desktop copied
+    something, or ``"error"`` and ``"message"`` when it cannot be passed on."""
 
-    def __init__(self, display_name: str, limit: int = LIMIT):
+    def __init__(self, display_name: str, pages: Pages, limit: int = LIMIT):
         if not shutil.which("xclip"):
             raise ClipboardError("unavailable", "xclip is not installed on the desktop")
         self.display_name = display_name
         self.limit = limit
-        self.listeners: set[Callable[[dict], None]] = set()
+        self.pages = pages
         self.copied = 0  # what programs on the desktop copied (and was announced)
         self.pasted = 0  # what the browser put on the desktop's clipboard
         self._ours = ""  # the digest of what this side put there last
@@ -214,19 +214,12 @@ class DesktopClipboard:
         try:
             content = await self.read()
         except ClipboardError as e:
-            return self._announce({"type": "clipboard", "error": e.kind, "message": str(e)})
+            return self.pages.announce({"type": "clipboard", "error": e.kind, "message": str(e)})
         if content is None or content.digest == self._ours:
             return
         self._ours = ""  # copied again on the desktop later: announce it
         self.copied += 1
-        self._announce({"type": "clipboard", **content.describe()})
-
-    def _announce(self, message: dict) -> None:
-        for listener in list(self.listeners):
-            try:
-                listener(message)
-            except Exception:
-                log.exception("clipboard: a page could not be told")
+        self.pages.announce({"type": "clipboard", **content.describe()})
 
     def stats(self) -> dict:
         return {"copied": self.copied, "pasted": self.pasted, "limit": self.limit}

@@ -7,6 +7,7 @@ take screenshots, and show the desktop beside the notebook.
     viewer.wait_window()                            # its window, once it is on the desktop
     desktop.screenshot(viewer)                      # a picture of it, shown in the notebook
     desktop.show()                                  # the desktop itself, in the notebook
+    desktop.send_file("results/fit.png")            # downloads in the browser that shows the desktop
 
 It talks to the desktop server over the user's private control socket (``control_socket.py``),
 starting the desktop through the Jupyter server when it is not running. Standard library
@@ -207,6 +208,12 @@ class Desktop:
         if window is not None:
             query = f"?window={int(window)}"
         return Screenshot(self._request("GET", f"/api/screenshot{query}", expect="image/png"))
+
+    def send_file(self, path: str | os.PathLike) -> dict:
+        """Send a file (in the home or a data directory) to the browser that shows the desktop:
+        it downloads there. The offer, with ``pages``: how many pages were told (0: it waits,
+        a few minutes, for the desktop to be opened)."""
+        return self._call("POST", "/api/files/offers", {"path": os.path.abspath(path)})
 
     def show(self, height: int = 600):
         """Show the desktop in the notebook, beside the cells."""

@@ -26,8 +26,10 @@ from .clipboard import ClipboardError, ClipboardHandler, DesktopClipboard
 from .control import MAX_REQUEST, ControlSocket, DesktopControl, control_routes
 from .control_socket import control_socket_path
 from .encoding import ENCODERS
+from .files import FileTransfers, file_routes
 from .ice_servers import POLICIES, HubIceServers, IceServers
 from .messages import SIGNALLING, DropCounter, Rejected
+from .pages import Pages
 from .peers import ENGINES, DesktopSessions
 from .presets import PRESETS
 from .xdisplay import DisplayError, XDisplay
@@ -52,9 +54,10 @@ class PageHandler(web.RequestHandler):
 class SignallingHandler(websocket.WebSocketHandler):
     """One browser tab: it sends an offer, gets an answer; closing the socket ends the session."""
 
-    def initialize(self, sessions: DesktopSessions, clipboard: DesktopClipboard | None = None):
+    def initialize(self, sessions: DesktopSessions, pages: Pages, transfers: FileTransfers | None = None):
         self.sessions = sessions
-        self.clipboard = clipboard
+        self.pages = pages
+        self.transfers = transfers
         self.pc = None
         self.ice_servers: list[dict] = []
         self.drops = DropCounter("signalling", log)
@@ -64,8 +67,9 @@ class SignallingHandler(websocket.WebSocketHandler):
         # a VM): the browser makes its offer with them.
         self.ice_servers, policy = await self.sessions.ice.session()
         self._send({"type": "ice", "iceServers": self.ice_servers, "iceTransportPolicy": policy})
-        if self.clipboard is not None:
-            self.clipboard.listeners.add(self._send)  # what programs on the desktop copy
+        self.pages.add(self._send)  # what programs on the desktop copy, files sent to the browser
+        for offer in self.transfers.pending_offers() if self.transfers else []:
+            self._send(offer)
 
     def check_origin(self, origin):
         # Reachable only through jupyter-server-proxy, which has already checked the origin
@@ -115,8 +119,7 @@ class SignallingHandler(websocket.WebSocketHandler):
             pass
 
     def on_close(self):
-        if self.clipboard is not None:
-            self.clipboard.listeners.discard(self._send)
+        self.pages.discard(self._send)
         if self.pc is not None:
             asyncio.ensure_future(self.sessions.close(self.pc))
 
@@ -125,26 +128,34 @@ class StatsHandler(web.RequestHandler):
     """What the desktop side measures (the stream's counters and settings, each viewer's link),
     as JSON: for the curious user, for tests and benchmarks."""
 
-    def initialize(self, sessions: DesktopSessions, clipboard: DesktopClipboard | None = None):
+    def initialize(self, sessions: DesktopSessions, clipboard: DesktopClipboard | None = None,
+                   transfers: FileTransfers | None = None):
         self.sessions = sessions
         self.clipboard = clipboard
+        self.transfers = transfers
 
     def get(self):
         self.set_header("Cache-Control", "no-store")
-        self.write({**self.sessions.stats(), "clipboard": self.clipboard and self.clipboard.stats()})
+        self.write({**self.sessions.stats(), "clipboard": self.clipboard and self.clipboard.stats(),
+                    "files": self.transfers and self.transfers.stats()})
 
 
 def make_app(sessions: DesktopSessions | None, failure: str = "", control: DesktopControl | None = None,
-             clipboard: DesktopClipboard | None = None) -> web.Application:
+             clipboard: DesktopClipboard | None = None, transfers: FileTransfers | None = None,
+             pages: Pages | None = None) -> web.Application:
     """The desktop's web app; with ``failure`` (the desktop could not start), a page saying so."""
     routes = [
         (r"/", PageHandler, {"failure": failure}),
         (r"/static/(.*)", web.StaticFileHandler, {"path": str(STATIC)}),
     ]
+    pages = Pages() if pages is None else pages
     if sessions is not None:
-        routes.append((r"/ws", SignallingHandler, {"sessions": sessions, "clipboard": clipboard}))
-        routes.append((r"/stats", StatsHandler, {"sessions": sessions, "clipboard": clipboard}))
+        routes.append((r"/ws", SignallingHandler, {"sessions": sessions, "pages": pages, "transfers": transfers}))
+        routes.append((r"/stats", StatsHandler, {"sessions": sessions, "clipboard": clipboard,
+                                                 "transfers": transfers}))
         routes.append((r"/api/clipboard", ClipboardHandler, {"clipboard": clipboard}))
+    if transfers is not None:
+        routes += file_routes(transfers)
     routes += control_routes(control, failure)
     return web.Application(routes, template_path=str(STATIC), websocket_max_message_size=SIGNALLING.max_bytes)
 
@@ -157,6 +168,8 @@ async def serve(args: argparse.Namespace) -> None:
     sessions = None
     control = None
     clipboard = None
+    pages = Pages()
+    transfers = FileTransfers.from_environment(pages, args.file_limit << 20)
     failure = ""
     try:
         if args.display:
@@ -180,7 +193,7 @@ async def serve(args: argparse.Namespace) -> None:
                                    activity=activity)
         control = DesktopControl.from_environment(display.name)
         try:
-            clipboard = DesktopClipboard(display.name, args.clipboard_limit << 20)
+            clipboard = DesktopClipboard(display.name, pages, args.clipboard_limit << 20)
             await clipboard.start()
         except ClipboardError as e:
             log.warning("no clipboard: %s", e)
@@ -189,16 +202,19 @@ async def serve(args: argparse.Namespace) -> None:
         # Keep serving, so the user gets a page that says what happened instead of a proxy error.
         log.exception("the desktop could not start")
         failure = str(e) or type(e).__name__
-    server = httpserver.HTTPServer(make_app(sessions, failure, control, clipboard), max_body_size=MAX_REQUEST)
+    app = make_app(sessions, failure, control, clipboard, transfers, pages)
+    server = httpserver.HTTPServer(app, max_body_size=MAX_REQUEST)
     if args.unix_socket:
         server.add_socket(netutil.bind_unix_socket(args.unix_socket, mode=0o600))
         log.info("desktop on unix socket %s, display %s", args.unix_socket, display.name or "(none)")
     else:
         server.listen(args.port, "127.0.0.1")
         log.info("desktop on http://127.0.0.1:%d/, display %s", args.port, display.name or "(none)")
-    # The control API alone, for notebooks: on a socket only this user can reach.
-    control_socket = ControlSocket(web.Application(control_routes(control, failure)), control_socket_path())
+    # The control API alone, for notebooks and hepsdesk-send: on a socket only this user can reach.
+    control_socket = ControlSocket(web.Application(file_routes(transfers) + control_routes(control, failure)),
+                                   control_socket_path())
     control_socket.start()
+    transfers.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -208,6 +224,7 @@ async def serve(args: argparse.Namespace) -> None:
     finally:
         server.stop()
         control_socket.stop()
+        await transfers.stop()  # no partial upload is left
         if clipboard is not None:
             clipboard.stop()
         if control is not None:
@@ -242,6 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clipboard-limit", type=int, default=int(os.environ.get("HEPSDESK_DESKTOP_CLIPBOARD_MB", 16)),
                         help="most megabytes of text or image copied each way between browser and desktop "
                         "(default 16)")
+    parser.add_argument("--file-limit", type=int, default=int(os.environ.get("HEPSDESK_DESKTOP_FILE_MB", 20 << 10)),
+                        help="most megabytes of one file uploaded to or downloaded from the desktop (default 20480)")
     parser.add_argument("--ice-servers", default=os.environ.get("HEPSDESK_DESKTOP_ICE_SERVERS", ""),
                         help="comma-separated STUN/TURN URLs (stun:host:3478, turn:host:3478?transport=udp, "
                         "turns:host:5349) for browsers that cannot reach the VM directly "

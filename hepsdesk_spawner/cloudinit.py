@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Sequence
 
 import yaml
 
@@ -55,14 +56,19 @@ BOOT_KEY = "HEPSDESK_BOOT_KEY"  # in the first boot's env file: what the VM pres
 # What the first boot's env file holds besides the key: where the hub is and whose server this is.
 BOOT_NAMES = ("JUPYTERHUB_API_URL", "JUPYTERHUB_USER", "JUPYTERHUB_SERVER_NAME")
 ALLOW_HTTP_HUB = "HEPSDESK_ALLOW_HTTP_HUB"  # in the env file: OpenStackSpawner.allow_http_hub
+FILE_ROOTS = "HEPSDESK_DESKTOP_FILE_ROOTS"  # desktop_proxy/files.py
 
 
-def singleuser_environment(env: dict[str, str], identity: PosixIdentity | None = None) -> dict[str, str]:
-    """The single-user server's environment: ``env`` and the identity's HOME, USER, ...
+def singleuser_environment(env: dict[str, str], identity: PosixIdentity | None = None,
+                           mounts: Sequence[DataMount] = ()) -> dict[str, str]:
+    """The single-user server's environment: ``env`` and the identity's HOME, USER, ...; the
+    data mounts' directories, where the desktop may put uploaded files and send files from
     (variables with a name a shell takes only)."""
     if identity is not None:
         env = {**env, "HOME": identity.home, "USER": identity.username, "LOGNAME": identity.username,
                "SHELL": identity.shell}
+    if mounts:
+        env = {**env, FILE_ROOTS: ":".join(mount.target for mount in mounts if ":" not in mount.target)}
     return {key: str(value) for key, value in sorted(env.items()) if VARIABLE_NAME.fullmatch(key)}
 
 

@@ -88,6 +88,7 @@ class Shelving:
     async def unshelve(self, account: GuestAccount) -> None:
         """Unshelve the VM, with the environment the resume handler will give it."""
         spawner = self.spawner
-        spawner.resume_env = singleuser_environment(spawner.singleuser_env(), account.identity)
+        spawner.resume_env = singleuser_environment(spawner.singleuser_env(), account.identity,
+                                                     account.mounts)
         spawner.log.info("Spawn of %s: unshelving VM %s", spawner._log_name, spawner.vm.server_id)
         await spawner.site.client.unshelve_server(spawner.vm.server_id)

@@ -220,7 +220,7 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
         # 5. The VM, with cloud-init that starts JupyterLab as the user. Its user-data holds a
         #    one-time key, for which the hub gives the VM its environment once (resume.py).
         boot_key, env = secrets.token_urlsafe(32), self.singleuser_env()
-        self.resume_env = singleuser_environment(env, account.identity)
+        self.resume_env = singleuser_environment(env, account.identity, account.mounts)
         user_data = render_singleuser_user_data([*self.cmd, *self.get_args()], boot_environment(env, boot_key),
                                                 workdir=self.notebook_dir, identity=account.identity,
                                                 mounts=list(account.mounts))

@@ -14,12 +14,6 @@ const desktopClipboard = (() => {
   let offered = null;  // what the desktop copied and the browser would not take without a click
   const counts = { toDesktop: 0, fromDesktop: 0, refused: 0 };
 
-  function xsrfHeaders() {
-    // The Jupyter server in front asks for its XSRF token on every request that changes something.
-    const match = document.cookie.match(/(?:^|;\s*)_xsrf=([^;]*)/);
-    return match ? { 'X-XSRFToken': decodeURIComponent(match[1]) } : {};
-  }
-
   async function digestOf(kind, bytes) {
     if (!crypto.subtle) return null;  // not a secure context: compare nothing, send everything
     const prefix = new TextEncoder().encode(`${kind}\0`);
@@ -63,15 +57,15 @@ const desktopClipboard = (() => {
     const bytes = new Uint8Array(await blob.arrayBuffer());
     const digest = await digestOf(kind, bytes);
     if (digest !== null && digest === known) return;
-    const response = await fetch('api/clipboard', {
-      method: 'PUT', body: bytes, cache: 'no-store',
-      headers: { 'Content-Type': kind === 'image' ? 'image/png' : 'text/plain;charset=utf-8', ...xsrfHeaders() },
-    });
-    if (!response.ok) {
-      showNotice(`Not pasted into the desktop: ${await problem(response)}.`, null, 'error');
+    let answer;
+    try {
+      answer = await api('PUT', 'api/clipboard', bytes,
+                         { type: kind === 'image' ? 'image/png' : 'text/plain;charset=utf-8' });
+    } catch (e) {
+      showNotice(`Not pasted into the desktop: ${e.message}.`, null, 'error');
       return;
     }
-    known = (await response.json()).digest;
+    known = answer.digest;
     counts.toDesktop += 1;
   }
 

@@ -126,6 +126,8 @@ function connect() {
       if (radio) radio.checked = true;
     } else if (message.type === 'clipboard') {  // a program on the desktop copied something
       desktopClipboard.fromDesktop(message).catch((e) => setStatus(`Clipboard: ${e}`, 'error'));
+    } else if (message.type === 'file-offer') {  // hepsdesk-send: the desktop sends a file
+      desktopFiles.download(message);
     } else if (message.type === 'error') {
       setStatus(`The desktop cannot stream: ${message.message}`, 'error');
     }
@@ -346,6 +348,7 @@ window.hepsdesk = {
   get inputReady() { return Boolean(channel && channel.readyState === 'open'); },
   get inputChannel() { return channel; },
   get clipboard() { return desktopClipboard.counts; },
+  get files() { return desktopFiles.counts; },
 };
 
 connect();

@@ -4,6 +4,7 @@ with the hub's environment only in a root-only file."""
 import base64
 
 from hepsdesk_devcloud.service_plugins.hepsdesk_cloudconfig import build_boot_plan
+from hepsdesk_identity import PosixIdentity
 from hepsdesk_spawner.cloudinit import (
     ENV_FILE,
     EXITED_MARKER,
@@ -12,7 +13,9 @@ from hepsdesk_spawner.cloudinit import (
     START_SCRIPT,
     STARTING_MARKER,
     render_singleuser_user_data,
+    singleuser_environment,
 )
+from hepsdesk_spawner.datamounts import DataMount, expand_all
 
 
 def test_singleuser_user_data_is_honoured_and_keeps_the_token_in_a_private_file():
@@ -40,3 +43,14 @@ def test_singleuser_user_data_is_honoured_and_keeps_the_token_in_a_private_file(
     fetch = base64.b64decode(files[FETCH_ENV_SCRIPT]["content_b64"]).decode()
     compile(fetch, FETCH_ENV_SCRIPT, "exec")  # valid Python
     assert "s3cr3t-token" not in fetch and files[FETCH_ENV_SCRIPT]["permissions"] == 0o700
+
+
+def test_the_desktop_learns_the_data_directories_it_may_move_files_to_and_from():
+    alice = PosixIdentity(username="alice", uid=21001, gid=21001, group="alice", groups=(), home="/home/alice",
+                          shell="/bin/bash")
+    templates = [DataMount("nfs:/home/{username}", "{home}"),
+                 DataMount("nfs:/proposals/{proposal}", "/data/{proposal}")]
+    mounts = expand_all(templates, alice, ["p-2026-001", "p-2026-007"])
+    env = singleuser_environment({"JUPYTERHUB_USER": "alice"}, alice, mounts)
+    assert env["HEPSDESK_DESKTOP_FILE_ROOTS"] == "/home/alice:/data/p-2026-001:/data/p-2026-007"
+    assert "HEPSDESK_DESKTOP_FILE_ROOTS" not in singleuser_environment({"JUPYTERHUB_USER": "alice"}, alice)
