@@ -52,23 +52,32 @@ function gatheringComplete(peer, timeoutMs) {
   });
 }
 
-async function startPeer(ws, ice) {
+async function startPeer(socket, ice) {
   // STUN/TURN servers from the desktop (TURN credentials made for this session).
-  pc = new RTCPeerConnection({ iceServers: ice.iceServers || [], iceTransportPolicy: ice.iceTransportPolicy || 'all' });
-  preferH264(pc.addTransceiver('video', { direction: 'recvonly' }));
-  channel = pc.createDataChannel('input', { ordered: true });
+  const peer = new RTCPeerConnection({ iceServers: ice.iceServers || [],
+                                       iceTransportPolicy: ice.iceTransportPolicy || 'all' });
+  pc = peer;
+  preferH264(peer.addTransceiver('video', { direction: 'recvonly' }));
+  channel = peer.createDataChannel('input', { ordered: true });
   channel.onopen = () => { while (pending.length) channel.send(pending.shift()); };
-  pc.ontrack = (event) => {
+  peer.ontrack = (event) => {
     video.srcObject = event.streams[0] || new MediaStream([event.track]);
     focusKeyboard();
     if (video.requestVideoFrameCallback) {
-      video.requestVideoFrameCallback(() => { firstFrameAt = performance.timeOrigin + performance.now(); });
+      video.requestVideoFrameCallback(() => {
+        const now = performance.timeOrigin + performance.now();
+        if (firstFrameAt === null) firstFrameAt = now;
+        resumed(now);
+      });
     }
   };
-  pc.onconnectionstatechange = () => {
-    if (pc.connectionState === 'connected') setStatus('Connected', 'connected');
-    if (pc.connectionState === 'failed') {
-      setStatus('The video connection to your desktop failed. Reload the page to try again.', 'error');
+  peer.onconnectionstatechange = () => {
+    if (peer !== pc) return;  // an earlier connection, being replaced
+    if (peer.connectionState === 'connected') {
+      setStatus('Connected', 'connected');
+      reconnects = 0;
+    } else if (peer.connectionState === 'disconnected' || peer.connectionState === 'failed') {
+      connectionLost(`the video connection is ${peer.connectionState}`);
     }
   };
   // A TURN server that refuses the session's credentials (401) or cannot be reached: say so,
@@ -81,13 +90,63 @@ async function startPeer(ws, ice) {
                 + 'Ask the facility\'s administrators to check the desktop\'s TURN secret.', 'error');
     }
   };
-  await pc.setLocalDescription(await pc.createOffer());
-  await gatheringComplete(pc, 3000);
+  await peer.setLocalDescription(await peer.createOffer());
+  await gatheringComplete(peer, 3000);
   if (ice.iceTransportPolicy === 'relay' && !relayed && statusBox.className !== 'error') {
     setStatus('The relay server (TURN) could not be reached, and this desktop sends its picture only '
               + 'through it. Ask the facility\'s administrators to check the TURN server.', 'error');
   }
-  ws.send(JSON.stringify({ type: 'offer', sdp: pc.localDescription.sdp }));
+  socket.send(JSON.stringify({ type: 'offer', sdp: peer.localDescription.sdp }));
+}
+
+// Reconnecting: a reload starts afresh; a lost connection (the peer connection disconnected
+// or failed, the websocket closed) is replaced at once, then with backoff, by a new websocket
+// and a new peer connection (aiortc has no ICE restart; the desktop mints fresh TURN
+// credentials for each). The desktop and its windows stay as they were.
+let reconnects = 0;  // attempts since the last good connection
+let reconnectTimer = null;
+let attemptTimer = null;
+const outages = [];  // {noticedAt, resumedAt, why}: for the curious, tests and benchmarks
+
+function connectionLost(why) {
+  if (reconnectTimer) return;  // already on it
+  clearTimeout(attemptTimer);
+  const last = outages[outages.length - 1];
+  if (!last || last.resumedAt !== null) {
+    outages.push({ noticedAt: performance.timeOrigin + performance.now(), resumedAt: null, why });
+    if (outages.length > 100) outages.shift();
+  }
+  setStatus('Reconnecting to your desktop\u2026', 'reconnecting');
+  const delay = reconnects === 0 ? 0 : Math.min(8000, 250 * 2 ** reconnects);
+  reconnects += 1;
+  reconnectTimer = setTimeout(() => {
+    reconnectTimer = null;
+    reconnect();
+  }, delay);
+}
+
+function reconnect() {
+  const old = pc;
+  pc = null;
+  channel = null;
+  if (old) old.close();
+  if (ws) {
+    ws.onclose = null;
+    ws.close();
+  }
+  connect();
+  // An attempt that has not brought the picture back within 5 s is replaced by the next one.
+  attemptTimer = setTimeout(() => {
+    if (!pc || pc.connectionState !== 'connected') connectionLost('no connection within 5 s');
+  }, 5000);
+}
+
+function resumed(at) {
+  const last = outages[outages.length - 1];
+  if (last && last.resumedAt === null) {
+    last.resumedAt = at;
+    clearTimeout(attemptTimer);
+  }
 }
 
 // The desktop follows the window, in device pixels (sharp on HiDPI screens; the desktop's
@@ -132,7 +191,13 @@ function connect() {
       setStatus(`The desktop cannot stream: ${message.message}`, 'error');
     }
   };
-  ws.onclose = () => setStatus('Disconnected from your desktop. Reload the page to reconnect.', 'error');
+  ws.onclose = (event) => {
+    if (event.code === 4403) {  // the desktop refused this page for good
+      setStatus(`Disconnected from your desktop: ${event.reason}`, 'error');
+      return;
+    }
+    connectionLost('the signalling connection closed');
+  };
 }
 
 // Pointer position as a fraction of the picture (the video is letterboxed by object-fit).
@@ -345,6 +410,7 @@ window.hepsdesk = {
   get overlay() { return overlay; },
   get preset() { return preset; },
   get firstFrameAt() { return firstFrameAt; },
+  get outages() { return outages.map((o) => ({ ...o })); },
   get inputReady() { return Boolean(channel && channel.readyState === 'open'); },
   get inputChannel() { return channel; },
   get clipboard() { return desktopClipboard.counts; },

@@ -1,5 +1,6 @@
 """A bottleneck link for one WebRTC session, at the network boundary: a UDP relay between the
-browser and the desktop whose rate towards the browser can be changed while it runs.
+browser and the desktop whose rate towards the browser can be changed while it runs, and which
+can go down altogether (``blocked``: the media port blocked, a network failure).
 
 A real link's bandwidth cannot be dropped on demand on loopback (tc would shape every test's
 traffic), so this is the one fake: packets from the desktop leave at most at ``rate`` bits
@@ -21,6 +22,7 @@ class Shaper:
         self.target: tuple[str, int] | None = None  # the desktop's ICE address (from the answer)
         self.rate_bps = rate_bps
         self.queue_ms = queue_ms
+        self.blocked = False  # the link is down: every packet, either way, is lost
         self.port = 0
         self.sent = self.dropped = 0
         self._loop = asyncio.new_event_loop()
@@ -50,7 +52,7 @@ class Shaper:
         class BrowserSide(asyncio.DatagramProtocol):
             def datagram_received(self, data, addr):
                 shaper._browser = addr
-                if shaper.target:
+                if shaper.target and not shaper.blocked:
                     shaper._desktop_side.sendto(data, shaper.target)
 
         class DesktopSide(asyncio.DatagramProtocol):
@@ -62,7 +64,7 @@ class Shaper:
         self.port = self._browser_side.get_extra_info("sockname")[1]
 
     def _towards_browser(self, data: bytes) -> None:
-        if self._browser is None:
+        if self._browser is None or self.blocked:
             return
         now = time.monotonic()
         start = max(now, self._free_at)
