@@ -291,9 +291,10 @@ def describe_exit(code: int) -> str:
 class Launcher:
     """Starts the image's applications on the desktop (``display``) and keeps track of them."""
 
-    def __init__(self, apps: ImageApps, display: str, home: str | None = None):
+    def __init__(self, apps: ImageApps, display: str, home: str | None = None, env: dict[str, str] | None = None):
         self.apps = apps
         self.display = display
+        self.env = env or {}  # the desktop session's (its D-Bus, its XDG directories)
         self.home = Path(home or os.environ.get("HOME") or Path.home())
         self.launches: dict[str, Launch] = {}
 
@@ -326,7 +327,7 @@ class Launcher:
                 out.write(f"$ {' '.join([*app.command, *paths])}\n".encode(errors="replace"))
                 process = subprocess.Popen([*app.command, *paths], cwd=self.home, stdin=subprocess.DEVNULL,
                                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                           env={**os.environ, "DISPLAY": self.display})
+                                           env={**os.environ, **self.env, "DISPLAY": self.display})
         except OSError as e:
             raise CannotStart(f"cannot start {app.title}: {e.strerror or e}"
                               + (f" ({e.filename})" if e.filename else "")) from None

@@ -79,14 +79,14 @@ ERRORS: dict[type, tuple[int, str]] = {
 class DesktopControl:
     """What the API works on: the image's applications, their launches, the desktop's windows."""
 
-    def __init__(self, apps: ImageApps, display: str, home: str | None = None):
+    def __init__(self, apps: ImageApps, display: str, home: str | None = None, env: dict[str, str] | None = None):
         self.apps = apps
-        self.launcher = Launcher(apps, display, home)
+        self.launcher = Launcher(apps, display, home, env)
         self.windows = Windows(display)
 
     @classmethod
-    def from_environment(cls, display: str) -> DesktopControl:
-        return cls(ImageApps.load(os.environ.get("HEPSDESK_IMAGE_INFO")), display)
+    def from_environment(cls, display: str, env: dict[str, str] | None = None) -> DesktopControl:
+        return cls(ImageApps.load(os.environ.get("HEPSDESK_IMAGE_INFO")), display, env=env)
 
     async def window_list(self) -> list[dict]:
         return await self.windows.list(self.launcher.launches.values())

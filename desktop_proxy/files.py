@@ -39,6 +39,7 @@ from tornado import iostream, web
 
 from .control import BadRequest, ControlHandler
 from .pages import Pages
+from .session import data_directories
 
 log = logging.getLogger("desktop_proxy")
 
@@ -47,7 +48,6 @@ LIMIT = 20 << 30  # bytes of one file, by default
 IDLE = 15 * 60  # seconds an unfinished upload waits for its next chunk
 OFFER_LIFETIME = 15 * 60  # seconds an offered file can be downloaded
 READ_SIZE = 1 << 20
-ROOTS_VARIABLE = "HEPSDESK_DESKTOP_FILE_ROOTS"
 PART_PREFIX = ".hepsdesk-upload-"
 
 
@@ -137,8 +137,7 @@ class FileTransfers:
 
     @classmethod
     def from_environment(cls, pages: Pages, limit: int = LIMIT) -> FileTransfers:
-        roots = [Path(p) for p in os.environ.get(ROOTS_VARIABLE, "").split(":") if p]
-        return cls(Path.home(), pages, roots, limit)
+        return cls(Path.home(), pages, [Path(p) for p in data_directories()], limit)
 
     def start(self) -> None:
         self._janitor = asyncio.get_running_loop().create_task(self._sweep())

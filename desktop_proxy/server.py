@@ -162,7 +162,7 @@ def make_app(sessions: DesktopSessions | None, failure: str = "", control: Deskt
 
 async def serve(args: argparse.Namespace) -> None:
     width, height = (int(v) for v in args.size.lower().split("x"))
-    display = XDisplay(width, height)
+    display = XDisplay(width, height, session=args.session)
     ice = [a for a in (args.ice_address or os.environ.get("HEPSDESK_DESKTOP_ICE_ADDRESSES")
                        or os.environ.get("HEPSDESK_VM_ADDRESS", "")).split(",") if a]
     sessions = None
@@ -191,7 +191,7 @@ async def serve(args: argparse.Namespace) -> None:
         sessions = DesktopSessions(display, ice, fps=args.fps, keepalive=args.keepalive, engine=args.engine,
                                    encoder=args.encoder, playout_delay=args.playout_delay, ice_servers=servers,
                                    activity=activity)
-        control = DesktopControl.from_environment(display.name)
+        control = DesktopControl.from_environment(display.name, display.session.env)
         try:
             clipboard = DesktopClipboard(display.name, pages, args.clipboard_limit << 20)
             await clipboard.start()
@@ -241,6 +241,10 @@ def main(argv: list[str] | None = None) -> None:
     where.add_argument("--port", type=int)
     parser.add_argument("--size", default=os.environ.get("HEPSDESK_DESKTOP_SIZE", "1920x1080"),
                         help="initial size of the desktop (default 1920x1080)")
+    parser.add_argument("--session", choices=("auto", "xfce", "openbox"),
+                        default=os.environ.get("HEPSDESK_DESKTOP_SESSION", "auto"),
+                        help="the desktop session: XFCE's panel and window manager, or openbox; auto (default): "
+                        "XFCE where it is installed")
     parser.add_argument("--display", default="",
                         help="stream this running X display (e.g. :1) instead of starting a desktop")
     parser.add_argument("--fps", type=float, default=float(os.environ.get("HEPSDESK_DESKTOP_FPS", 60)),

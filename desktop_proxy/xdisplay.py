@@ -27,6 +27,8 @@ import time
 from Xlib import X
 from Xlib import display as xlib_display
 
+from .session import TERMINAL, Session
+
 log = logging.getLogger("desktop_proxy")
 
 
@@ -64,14 +66,13 @@ def fit_size(width: float, height: float) -> tuple[int, int]:
 
 
 class XDisplay:
-    def __init__(self, width: int = 1920, height: int = 1080, window_manager: str = "openbox",
+    def __init__(self, width: int = 1920, height: int = 1080, session: str = "auto",
                  terminal: list[str] | None = None):
+        """``session``: "xfce", "openbox", "auto" (XFCE when installed) or "" (nothing but the
+        X server); ``terminal``: the terminal it opens ([] for none)."""
         self.width = width
         self.height = height
-        self.window_manager = window_manager
-        self.terminal = terminal if terminal is not None else [
-            "xterm", "-geometry", "120x36+40+40", "-fa", "DejaVu Sans Mono", "-fs", "12",
-            "-title", "Terminal"]
+        self.session = Session(session, terminal=list(TERMINAL) if terminal is None else terminal)
         self.name = ""
         self.server = ""  # "Xtigervnc" or "Xvfb"
         self.dpi = 96
@@ -80,7 +81,7 @@ class XDisplay:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "DISPLAY": self.name}
+        return {**os.environ, **self.session.env, "DISPLAY": self.name}
 
     @property
     def resizable(self) -> bool:
@@ -139,16 +140,24 @@ class XDisplay:
             os.close(read_fd)
         self.name = f":{number}"
         log.info("X display %s (%s, %dx%d) started", self.name, self.server, self.width, self.height)
-        self._spawn_optional(["xsetroot", "-solid", "#2b4257"], wait=True)
-        if self.window_manager and self._spawn_optional([self.window_manager]):
+        session = self.session
+        session.prepare()
+        if session.bus and self._spawn_optional(session.bus):
+            bus = session.bus_socket
+            if not await asyncio.get_running_loop().run_in_executor(None, _wait_for_path, bus, timeout):
+                log.warning("the session bus did not start within %.0f s", timeout)
+        window_manager = session.window_manager
+        if window_manager and self._spawn_optional(window_manager):
             # Start the session's windows only once the window manager runs: a window mapped
             # while it is starting up can stay unmanaged and never appear.
             ready = await asyncio.get_running_loop().run_in_executor(
                 None, _wait_for_window_manager, self.name, timeout)
             if not ready:
-                log.warning("%s did not announce itself within %.0f s", self.window_manager, timeout)
-        if self.terminal:
-            self._spawn_optional(self.terminal)
+                log.warning("%s did not announce itself within %.0f s", window_manager[0], timeout)
+        self._spawn_optional(["xsetroot", "-solid", "#2b4257"], wait=True)
+        for argv in session.after_window_manager:
+            self._spawn_optional(argv)
+        log.info("desktop session: %s", session.kind or "none")
 
     def resize(self, width: float, height: float, scale: float = 1.0) -> tuple[int, int]:
         """Change the desktop's size (RandR) to fit ``width`` x ``height`` device pixels, and
@@ -213,6 +222,7 @@ class XDisplay:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
         self._processes.clear()
+        self.session.cleanup()
 
 
 def _run(argv: list[str]) -> None:
@@ -243,6 +253,15 @@ def _read_line(fd: int) -> int:
             raise ValueError("Xvfb closed the display pipe")
         data += chunk
     return int(data.strip())
+
+
+def _wait_for_path(path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def _wait_for_window_manager(display_name: str, timeout: float) -> bool:

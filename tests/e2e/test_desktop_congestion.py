@@ -31,7 +31,7 @@ PORT = 18768
 @pytest.fixture
 def moving_desktop():
     """A 1280x720 X display showing the benchmark's photo-like motion, and its desktop server."""
-    display = XDisplay(1280, 720, window_manager="", terminal=[])
+    display = XDisplay(1280, 720, session="", terminal=[])
     with concurrent.futures.ThreadPoolExecutor(1) as thread:  # Playwright has this thread's loop
         thread.submit(asyncio.run, display.start()).result(30)
     animator = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "desktop_scenes.py"), "--display",

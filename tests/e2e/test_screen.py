@@ -32,7 +32,7 @@ async def next_picture(track: EncodedTrack, decoder, timeout: float = 5) -> tupl
 
 
 async def still_then_drawn(keepalive: float) -> dict:
-    display = XDisplay(640, 480, window_manager="", terminal=[])
+    display = XDisplay(640, 480, session="", terminal=[])
     await display.start()
     stream = ScreenStream(display.name, 640, 480, max_fps=30, keepalive=keepalive, refresh_after=0.25)
     track = EncodedTrack(stream, "H264")
@@ -136,7 +136,7 @@ def test_a_keepalive_when_asked_for_is_a_tiny_picture_about_once_per_interval():
 
 
 async def motion_then_still() -> dict:
-    display = XDisplay(640, 480, window_manager="", terminal=[])
+    display = XDisplay(640, 480, session="", terminal=[])
     await display.start()
     # A preset whose motion size is a quarter of this screen (as 1920x1080 is of 4K).
     preset = dataclasses.replace(PRESETS["auto"], motion_pixels=320 * 240)

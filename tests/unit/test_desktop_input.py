@@ -15,7 +15,7 @@ from desktop_proxy.xdisplay import XDisplay
 
 @pytest.fixture
 async def x_display():
-    display = XDisplay(640, 480, window_manager="", terminal=[])
+    display = XDisplay(640, 480, session="", terminal=[])
     await display.start()
     yield display
     display.stop()
