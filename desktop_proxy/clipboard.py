@@ -30,6 +30,7 @@ from Xlib import display as xlib_display
 from Xlib import error as xerror
 from Xlib.ext import xfixes
 
+from .control import CrossSite, check_same_site
 from .pages import Pages
 from .xdisplay import without_signals
 
@@ -243,6 +244,7 @@ class ClipboardHandler(web.RequestHandler):
         pass  # the Jupyter server in front checks the user and the XSRF token
 
     def prepare(self):
+        check_same_site(self.request)
         if self.clipboard is None:
             raise ClipboardError("unavailable", "this desktop has no clipboard (xclip is not installed)")
         if self.request.method == "PUT":
@@ -280,11 +282,14 @@ class ClipboardHandler(web.RequestHandler):
         if isinstance(error, ClipboardError):
             self.set_status(CLIPBOARD_STATUS.get(error.kind, 500))
             self.finish({"error": error.kind, "message": str(error)})
+        elif isinstance(error, CrossSite):
+            self.set_status(403)
+            self.finish({"error": "cross-site", "message": str(error)})
         else:
             self.finish({"error": "failed", "message": "the clipboard could not be used; the desktop's log says why"})
 
     def log_exception(self, typ, value, tb):
-        if not isinstance(value, ClipboardError):
+        if not isinstance(value, ClipboardError | CrossSite):
             super().log_exception(typ, value, tb)
 
 

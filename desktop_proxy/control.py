@@ -62,8 +62,34 @@ class NoIcon(LookupError):
     pass
 
 
+class CrossSite(PermissionError):
+    pass
+
+
+class NotJson(ValueError):
+    pass
+
+
+def check_same_site(request) -> None:
+    """Refuse a request that changes something unless it comes from the desktop's own pages
+    or from a program. Another site's page (a form or a script there, sent with the user's
+    cookies) is told apart by what the browser says it is (``Sec-Fetch-Site``), and by what it
+    cannot send without asking first (CORS): a JSON POST, a PUT or a DELETE. jupyter-server-proxy
+    does not check the Jupyter server's XSRF token for the requests it passes on."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise CrossSite(f"a {site} request may not change the desktop")
+    kind = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if request.method == "POST" and kind != "application/json":
+        raise NotJson("send JSON (Content-Type: application/json)")
+
+
 ERRORS: dict[type, tuple[int, str]] = {
     BadRequest: (400, "bad-request"),
+    CrossSite: (403, "cross-site"),
+    NotJson: (415, "not-json"),
     FileProblem: (400, "file-problem"),
     UnknownApp: (404, "unknown-app"),
     UnknownLaunch: (404, "unknown-launch"),
@@ -112,6 +138,9 @@ class ControlHandler(web.RequestHandler):
     def check_xsrf_cookie(self):
         # No cookies here: the Jupyter server in front checks the user, the socket is private.
         pass
+
+    def prepare(self):
+        check_same_site(self.request)
 
     def body(self, *fields: str) -> dict:
         """The request's JSON object, with no other keys than ``fields``."""

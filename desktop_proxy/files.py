@@ -330,8 +330,8 @@ class UploadsHandler(FilesHandler):
 @web.stream_request_body
 class UploadHandler(FilesHandler):
     def prepare(self):
+        super().prepare()
         self.chunks: list[bytes] = []
-        self.received = 0
         if self.request.method == "PUT":
             if int(self.request.headers.get("Content-Length") or 0) > CHUNK:
                 raise TransferError(413, "chunk-too-large", f"a chunk is at most {CHUNK} bytes")

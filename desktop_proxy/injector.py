@@ -24,6 +24,7 @@ from .xdisplay import without_signals
 log = logging.getLogger("desktop_proxy")
 SHIFT = XK.XK_Shift_L
 BUTTONS = {0: 1, 1: 2, 2: 3, 3: 8, 4: 9}  # browser MouseEvent.button -> X button (3, 4: back, forward)
+MAX_WHEEL_CLICKS = 10  # of one wheel message
 MAX_QUEUED = 256  # input messages waiting for the X thread (it handles thousands a second)
 
 
@@ -102,6 +103,8 @@ class InputInjector:
                 self._pointer(message["x"], message["y"])
             elif kind == "button":
                 self._button(message["button"], message["down"])
+            elif kind == "motion":
+                xtest.fake_input(self._display, X.MotionNotify, detail=1, x=message["dx"], y=message["dy"])
             elif kind == "wheel":
                 self._wheel(message.get("dx", 0), message.get("dy", 0))
             elif kind == "key":
@@ -126,8 +129,9 @@ class InputInjector:
         for amount, negative, positive in ((dy, 4, 5), (dx, 6, 7)):
             if amount:
                 button = negative if amount < 0 else positive
-                xtest.fake_input(self._display, X.ButtonPress, button)
-                xtest.fake_input(self._display, X.ButtonRelease, button)
+                for _ in range(max(1, min(MAX_WHEEL_CLICKS, round(abs(amount))))):
+                    xtest.fake_input(self._display, X.ButtonPress, button)
+                    xtest.fake_input(self._display, X.ButtonRelease, button)
 
     def _key(self, keysym: int, down: bool) -> None:
         if keysym in (XK.XK_Shift_L, XK.XK_Shift_R):

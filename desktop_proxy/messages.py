@@ -140,7 +140,10 @@ TEXT_CHUNK = 128  # characters of one text message (desktop.js sends longer text
 INPUT = MessageSchema("input", {
     "pointer": {"x": Field("number", 0, 1), "y": Field("number", 0, 1)},  # a fraction of the picture
     "button": {"button": Field("integer", 0, 4), "down": Field("bool")},  # MouseEvent.button
+    # Wheel clicks (the page turns smooth scrolling into clicks); relative motion while the
+    # pointer is locked (3D views), in desktop pixels.
     "wheel": {"dx": Field("number", -100, 100, required=False), "dy": Field("number", -100, 100, required=False)},
+    "motion": {"dx": Field("integer", -4096, 4096), "dy": Field("integer", -4096, 4096)},
     "key": {"keysym": Field("integer", 0, 0x1FFFFFFF), "down": Field("bool")},  # an X keysym
     # Committed text: what an input method (pinyin, Japanese), an on-screen keyboard or a paste of
     # characters delivers as text, not as key events; typed on the desktop character by character.

@@ -36,6 +36,7 @@ from .messages import INPUT, DropCounter, Rejected
 from .pixelflux_engine import PixelfluxStream, PixelfluxUnavailable, pixelflux
 from .playout_delay import offer_playout_delay, send_playout_delay
 from .presets import DEFAULT, PRESETS, Preset
+from .sound import DesktopSound
 from .stream import EncodedTrack, ScreenStream, StreamBase
 from .xdisplay import XDisplay
 
@@ -104,7 +105,8 @@ def watch_feedback(sender: RTCRtpSender, on_keyframe, on_remb, on_loss) -> None:
 class DesktopSessions:
     def __init__(self, display: XDisplay, ice_addresses: list[str], fps: float = 60.0, keepalive: float = 0.0,
                  engine: str = "own", encoder: str = "auto", playout_delay: int = 50,
-                 ice_servers: IceServers | HubIceServers | None = None, activity: ActivityReporter | None = None):
+                 ice_servers: IceServers | HubIceServers | None = None, activity: ActivityReporter | None = None,
+                 sound: DesktopSound | None = None):
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         if engine == "pixelflux" and pixelflux is None:
@@ -130,6 +132,8 @@ class DesktopSessions:
         self.injector = InputInjector(display.name, display.width, display.height)
         self.input_drops = DropCounter("input", log)  # messages the page sent that the desktop does not take
         self.activity = activity  # input reported to the hub as the server's activity (under a hub)
+        self.sound = sound  # the desktop's sound, an audio track for each viewer that asks
+        self._audio: dict[RTCPeerConnection, object] = {}
         pin_host_candidates(ice_addresses)
 
     def _screen(self) -> StreamBase:
@@ -154,6 +158,7 @@ class DesktopSessions:
                         "dpi": self.display.dpi},
             "input": {"refused": self.input_drops.total, "dropped_when_queue_full": self.injector.dropped},
             "activity": None if self.activity is None else self.activity.stats(),
+            "sound": None if self.sound is None else self.sound.stats(),
             "links": [{"cap_bps": None if math.isinf(link.cap) else int(link.cap), "remb_bps": link.remb,
                        "loss": link.loss, "drops": link.drops} for link in self.links.values()],
             "stream": None if stream is None else {
@@ -220,6 +225,9 @@ class DesktopSessions:
                         send_playout_delay(sender, 0, self.playout_delay)
                     self._watch(pc, sender, stream)
                     tracks.append(track)
+                elif transceiver.kind == "audio" and self.sound is not None and pc not in self._audio:
+                    self._audio[pc] = audio = self.sound.track()
+                    pc.addTrack(audio)
             await pc.setLocalDescription(await pc.createAnswer())
             if tracks:
                 codec = negotiated_video_codec(pc.localDescription.sdp)
@@ -254,6 +262,9 @@ class DesktopSessions:
             self.peers.discard(pc)
             self.links.pop(pc, None)
             await pc.close()
+        audio = self._audio.pop(pc, None)
+        if audio is not None:
+            audio.stop()  # the relay stops feeding it
         if not self.peers and self.stream is not None:
             stream, self.stream = self.stream, None
             stream.stop()

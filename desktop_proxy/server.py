@@ -32,6 +32,7 @@ from .messages import SIGNALLING, DropCounter, Rejected
 from .pages import Pages
 from .peers import ENGINES, DesktopSessions
 from .presets import PRESETS
+from .sound import DesktopSound
 from .xdisplay import DisplayError, XDisplay
 
 STATIC = Path(__file__).parent / "static"
@@ -188,9 +189,17 @@ async def serve(args: argparse.Namespace) -> None:
         else:
             servers = IceServers.from_settings(args.ice_servers, args.turn_secret_file,
                                                os.environ.get("JUPYTERHUB_USER", ""), args.ice_policy)
+        sound = None
+        if display.session.env.get("PULSE_SERVER"):
+            try:
+                sound = DesktopSound(display.session.env["PULSE_SERVER"])
+                await sound.start()
+            except FileNotFoundError as e:
+                log.warning("no sound: %s", e)
+                sound = None
         sessions = DesktopSessions(display, ice, fps=args.fps, keepalive=args.keepalive, engine=args.engine,
                                    encoder=args.encoder, playout_delay=args.playout_delay, ice_servers=servers,
-                                   activity=activity)
+                                   activity=activity, sound=sound)
         control = DesktopControl.from_environment(display.name, display.session.env)
         try:
             clipboard = DesktopClipboard(display.name, pages, args.clipboard_limit << 20)
@@ -231,6 +240,8 @@ async def serve(args: argparse.Namespace) -> None:
             await control.shutdown()  # the applications first, while their display is there
         if sessions is not None:
             await sessions.shutdown()
+            if sessions.sound is not None:
+                await sessions.sound.stop()
         display.stop()
 
 

@@ -6,7 +6,8 @@ windows and a clock, on a D-Bus session bus of the desktop's own. hepsdesk's set
 system defaults (``session/`` on ``XDG_CONFIG_DIRS``), so a user's own XFCE settings win. The
 image's applications are in the menu (desktop entries made from ``$HEPSDESK_IMAGE_INFO``, on
 ``XDG_DATA_DIRS``); the file manager (Thunar) has "Send to my computer" (``hepsdesk-send``) and
-the user's data directories as bookmarks. Elsewhere: openbox. Either way a terminal opens.
+the user's data directories as bookmarks. Elsewhere: openbox. Either way a terminal opens, and
+a PulseAudio server of the desktop's own takes the programs' sound (``sound.py``).
 
 The session's own files (the bus's socket, the desktop entries) live in a private directory
 that goes away with the desktop.
@@ -25,6 +26,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from .apps import ImageApps
+from .sound import SINK
 
 log = logging.getLogger("desktop_proxy")
 
@@ -69,6 +71,23 @@ class Session:
         return self.runtime / "bus" if self.kind == "xfce" else None
 
     @property
+    def sound_server(self) -> list[str]:
+        """A PulseAudio server of the desktop's own (``sound.py`` records it), or nothing."""
+        if self.runtime is None or not shutil.which("pulseaudio"):
+            return []
+        return ["pulseaudio", "-n", "--daemonize=no", "--use-pid-file=no", "--exit-idle-time=-1",
+                "--disallow-exit", "--log-target=stderr", "--log-level=error",
+                f"--load=module-native-protocol-unix socket={self.runtime}/sound auth-anonymous=1",
+                f"--load=module-null-sink sink_name={SINK} rate=48000 channels=2 "
+                "sink_properties=device.description=Desktop"]
+
+    @property
+    def sound_server_env(self) -> dict[str, str]:
+        # Its state (a cookie it does not need: the socket is private) stays out of the home.
+        state = str(self.runtime / "sound-server")
+        return {"HOME": state, "XDG_RUNTIME_DIR": state, "XDG_CONFIG_HOME": state}
+
+    @property
     def after_window_manager(self) -> list[list[str]]:
         """Started once the window manager runs (a window mapped before may stay unmanaged)."""
         return ([["xfce4-panel", "--disable-wm-check"]] if self.kind == "xfce" else []) + \
@@ -76,11 +95,15 @@ class Session:
 
     def prepare(self) -> dict[str, str]:
         """Make the session's files; the environment its processes get."""
-        if self.kind != "xfce":
+        if not self.kind:
             return {}
+        self.runtime = Path(tempfile.mkdtemp(prefix="hepsdesk-session-"))  # mode 0700
+        sound = {"PULSE_SERVER": f"unix:{self.runtime}/sound"} if self.sound_server else {}
+        if self.kind != "xfce":
+            self.env = sound
+            return self.env
         apps = ImageApps.load(os.environ.get("HEPSDESK_IMAGE_INFO"))
         roots = data_directories()
-        self.runtime = Path(tempfile.mkdtemp(prefix="hepsdesk-session-"))  # mode 0700
         config = self.runtime / "config"
         data = self.runtime / "data"
         write_menu_entries(data / "applications", apps)
@@ -93,6 +116,7 @@ class Session:
             "XDG_DATA_DIRS": ":".join([str(data), os.environ.get("XDG_DATA_DIRS") or "/usr/local/share:/usr/share"]),
             "XDG_CURRENT_DESKTOP": "XFCE",
             "XDG_MENU_PREFIX": "xfce-",
+            **sound,
         }
         return self.env
 

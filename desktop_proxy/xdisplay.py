@@ -142,6 +142,8 @@ class XDisplay:
         log.info("X display %s (%s, %dx%d) started", self.name, self.server, self.width, self.height)
         session = self.session
         session.prepare()
+        if session.sound_server:
+            self._spawn_optional(session.sound_server, env=session.sound_server_env)
         if session.bus and self._spawn_optional(session.bus):
             bus = session.bus_socket
             if not await asyncio.get_running_loop().run_in_executor(None, _wait_for_path, bus, timeout):
@@ -192,11 +194,14 @@ class XDisplay:
         log.info("X display %s resized to %dx%d (%d dpi)", self.name, width, height, self.dpi)
         return width, height
 
-    def _spawn_optional(self, argv: list[str], wait: bool = False) -> bool:
+    def _spawn_optional(self, argv: list[str], wait: bool = False, env: dict[str, str] | None = None) -> bool:
         if shutil.which(argv[0]) is None:
             log.warning("%s is not installed; the desktop starts without it", argv[0])
             return False
-        process = subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL, start_new_session=True)
+        environment = {**self.env, **(env or {})}
+        home = environment.get("HOME") or os.path.expanduser("~")
+        process = subprocess.Popen(argv, env=environment, stdin=subprocess.DEVNULL, start_new_session=True,
+                                   cwd=home if os.path.isdir(home) else None)  # a terminal opens in the home
         if wait:
             process.wait(timeout=10)
         else:

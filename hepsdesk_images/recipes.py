@@ -69,7 +69,7 @@ BASE_PACKAGES = (
     "cloud-init", "cloud-guest-utils", "ifupdown", "isc-dhcp-client", "nfs-common", "ca-certificates",
     "python3", "python3-venv", "util-linux", "procps",
     "xvfb", "tigervnc-standalone-server", "openbox", "xterm", "x11-xserver-utils", "xclip",
-    "xfwm4", "xfce4-panel", "thunar", "mousepad", "dbus-x11",
+    "xfwm4", "xfce4-panel", "thunar", "mousepad", "dbus-x11", "pulseaudio", "pulseaudio-utils",
     "fonts-dejavu-core", "fonts-noto-cjk",
 )
 BUILD_PACKAGES = ("build-essential", "python3-dev")   # for build_from_source; removed after the build
@@ -278,7 +278,7 @@ fi
     e.hook("install.d", "20-hepsdesk-base", "The guest hepsdesk's images share.", f"""\
 have=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 [ "$have" = {python} ] || fail "the catalogue's stacks are pinned for Python "{python}"; this guest's python3 is $have"
-for program in setpriv cloud-init openbox xterm xrandr xclip xfwm4 xfce4-panel dbus-daemon; do
+for program in setpriv cloud-init openbox xterm xrandr xclip xfwm4 xfce4-panel dbus-daemon pulseaudio parec; do
     command -v "$program" > /dev/null || fail "$program is not installed"
 done
 command -v Xtigervnc > /dev/null || command -v Xvfb > /dev/null || fail "neither Xtigervnc nor Xvfb is installed"

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # The dev cloud (MariaDB, RabbitMQ), the desktop in the VMs (Xtigervnc, which can resize,
 # or Xvfb; XFCE's window manager and panel on a D-Bus of their own, its file manager and
-# editor, CJK fonts, openbox where XFCE is not wanted, a terminal, xclip for the
+# editor, CJK fonts, openbox where XFCE is not wanted, a terminal, PulseAudio for its sound, xclip for the
 # clipboard), the browser for the end-to-end tests (Debian's
 # Chromium), noVNC and websockify for the desktop benchmark's baseline, Node.js for the OIDC
 # provider and JupyterHub's proxy, the development directory servers (Samba AD DC: samba
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 # openssl for their test CA), coturn for the desktop's TURN relay test.
 APT_PACKAGES="python3 python3-venv python3-dev gcc tar util-linux mariadb-server mariadb-client rabbitmq-server
 erlang-base tigervnc-standalone-server xvfb xterm openbox x11-xserver-utils xclip fonts-dejavu-core chromium
-xfwm4 xfce4-panel thunar mousepad dbus-x11 fonts-noto-cjk
+xfwm4 xfce4-panel thunar mousepad dbus-x11 fonts-noto-cjk pulseaudio pulseaudio-utils
 novnc websockify samba samba-ad-provision samba-dsdb-modules samba-vfs-modules slapd ldap-utils ldb-tools openssl
 coturn"
 missing=""

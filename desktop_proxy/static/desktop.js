@@ -9,6 +9,8 @@ const keyboard = document.getElementById('keyboard');  // takes keys and input m
 const composition = document.getElementById('composition');
 const TEXT_CHUNK = 128;  // characters per text message (messages.TEXT_CHUNK)
 const statusBox = document.getElementById('status');
+const sound = document.getElementById('sound');  // muted until the person unmutes it
+const soundButton = document.getElementById('sound-button');
 let pc = null;
 let channel = null;
 const pending = [];  // input sent before the data channel opened
@@ -58,10 +60,16 @@ async function startPeer(socket, ice) {
                                        iceTransportPolicy: ice.iceTransportPolicy || 'all' });
   pc = peer;
   preferH264(peer.addTransceiver('video', { direction: 'recvonly' }));
+  peer.addTransceiver('audio', { direction: 'recvonly' });  // the desktop's sound (Opus)
   channel = peer.createDataChannel('input', { ordered: true });
   channel.onopen = () => { while (pending.length) channel.send(pending.shift()); };
   peer.ontrack = (event) => {
-    video.srcObject = event.streams[0] || new MediaStream([event.track]);
+    if (event.track.kind === 'audio') {
+      sound.srcObject = new MediaStream([event.track]);
+      sound.play().catch(() => {});  // muted: browsers let it play
+      return;
+    }
+    video.srcObject = new MediaStream([event.track]);
     focusKeyboard();
     if (video.requestVideoFrameCallback) {
       video.requestVideoFrameCallback(() => {
@@ -215,26 +223,202 @@ function position(event) {
 }
 
 let pendingMove = null;
+let pendingMotion = null;  // relative motion while the pointer is locked
+const scale = () => {  // desktop pixels per CSS pixel of the picture
+  const rect = video.getBoundingClientRect();
+  const width = video.videoWidth || rect.width;
+  const height = video.videoHeight || rect.height;
+  return 1 / Math.min(rect.width / width, rect.height / height);  // the rectangle is zoomed already
+};
 video.addEventListener('pointermove', (event) => {
+  if (event.pointerType === 'touch') return;  // touch.js-like handling below
+  if (document.pointerLockElement === video) {
+    if (!pendingMotion) {
+      pendingMotion = { dx: 0, dy: 0 };
+      requestAnimationFrame(() => {
+        const { dx, dy } = pendingMotion;
+        pendingMotion = null;
+        const factor = scale();
+        const clamp = (v) => Math.max(-4096, Math.min(4096, Math.round(v * factor)));
+        if (dx || dy) send({ type: 'motion', dx: clamp(dx), dy: clamp(dy) });
+      });
+    }
+    pendingMotion.dx += event.movementX;
+    pendingMotion.dy += event.movementY;
+    return;
+  }
   if (!pendingMove) requestAnimationFrame(() => { send({ type: 'pointer', ...pendingMove }); pendingMove = null; });
   pendingMove = position(event);
 });
 video.addEventListener('pointerdown', (event) => {
   focusKeyboard();
-  send({ type: 'pointer', ...position(event) });
+  if (event.pointerType === 'touch') return;
+  if (document.pointerLockElement !== video) send({ type: 'pointer', ...position(event) });
   send({ type: 'button', button: event.button, down: true });
   event.preventDefault();
 });
 video.addEventListener('pointerup', (event) => {
-  send({ type: 'pointer', ...position(event) });
+  if (event.pointerType === 'touch') return;
+  if (document.pointerLockElement !== video) send({ type: 'pointer', ...position(event) });
   send({ type: 'button', button: event.button, down: false });
   event.preventDefault();
 });
+
+// The wheel: smooth scrolling (touchpads, high-resolution wheels) adds up to clicks, one per
+// WHEEL_STEP pixels, as X applications know scrolling.
+const WHEEL_STEP = 50;
+const wheelSum = { x: 0, y: 0 };
+function scrollBy(dxPixels, dyPixels) {
+  wheelSum.x += dxPixels;
+  wheelSum.y += dyPixels;
+  const dx = Math.trunc(wheelSum.x / WHEEL_STEP);
+  const dy = Math.trunc(wheelSum.y / WHEEL_STEP);
+  if (dx || dy) {
+    wheelSum.x -= dx * WHEEL_STEP;
+    wheelSum.y -= dy * WHEEL_STEP;
+    send({ type: 'wheel', dx: Math.max(-100, Math.min(100, dx)), dy: Math.max(-100, Math.min(100, dy)) });
+  }
+}
 video.addEventListener('wheel', (event) => {
-  send({ type: 'wheel', dx: Math.sign(event.deltaX), dy: Math.sign(event.deltaY) });
+  const unit = [1, WHEEL_STEP / 3, window.innerHeight][event.deltaMode] || 1;  // pixels, lines, pages
+  scrollBy(event.deltaX * unit, event.deltaY * unit);
   event.preventDefault();
 }, { passive: false });
+
+// Touch (tablets): one finger taps and drags as the left button; two fingers scroll, and
+// pinching zooms the picture here (not the desktop), around the fingers.
+const touches = new Map();  // pointerId -> {x, y}
+const zoom = { scale: 1, x: 0, y: 0 };
+let gesture = null;  // {distance, centre} of the two fingers
+let touchButton = false;
+function showZoom() {
+  video.style.transformOrigin = '0 0';
+  video.style.transform = zoom.scale === 1 ? '' : `translate(${zoom.x}px, ${zoom.y}px) scale(${zoom.scale})`;
+}
+function twoFingers() {
+  const [a, b] = [...touches.values()];
+  return { distance: Math.hypot(a.x - b.x, a.y - b.y), centre: { x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 } };
+}
+// A finger that stays put for TOUCH_HOLD ms, or moves, presses the button; a second finger
+// before then makes a gesture, and no click.
+const TOUCH_HOLD = 150;
+const TOUCH_SLOP = 8;  // CSS pixels a finger may wander and still tap
+let pendingPress = null;  // {event, timer} of the first finger, not pressed yet
+function pressNow() {
+  if (!pendingPress) return;
+  clearTimeout(pendingPress.timer);
+  send({ type: 'pointer', ...position(pendingPress.event) });
+  send({ type: 'button', button: 0, down: true });
+  touchButton = true;
+  pendingPress = null;
+}
+video.addEventListener('pointerdown', (event) => {
+  if (event.pointerType !== 'touch') return;
+  touches.set(event.pointerId, { x: event.clientX, y: event.clientY });
+  if (touches.size === 1) {
+    const start = { clientX: event.clientX, clientY: event.clientY };
+    pendingPress = { event: start, timer: setTimeout(pressNow, TOUCH_HOLD) };
+  } else if (touches.size === 2) {
+    if (pendingPress) {
+      clearTimeout(pendingPress.timer);
+      pendingPress = null;
+    }
+    if (touchButton) {  // a press already made: let it go
+      send({ type: 'button', button: 0, down: false });
+      touchButton = false;
+    }
+    gesture = twoFingers();
+  }
+  event.preventDefault();
+});
+video.addEventListener('pointermove', (event) => {
+  if (event.pointerType !== 'touch' || !touches.has(event.pointerId)) return;
+  touches.set(event.pointerId, { x: event.clientX, y: event.clientY });
+  if (touches.size === 1) {
+    if (pendingPress && Math.hypot(event.clientX - pendingPress.event.clientX,
+                                   event.clientY - pendingPress.event.clientY) > TOUCH_SLOP) {
+      pressNow();  // a drag
+    }
+    if (touchButton) send({ type: 'pointer', ...position(event) });
+  } else if (touches.size === 2 && gesture) {
+    const now = twoFingers();
+    scrollBy(0, gesture.centre.y - now.centre.y);  // fingers up: content up, as on a phone
+    const factor = Math.min(4, Math.max(1, zoom.scale * (now.distance / gesture.distance))) / zoom.scale;
+    zoom.x = now.centre.x - (gesture.centre.x - zoom.x) * factor;
+    zoom.y = now.centre.y - (gesture.centre.y - zoom.y) * factor;
+    zoom.scale *= factor;
+    if (zoom.scale === 1) { zoom.x = 0; zoom.y = 0; }
+    showZoom();
+    gesture = now;
+  }
+  event.preventDefault();
+});
+function touchEnded(event) {
+  if (event.pointerType !== 'touch' || !touches.has(event.pointerId)) return;
+  touches.delete(event.pointerId);
+  if (touches.size === 0 && pendingPress) pressNow();  // a tap
+  if (touchButton && touches.size === 0) {
+    send({ type: 'pointer', ...position(event) });
+    send({ type: 'button', button: 0, down: false });
+    touchButton = false;
+  }
+  if (touches.size < 2) gesture = null;
+  event.preventDefault();
+}
+video.addEventListener('pointerup', touchEnded);
+video.addEventListener('pointercancel', touchEnded);
+
+// Fullscreen keeps Ctrl+W, Alt+Tab and the like for the desktop (the Keyboard Lock API, where
+// the browser has it); the pointer can be locked for 3D views (relative motion).
+const fullscreenButton = document.getElementById('fullscreen-button');
+fullscreenButton.addEventListener('click', async () => {
+  if (document.fullscreenElement) {
+    await document.exitFullscreen();
+    return;
+  }
+  try {
+    await document.documentElement.requestFullscreen({ navigationUI: 'hide' });
+  } catch (e) {
+    setStatus(`Full screen refused: ${e.message}`, 'error');
+  }
+  focusKeyboard();
+});
+document.addEventListener('fullscreenchange', () => {
+  if (!navigator.keyboard || !navigator.keyboard.lock) return;
+  if (document.fullscreenElement) {
+    navigator.keyboard.lock().catch(() => {});  // all keys, Escape held down leaves
+  } else {
+    navigator.keyboard.unlock();
+  }
+});
+document.getElementById('pointer-lock-button').addEventListener('click', () => {
+  const request = video.requestPointerLock({ unadjustedMovement: true });
+  if (request && request.catch) {
+    request.catch(() => video.requestPointerLock());  // unadjusted movement is not offered everywhere
+  }
+});
+document.addEventListener('pointerlockchange', () => {
+  focusKeyboard();
+  setStatus(document.pointerLockElement === video ? 'Pointer locked: press Escape to release it' : 'Connected',
+            document.pointerLockElement === video ? '' : 'connected');
+});
 video.addEventListener('contextmenu', (event) => event.preventDefault());
+
+// Sound: muted until asked (a click, which is also what browsers want before they play sound).
+function showSound() {
+  soundButton.textContent = sound.muted ? '\u{1F507}' : '\u{1F50A}';
+  const label = sound.muted ? 'Unmute the desktop\'s sound' : 'Mute the desktop\'s sound';
+  soundButton.title = label;
+  soundButton.setAttribute('aria-label', label);
+  soundButton.setAttribute('aria-pressed', String(!sound.muted));
+}
+soundButton.addEventListener('click', () => {
+  sound.muted = !sound.muted;
+  if (!sound.muted) sound.play().catch((e) => setStatus(`The browser would not play the sound: ${e.message}`, 'error'));
+  showSound();
+  focusKeyboard();
+});
+showSound();
 
 function focusKeyboard() {
   keyboard.focus({ preventScroll: true });
@@ -411,6 +595,8 @@ window.hepsdesk = {
   get preset() { return preset; },
   get firstFrameAt() { return firstFrameAt; },
   get outages() { return outages.map((o) => ({ ...o })); },
+  get sound() { return sound; },
+  get zoom() { return { ...zoom }; },
   get inputReady() { return Boolean(channel && channel.readyState === 'open'); },
   get inputChannel() { return channel; },
   get clipboard() { return desktopClipboard.counts; },

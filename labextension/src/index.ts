@@ -7,21 +7,39 @@
  * extension desktop_proxy.lab_api), but only when the server really has the desktop, so a Lab
  * without it stays as it was. A tile starts its application on the desktop (which starts
  * the desktop too) and opens the desktop in a new tab; if the application cannot start, the
- * launcher says why.
+ * launcher says why. "Desktop (in JupyterLab)" shows the live desktop as a JupyterLab tab
+ * beside the notebooks, with the keyboard going to it while it is the active tab.
  */
 import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette, showErrorMessage } from '@jupyterlab/apputils';
+import { ICommandPalette, IFrame, showErrorMessage } from '@jupyterlab/apputils';
 import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { ILauncher } from '@jupyterlab/launcher';
 import { ServerConnection } from '@jupyterlab/services';
 import { LabIcon } from '@jupyterlab/ui-components';
+import { Message } from '@lumino/messaging';
 
 export const OPEN_DESKTOP = 'hepsdesk:open-desktop';
 export const OPEN_APP = 'hepsdesk:open-app';
+export const DESKTOP_PANEL = 'hepsdesk:desktop-panel';
+const PANEL_ID = 'hepsdesk-desktop-panel';
+// desktop_proxy/static/desktop-icon.svg, the "Desktop" tile's icon
+const desktopIcon = new LabIcon({
+  name: 'hepsdesk:desktop',
+  svgstr:
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64" width="64" height="64">' +
+    '<rect x="6" y="10" width="52" height="34" rx="3" fill="#2b4257"/>' +
+    '<rect x="10" y="14" width="44" height="26" rx="1" fill="#5da0d8"/>' +
+    '<rect x="14" y="18" width="18" height="11" fill="#ffffff" opacity="0.85"/>' +
+    '<rect x="26" y="24" width="22" height="12" fill="#1e1e1e" opacity="0.85"/>' +
+    '<path d="M24 44h16l3 8H21z" fill="#2b4257"/>' +
+    '<rect x="16" y="52" width="32" height="3" rx="1.5" fill="#2b4257"/></svg>'
+});
 const APP_CATEGORY = 'Desktop applications';
+// The desktop takes only JSON POSTs (another site's form cannot send one).
+const JSON_HEADERS = { 'Content-Type': 'application/json' };
 
 interface IDesktopApp {
   name: string;
@@ -120,7 +138,7 @@ async function openApp(app: IDesktopApp, tab: Window | null, desktopUrl: string)
   try {
     const response = await ServerConnection.makeRequest(
       URLExt.join(api, 'apps', app.name, 'open'),
-      { method: 'POST', body: JSON.stringify({ files: [] }) },
+      { method: 'POST', body: JSON.stringify({ files: [] }), headers: JSON_HEADERS },
       settings
     );
     if (!response.ok) {
@@ -142,7 +160,7 @@ async function openApp(app: IDesktopApp, tab: Window | null, desktopUrl: string)
   try {
     const response = await ServerConnection.makeRequest(
       URLExt.join(api, 'launches', launch.id, 'wait-window'),
-      { method: 'POST', body: JSON.stringify({ timeout: 180 }) },
+      { method: 'POST', body: JSON.stringify({ timeout: 180 }), headers: JSON_HEADERS },
       settings
     );
     if (response.status === 409) {
@@ -150,6 +168,49 @@ async function openApp(app: IDesktopApp, tab: Window | null, desktopUrl: string)
     }
   } catch (reason) {
     console.warn(`hepsdesk: cannot follow the start of ${app.title}`, reason);
+  }
+}
+
+/**
+ * The desktop page in a JupyterLab tab: the same desktop (a viewer of its own), with the
+ * clipboard, sound, fullscreen and pointer lock allowed to the frame, and the keyboard given
+ * to it whenever the tab becomes active.
+ */
+class DesktopPanel extends IFrame {
+  constructor(url: string) {
+    super({
+      sandbox: [
+        'allow-scripts',
+        'allow-same-origin',
+        'allow-downloads',
+        'allow-forms',
+        'allow-modals',
+        'allow-pointer-lock',
+        'allow-popups'
+      ],
+      referrerPolicy: 'same-origin'
+    });
+    this.id = PANEL_ID;
+    this.title.label = 'Desktop';
+    this.title.caption = 'The graphical desktop of this server';
+    this.title.closable = true;
+    this.title.icon = desktopIcon;
+    this.addClass('hepsdesk-DesktopPanel');
+    this.frame?.setAttribute(
+      'allow',
+      'clipboard-read; clipboard-write; autoplay; fullscreen; keyboard-map; pointer-lock'
+    );
+    this.url = url;
+  }
+
+  get frame(): HTMLIFrameElement | null {
+    return this.node.querySelector('iframe');
+  }
+
+  protected onActivateRequest(msg: Message): void {
+    super.onActivateRequest(msg);
+    this.frame?.focus();
+    this.frame?.contentWindow?.focus();
   }
 }
 
@@ -176,6 +237,22 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     });
     palette?.addItem({ command: OPEN_DESKTOP, category: 'Desktop' });
+    app.commands.addCommand(DESKTOP_PANEL, {
+      label: 'Desktop (in JupyterLab)',
+      caption: 'Show the graphical desktop of this server as a tab beside the notebooks',
+      icon: desktopIcon,
+      execute: () => {
+        let panel = Array.from(app.shell.widgets('main')).find(w => w.id === PANEL_ID);
+        if (!panel) {
+          panel = new DesktopPanel(desktopUrl);
+          app.shell.add(panel, 'main');
+        }
+        app.shell.activateById(PANEL_ID);
+      }
+    });
+    palette?.addItem({ command: DESKTOP_PANEL, category: 'Desktop' });
+    // Beside jupyter-server-proxy's "Desktop" tile (which opens a browser tab).
+    launcher?.add({ command: DESKTOP_PANEL, category: 'Notebook', rank: 100 });
 
     const apps = await desktopApps();
     const byName = new Map(apps.map(a => [a.name, a]));

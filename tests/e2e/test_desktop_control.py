@@ -178,11 +178,36 @@ def test_the_notebook_lists_the_applications_and_the_socket_is_the_users_alone(c
     assert status == 404 and json.loads(body) == {"error": "not-found",
                                                   "message": "there is no /api/nowhere in the desktop's API"}
     request = urllib.request.Request(server.url + "api/apps/viewer/open", data=b'{"files": "notes.txt"}',
-                                     method="POST")
+                                     method="POST", headers={"Content-Type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 400 and json.loads(refused.value.read()) == {
         "error": "bad-request", "message": "'files' must be a list of file names"}
+
+
+def test_another_sites_page_cannot_change_the_desktop(server):
+    """A form or script on another site, sent with the user's cookies (jupyter-server-proxy does
+    not check the Jupyter server's XSRF token): refused, whatever it asks."""
+    before = len(json.loads(get(server.url + "api/launches")[2])["launches"])
+    for path, kind, headers in (
+            ("api/apps/viewer/open", "text/plain", {}),  # a form's POST (no CORS preflight)
+            ("api/apps/viewer/open", "application/x-www-form-urlencoded", {}),
+            ("api/apps/viewer/open", "application/json", {"Sec-Fetch-Site": "cross-site"}),
+            ("api/files/uploads", "text/plain", {}),
+            ("api/files/offers", "application/json", {"Sec-Fetch-Site": "same-site"})):
+        request = urllib.request.Request(server.url + path, data=b'{"files": [], "name": "x", "size": 0}',
+                                         method="POST", headers={"Content-Type": kind, **headers})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        answer = json.loads(refused.value.read())
+        assert (refused.value.code, answer["error"]) in ((415, "not-json"), (403, "cross-site")), (path, answer)
+    put = urllib.request.Request(server.url + "api/clipboard", data=b"x", method="PUT",
+                                 headers={"Content-Type": "text/plain", "Sec-Fetch-Site": "cross-site"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(put, timeout=10)
+    assert refused.value.code in (403, 503)  # 503: no clipboard on this test's desktop
+    assert len(json.loads(get(server.url + "api/launches")[2])["launches"]) == before, "nothing started"
+    assert not list(server.home.glob("x*")), "nothing written"
 
 
 def test_an_application_opens_its_window_is_photographed_and_it_closes(client, server, monkeypatch):

@@ -128,10 +128,17 @@ def test_text_from_input_methods_and_non_us_keys_arrives_as_typed(utf8_desktop, 
     page.keyboard.type("printf '%s' '")
     # Text an on-screen keyboard or the browser inserts (no key events).
     cdp.send("Input.insertText", {"text": "grüße "})
-    # A German keyboard's AltGr+E: a key event whose key is the character.
-    cdp.send("Input.dispatchKeyEvent", {"type": "keyDown", "key": "€", "code": "KeyE", "text": "€",
-                                        "modifiers": 0})
-    cdp.send("Input.dispatchKeyEvent", {"type": "keyUp", "key": "€", "code": "KeyE", "modifiers": 0})
+    # A German keyboard: ß on its own key, AltGr+E (AltGraph held), and the dead key ^ then e.
+    def key(key: str, code: str, text: str = "", modifiers: int = 0):
+        cdp.send("Input.dispatchKeyEvent", {"type": "keyDown", "key": key, "code": code, "text": text,
+                                            "modifiers": modifiers})
+        cdp.send("Input.dispatchKeyEvent", {"type": "keyUp", "key": key, "code": code, "modifiers": modifiers})
+    key("ß", "Minus", "ß")
+    cdp.send("Input.dispatchKeyEvent", {"type": "rawKeyDown", "key": "AltGraph", "code": "AltRight"})
+    key("€", "KeyE", "€")
+    cdp.send("Input.dispatchKeyEvent", {"type": "keyUp", "key": "AltGraph", "code": "AltRight"})
+    key("Dead", "Backquote")  # types nothing yet
+    key("ê", "KeyE", "ê")
     # Pinyin through an input method: the composition is shown in the page, the committed text typed.
     cdp.send("Input.imeSetComposition", {"text": "nihao", "selectionStart": 5, "selectionEnd": 5})
     expect(page.locator("#composition")).to_have_text("nihao")
@@ -143,7 +150,7 @@ def test_text_from_input_methods_and_non_us_keys_arrives_as_typed(utf8_desktop, 
     deadline = time.monotonic() + 15
     while not (out.exists() and out.read_text(encoding="utf-8")) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert out.read_text(encoding="utf-8") == "grüße €你好世界"
+    assert out.read_text(encoding="utf-8") == "grüße ß€ê你好世界"
     assert page.locator("#keyboard").input_value() == "", "nothing typed stays in the page"
     context.close()
 

@@ -73,7 +73,7 @@ def lab():
     else:
         process.kill()
         raise AssertionError("JupyterLab did not start:\n" + (base / "lab.log").read_text(errors="replace")[-3000:])
-    yield url, token
+    yield url, token, home
     process.terminate()
     try:
         process.wait(timeout=30)
@@ -84,7 +84,7 @@ def lab():
 
 
 def test_a_tile_per_application_starts_it_on_the_desktop_or_says_why_not(lab, browser):
-    url, token = lab
+    url, token, _ = lab
     # The server extension lists the applications without starting the desktop.
     with urllib.request.urlopen(f"{url}hepsdesk/apps?token={token}", timeout=10) as response:
         listed = json.loads(response.read())
@@ -127,5 +127,49 @@ def test_a_tile_per_application_starts_it_on_the_desktop_or_says_why_not(lab, br
             desktop.wait_for_timeout(300)
         assert any(w["title"] == "Test Viewer" and w["launch"] for w in windows), windows
         expect(page.locator(".jp-Dialog")).to_have_count(0)
+    finally:
+        context.close()
+
+
+def test_the_desktop_as_a_lab_tab_shows_live_frames_and_takes_keys_and_files(lab, browser):
+    """"Desktop (in JupyterLab)": the live desktop as a tab beside the notebooks; the keyboard
+    goes to it when it is the active tab; its clipboard and file requests pass the Jupyter
+    server (its XSRF check) in front of the desktop."""
+    url, token, lab_home = lab
+    context = new_context(browser)
+    page = context.new_page()
+    try:
+        page.goto(f"{url}lab?token={token}")
+        tile = page.locator('.jp-LauncherCard[data-category="Notebook"]', has_text="Desktop (in JupyterLab)")
+        expect(tile).to_be_visible(timeout=60_000)
+        tile.click()
+        panel = page.locator("#hepsdesk-desktop-panel")
+        expect(panel).to_be_visible()
+        expect(page.locator('.lm-TabBar-tab.jp-mod-current[data-id="hepsdesk-desktop-panel"]')).to_contain_text("Desktop")
+        deadline = time.monotonic() + 60
+        while not (frame := next((f for f in page.frames if f.url.endswith("/desktop/")), None)):
+            assert time.monotonic() < deadline, [f.url for f in page.frames]
+            page.wait_for_timeout(200)
+        wait_for_frames(frame, 1, timeout_s=60)
+        decoded = frame.evaluate("window.hepsdesk.stats()")["framesDecoded"]
+        frame.wait_for_function("window.hepsdesk.inputReady", timeout=20_000)
+
+        # The keys go to the desktop (its terminal, which has the focus) once the tab is active.
+        marker = f"lab-panel-{secrets.token_hex(3)}"
+        page.locator("#hepsdesk-desktop-panel iframe").click(position={"x": 400, "y": 300})
+        page.keyboard.type(f"touch {marker}")
+        page.keyboard.press("Enter")
+        deadline = time.monotonic() + 20
+        while not (lab_home / marker).exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (lab_home / marker).exists(), "typed in the Lab tab, run on the desktop"
+        assert frame.evaluate("window.hepsdesk.stats()")["framesDecoded"] > decoded, "live frames"
+
+        # Through the Jupyter server: an upload and the clipboard (requests that need its XSRF token).
+        state = frame.evaluate("desktopFiles.upload(new File(['from the lab tab'], 'via-lab.txt'))")
+        assert state and state["done"], state
+        assert (lab_home / "via-lab.txt").read_text() == "from the lab tab"
+        answer = frame.evaluate("api('PUT', 'api/clipboard', new Blob(['from the lab']), {type: 'text/plain'})")
+        assert answer["kind"] == "text" and answer["size"] == len("from the lab")
     finally:
         context.close()
