@@ -1,11 +1,13 @@
 """A person's use of the desktop, reported to the hub as the server's activity.
 
-Only input counts (a key, a click, a move, text): an open desktop tab that nobody touches
-streams video and keeps its websocket busy, and must still be seen as idle, so the proxy does
-not count its traffic (``setup_desktop``: ``update_last_activity`` off). The first input after
-a quiet ``interval`` is reported at once, later ones at most once per ``interval``:
-``POST <api_url>/users/<user>/activity`` with the server's own token, as jupyterhub-singleuser
-reports JupyterLab's activity. A hub that cannot be reached costs a line in the log, never input.
+Only a person's use counts (a key, a click, a move, text; a paste, a file going up or down):
+an open desktop tab that nobody touches streams video and keeps its websocket busy, and must
+still be seen as idle, so the proxy does not count its traffic (``setup_desktop``:
+``update_last_activity`` off). The first use after a quiet ``interval`` is reported at once,
+later ones at most once per ``interval`` (the spawner sets it from the profile's idle timeout:
+``HEPSDESK_DESKTOP_ACTIVITY_INTERVAL``): ``POST <api_url>/users/<user>/activity`` with the
+server's own token, as jupyterhub-singleuser reports JupyterLab's activity. A hub that cannot
+be reached costs a line in the log, never input.
 """
 
 from __future__ import annotations

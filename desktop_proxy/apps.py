@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -31,6 +32,17 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 log = logging.getLogger("desktop_proxy")
+
+# The user's programs (the terminal and what it starts, the panel's menu, the image's
+# applications) run this much nicer than the desktop's capture and encode, so that a program
+# that takes every CPU leaves the desktop usable (the start script lets the desktop server take
+# back the niceness the Jupyter server starts with: ``session.take_priority``).
+USER_NICE = 5
+
+
+def user_program(argv: list[str]) -> list[str]:
+    """``argv`` run at the user's programs' niceness."""
+    return ["nice", "-n", str(USER_NICE), *argv] if shutil.which("nice") else list(argv)
 
 MAX_INFO_BYTES = 1 << 20
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -325,8 +337,9 @@ class Launcher:
             output = directory / f"{app.name}-{time.strftime('%Y%m%d-%H%M%S')}-{launch_id}.log"
             with open(output, "xb", buffering=0) as out:
                 out.write(f"$ {' '.join([*app.command, *paths])}\n".encode(errors="replace"))
-                process = subprocess.Popen([*app.command, *paths], cwd=self.home, stdin=subprocess.DEVNULL,
-                                           stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                process = subprocess.Popen(user_program([*app.command, *paths]), cwd=self.home,
+                                           stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                           start_new_session=True,
                                            env={**os.environ, **self.env, "DISPLAY": self.display})
         except OSError as e:
             raise CannotStart(f"cannot start {app.title}: {e.strerror or e}"

@@ -104,6 +104,7 @@ class DesktopClipboard:
         self.display_name = display_name
         self.limit = limit
         self.pages = pages
+        self.activity = None  # an ActivityReporter: pasting is the person's use of the desktop
         self.copied = 0  # what programs on the desktop copied (and was announced)
         self.pasted = 0  # what the browser put on the desktop's clipboard
         self._ours = ""  # the digest of what this side put there last
@@ -142,6 +143,8 @@ class DesktopClipboard:
         args = ["-i", "-t", PNG] if content.kind == "image" else ["-i"]
         await self._xclip(*args, data=content.data)
         self.pasted += 1
+        if self.activity is not None:
+            self.activity.touch()
 
     async def _xclip(self, *args: str, data: bytes | None = None) -> bytes:
         command = ["xclip", "-display", self.display_name, "-selection", "clipboard", *args]

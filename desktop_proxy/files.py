@@ -126,6 +126,7 @@ class FileTransfers:
 
     def __init__(self, home: Path, pages: Pages, roots: list[Path] = (), limit: int = LIMIT):
         self.home = home
+        self.activity = None  # an ActivityReporter: a transfer is the person's use of the desktop
         self.roots = [Path(os.path.realpath(r)) for r in [home, *roots]]
         self.limit = limit
         self.pages = pages
@@ -214,6 +215,8 @@ class FileTransfers:
                                     f"{upload.name} could not be written ({e.strerror}); nothing was kept") from None
             upload.received += len(data)
             upload.touched = time.monotonic()
+            if self.activity is not None:
+                self.activity.touch()
             if upload.received == upload.size:
                 await self._complete(upload)
         return upload
@@ -386,6 +389,8 @@ class OfferHandler(FilesHandler):
                     break  # it shrank meanwhile: the browser sees a short download
                 self.write(data)
                 sent += len(data)
+                if self.transfers.activity is not None:
+                    self.transfers.activity.touch()
                 try:
                     await self.flush()
                 except iostream.StreamClosedError:

@@ -22,6 +22,7 @@ from pathlib import Path
 from tornado import httpserver, netutil, web, websocket
 
 from .activity import ActivityReporter
+from .apps import USER_NICE
 from .clipboard import ClipboardError, ClipboardHandler, DesktopClipboard
 from .control import MAX_REQUEST, ControlSocket, DesktopControl, control_routes
 from .control_socket import control_socket_path
@@ -32,6 +33,7 @@ from .messages import SIGNALLING, DropCounter, Rejected
 from .pages import Pages
 from .peers import ENGINES, DesktopSessions
 from .presets import PRESETS
+from .session import take_priority
 from .sound import DesktopSound
 from .xdisplay import DisplayError, XDisplay
 
@@ -162,6 +164,8 @@ def make_app(sessions: DesktopSessions | None, failure: str = "", control: Deskt
 
 
 async def serve(args: argparse.Namespace) -> None:
+    nice = take_priority()  # capture and encode before the user's programs (session.py)
+    log.info("the desktop runs at niceness %d, the user's programs at %d", nice, nice + USER_NICE)
     width, height = (int(v) for v in args.size.lower().split("x"))
     display = XDisplay(width, height, session=args.session)
     ice = [a for a in (args.ice_address or os.environ.get("HEPSDESK_DESKTOP_ICE_ADDRESSES")
@@ -182,7 +186,8 @@ async def serve(args: argparse.Namespace) -> None:
         if all(hub.values()):
             # Under a hub (in a VM): a person's input is the server's activity.
             activity = ActivityReporter(hub["API_URL"], hub["API_TOKEN"], hub["USER"],
-                                        os.environ.get("JUPYTERHUB_SERVER_NAME", ""))
+                                        os.environ.get("JUPYTERHUB_SERVER_NAME", ""),
+                                        interval=float(os.environ.get("HEPSDESK_DESKTOP_ACTIVITY_INTERVAL") or 60))
         if not args.ice_servers and hub["API_URL"] and hub["API_TOKEN"]:
             # Under a hub (in a VM): the hub gives each session its servers (hepsdesk_spawner/turn.py).
             servers = HubIceServers(hub["API_URL"], hub["API_TOKEN"])
@@ -197,12 +202,14 @@ async def serve(args: argparse.Namespace) -> None:
             except FileNotFoundError as e:
                 log.warning("no sound: %s", e)
                 sound = None
+        transfers.activity = activity
         sessions = DesktopSessions(display, ice, fps=args.fps, keepalive=args.keepalive, engine=args.engine,
                                    encoder=args.encoder, playout_delay=args.playout_delay, ice_servers=servers,
                                    activity=activity, sound=sound)
         control = DesktopControl.from_environment(display.name, display.session.env)
         try:
             clipboard = DesktopClipboard(display.name, pages, args.clipboard_limit << 20)
+            clipboard.activity = sessions.activity
             await clipboard.start()
         except ClipboardError as e:
             log.warning("no clipboard: %s", e)

@@ -89,7 +89,8 @@ class Session:
 
     @property
     def after_window_manager(self) -> list[list[str]]:
-        """Started once the window manager runs (a window mapped before may stay unmanaged)."""
+        """Started once the window manager runs (a window mapped before may stay unmanaged);
+        they, and what is started from them, run at ``USER_NICE``."""
         return ([["xfce4-panel", "--disable-wm-check"]] if self.kind == "xfce" else []) + \
             ([self.terminal] if self.terminal else [])
 
@@ -124,6 +125,18 @@ class Session:
         if self.runtime is not None:
             shutil.rmtree(self.runtime, ignore_errors=True)
             self.runtime = None
+
+
+def take_priority() -> int:
+    """Give this process (the desktop server: capture and encode) back the niceness its parent
+    started with, as far as its limit (RLIMIT_NICE, set at boot) allows; its niceness now."""
+    now = os.getpriority(os.PRIO_PROCESS, 0)
+    if now > 0:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, 0)
+        except PermissionError:
+            log.info("the desktop runs at niceness %d (its limit allows no better)", now)
+    return os.getpriority(os.PRIO_PROCESS, 0)
 
 
 def data_directories() -> list[str]:

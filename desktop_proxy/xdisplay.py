@@ -27,6 +27,7 @@ import time
 from Xlib import X
 from Xlib import display as xlib_display
 
+from .apps import user_program
 from .session import TERMINAL, Session
 
 log = logging.getLogger("desktop_proxy")
@@ -158,7 +159,7 @@ class XDisplay:
                 log.warning("%s did not announce itself within %.0f s", window_manager[0], timeout)
         self._spawn_optional(["xsetroot", "-solid", "#2b4257"], wait=True)
         for argv in session.after_window_manager:
-            self._spawn_optional(argv)
+            self._spawn_optional(argv, user=True)
         log.info("desktop session: %s", session.kind or "none")
 
     def resize(self, width: float, height: float, scale: float = 1.0) -> tuple[int, int]:
@@ -194,10 +195,15 @@ class XDisplay:
         log.info("X display %s resized to %dx%d (%d dpi)", self.name, width, height, self.dpi)
         return width, height
 
-    def _spawn_optional(self, argv: list[str], wait: bool = False, env: dict[str, str] | None = None) -> bool:
+    def _spawn_optional(self, argv: list[str], wait: bool = False, env: dict[str, str] | None = None,
+                        user: bool = False) -> bool:
+        """Start a program of the session (``user``: one of the user's, at their niceness)."""
         if shutil.which(argv[0]) is None:
             log.warning("%s is not installed; the desktop starts without it", argv[0])
             return False
+        name = argv[0]
+        if user:
+            argv = user_program(argv)
         environment = {**self.env, **(env or {})}
         home = environment.get("HOME") or os.path.expanduser("~")
         process = subprocess.Popen(argv, env=environment, stdin=subprocess.DEVNULL, start_new_session=True,
@@ -206,7 +212,7 @@ class XDisplay:
             process.wait(timeout=10)
         else:
             self._processes.append(process)
-            asyncio.get_running_loop().run_in_executor(None, self._log_exit, argv[0], process)
+            asyncio.get_running_loop().run_in_executor(None, self._log_exit, name, process)
         return True
 
     @staticmethod

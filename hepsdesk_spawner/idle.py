@@ -16,3 +16,12 @@ def idle_seconds(last_activity: datetime | None, ready_at: float, now: float | N
     ``last_activity`` as naive UTC)."""
     since = last_activity.replace(tzinfo=last_activity.tzinfo or UTC).timestamp() if last_activity else 0.0
     return (time.time() if now is None else now) - max(since, ready_at)
+
+
+ACTIVITY_INTERVAL = "HEPSDESK_DESKTOP_ACTIVITY_INTERVAL"  # read by desktop_proxy/server.py
+
+
+def activity_interval(idle_timeout: int) -> int:
+    """How often (seconds) the desktop reports a person's input to the hub, for a profile that
+    stops servers idle for ``idle_timeout`` seconds: a sixth of it, between 5 s and a minute."""
+    return max(5, min(60, idle_timeout // 6))

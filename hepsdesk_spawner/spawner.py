@@ -39,7 +39,7 @@ from .cloud import CLOUD_ERRORS
 from .cloudinit import ALLOW_HTTP_HUB, boot_environment, render_singleuser_user_data, singleuser_environment
 from .datamounts import parse_data_mounts
 from .errors import CloudFailure, SpawnError
-from .idle import idle_seconds
+from .idle import ACTIVITY_INTERVAL, activity_interval, idle_seconds
 from .profiles import Profile, ProfileError, ProfileRefused, choose, parse_profiles
 from .resources import ServerResources
 from .resume import resume_key
@@ -325,6 +325,10 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
             env[ALLOW_HTTP_HUB] = "1"
         if self.vm.floating_address:
             env["HEPSDESK_PUBLIC_ADDRESS"] = self.vm.floating_address
+        if self.vm.idle_timeout:
+            # The desktop reports a person's input often enough that the idle timeout never
+            # stops someone working (desktop_proxy/activity.py).
+            env[ACTIVITY_INTERVAL] = str(activity_interval(self.vm.idle_timeout))
         return env
 
     @property

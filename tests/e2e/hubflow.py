@@ -74,7 +74,9 @@ def wait_for_lab(page: Page, username: str, timeout_s: float = 300, profile: str
 
 
 def desktop_tile(page: Page):
-    return page.locator(".jp-LauncherCard", has_text="Desktop")
+    """jupyter-server-proxy's "Desktop" tile (it opens a browser tab; "Desktop (in JupyterLab)"
+    is the lab extension's, for a Lab tab)."""
+    return page.locator('.jp-LauncherCard[title^="Desktop ["]')
 
 
 def open_desktop(page: Page) -> Page:

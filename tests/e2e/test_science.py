@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 
 from ..conftest import ROOT, sign_in_without_browser
 from ..kernel import run_in_kernel
-from .hubflow import new_context, sign_in, wait_for_frames
+from .hubflow import desktop_tile, new_context, sign_in, wait_for_frames
 
 pytestmark = pytest.mark.devcloud
 
@@ -140,7 +140,7 @@ def test_the_sasview_tile_starts_sasview_on_the_desktop(hub, hub_api, token, bro
         page.wait_for_url(f"**/user/{USER}/{server}/lab**", timeout=120_000)
         tile = page.locator('.jp-LauncherCard[data-category="Desktop applications"]', has_text="SasView")
         expect(tile).to_be_visible(timeout=60_000)
-        expect(page.locator(".jp-LauncherCard", has_text="Desktop")).to_be_visible()
+        expect(desktop_tile(page)).to_be_visible()
         with page.expect_popup() as popup:
             tile.click()
         desktop = popup.value

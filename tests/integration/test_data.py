@@ -94,11 +94,12 @@ def test_the_vm_runs_as_the_user_on_their_data_and_the_data_outlives_the_vm(data
     for path in (home / "notes.txt", mine_dir / "result.txt"):
         assert (path.stat().st_uid, path.stat().st_gid) == (UID, UID)
     assert (home / "notes.txt").read_text() == "kept"
-    # The desktop (X server and window manager) runs as the user too.
+    # The desktop (X server, window manager, panel, sound server) runs as the user too.
     desktop = requests.get(f"{server_url}desktop/", headers={"Authorization": f"token {token}"}, timeout=60)
     assert desktop.status_code == 200 and "<title>Desktop</title>" in desktop.text, desktop.text[:300]
     owners = json.loads(run_in_kernel(server_url, token, DESKTOP_OWNERS).strip().splitlines()[-1])
-    assert owners.get("Xtigervnc") == owners.get("openbox") == [UID], owners
+    assert owners.get("Xtigervnc") == owners.get("xfwm4") == owners.get("xfce4-panel") == [UID], owners
+    assert owners.get("pulseaudio") == owners.get("dbus-daemon") == [UID], owners
 
     [vm] = vm_of(devcloud, user)
     assert data_hub.api("DELETE", f"/users/{user}/server").status_code in (202, 204)

@@ -22,6 +22,7 @@ from traitlets.config import Config
 from hepsdesk_spawner import OpenStackSpawner, check_config
 from hepsdesk_spawner.capacity import allocation_query
 from hepsdesk_spawner.errors import CloudFailure, SpawnError
+from hepsdesk_spawner.idle import activity_interval
 from hepsdesk_spawner.settings import ConfigError
 from hepsdesk_spawner.site import CloudSite
 from hepsdesk_spawner.state import ServerState
@@ -360,3 +361,7 @@ def test_every_benchmark_has_a_short_form_in_the_tests():
     benchmarks = [p.name for p in (root / "benchmarks").glob("*.py") if "print(json.dumps(" in p.read_text()]
     assert {"spawner_scale.py", "spawn_e2e.py", "devcloud_boot.py", "login.py", "desktop_stream.py"} <= set(benchmarks)
     assert [b for b in benchmarks if f'"{b}"' not in tests] == []
+
+
+def test_the_desktop_reports_input_often_enough_for_the_profiles_idle_timeout():
+    assert [activity_interval(t) for t in (20, 60, 300, 3600, 86400)] == [5, 10, 50, 60, 60]
