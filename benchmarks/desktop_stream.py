@@ -37,6 +37,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -52,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import percentile  # noqa: E402
 from benchmarks.desktop_scenes import STAMP_BITS, STAMP_BLOCK, STAMP_LEFT  # noqa: E402
-from desktop_proxy.apps import user_program  # noqa: E402
+from desktop_proxy.apps import USER_NICE, user_program  # noqa: E402
 from hepsdesk_devcloud.processes import port_owner  # noqa: E402
 from tests.e2e.hubflow import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
@@ -231,13 +232,17 @@ class Bench:
 
     @staticmethod
     def stop(process: subprocess.Popen) -> None:
-        if process.poll() is None:
-            process.terminate()
+        """Stop ``process`` and what it started (its session: ``start``)."""
+        for signum, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
             try:
-                process.wait(timeout=10)
+                os.killpg(process.pid, signum)
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(timeout=wait)
+                break
             except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+                continue
 
     def x_server(self, resolution: str) -> tuple[subprocess.Popen, str]:
         read_fd, write_fd = os.pipe()
@@ -262,10 +267,14 @@ class Bench:
         return process
 
     def hogs(self) -> list[subprocess.Popen]:
-        """A busy loop on every core, at the user's programs' niceness (as a computation in a
-        kernel or a terminal gets it); each ends by itself after 10 minutes at most."""
-        return [self.start(user_program(["timeout", "600", sys.executable, "-c", "while True: pass"]), "hog")
-                for _ in range(os.cpu_count() or 1)]
+        """A busy loop on every core (``--hogs``), started together as one program of the user's
+        (one session, like a computation with a thread per core), at the user's programs'
+        niceness (``--hog-nice``); each loop ends by itself after 10 minutes at most."""
+        count = self.args.hogs or os.cpu_count() or 1
+        busy = "import time; end = time.monotonic() + 600\nwhile time.monotonic() < end: pass"
+        loops = f"for i in $(seq {count}); do {sys.executable} -c '{busy}' & done; wait"
+        nice = USER_NICE if self.args.hog_nice is None else self.args.hog_nice
+        return [self.start(user_program(["sh", "-c", loops], nice), "hog")]
 
     @staticmethod
     def raise_browser(nice: int = -5) -> bool:
@@ -455,6 +464,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ports", type=lambda s: [int(p) for p in s.split(",")],
                         default=[18795, 18796, 18797, 18794],
                         help="desktop server, websockify, VNC, pixelflux desktop (default 18795,18796,18797,18794)")
+    parser.add_argument("--hogs", type=int, default=0, help="the contended scene's hogs (default: one per core)")
+    parser.add_argument("--hog-nice", type=int, default=None,
+                        help="the contended scene's hogs at this niceness instead of the user's programs' "
+                        "(0: as if the desktop had no priority over them)")
     parser.add_argument("--quick", action="store_true",
                         help="the short version: 1280x720, motion, idle and contended, 3 s each")
     args = parser.parse_args(argv)

@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import time
@@ -40,9 +39,13 @@ log = logging.getLogger("desktop_proxy")
 USER_NICE = 5
 
 
-def user_program(argv: list[str]) -> list[str]:
-    """``argv`` run at the user's programs' niceness."""
-    return ["nice", "-n", str(USER_NICE), *argv] if shutil.which("nice") else list(argv)
+def user_program(argv: list[str], nice: int = USER_NICE) -> list[str]:
+    """``argv`` run at the user's programs' niceness. Started in a session of its own (as the
+    desktop starts them), it is also the niceness of the session's autogroup, which the kernel
+    weighs as one against the desktop's when it groups by session (``sched_autogroup``): else a
+    program's niceness would count only against the programs of its own session."""
+    script = f'echo {nice} > /proc/self/autogroup 2>/dev/null; exec nice -n {nice} "$@"'
+    return ["sh", "-c", script, "user-program", *argv]
 
 MAX_INFO_BYTES = 1 << 20
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
