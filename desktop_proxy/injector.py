@@ -43,6 +43,13 @@ def char_keysym(char: str) -> int | None:
     return code if code < 0x100 else 0x01000000 + code
 
 
+# The keyboard layouts the desktop takes on from the browser (XKB names): keys are sent as
+# keysyms whatever the layout, but programs that read key codes (shortcuts, games, terminals'
+# Alt combinations) then see the keys where the person's keyboard has them.
+LAYOUTS = frozenset({"us", "gb", "de", "ch", "fr", "be", "es", "it", "pt", "se", "no", "dk", "fi", "pl", "cz",
+                     "hu", "ru", "ua", "jp"})
+
+
 class InputInjector:
     def __init__(self, display: str, width: int, height: int):
         self.width = width
@@ -67,6 +74,10 @@ class InputInjector:
                 self._drop_oldest()
             self._queue.append(message)
             self._queued.notify()
+
+    def keymap_changed(self) -> None:
+        """The display's keyboard layout changed: look the keysyms up again."""
+        self.submit({"type": "keymap"})
 
     def close(self) -> None:
         """Release whatever is held, stop the X thread and close the display."""
@@ -113,6 +124,11 @@ class InputInjector:
                 self._text(message["text"])
             elif kind == "release-all":
                 self._release_all()
+            elif kind == "keymap":  # the layout changed (setxkbmap): keycodes mean other keysyms now
+                self._release_all()
+                info = self._display.display.info
+                self._display._update_keymap(info.min_keycode, info.max_keycode - info.min_keycode + 1)
+                self._spare = self._find_spare_keycodes()
             self._display.sync()
         except Exception:
             log.exception("input injection failed (%s message)", message.get("type"))

@@ -151,10 +151,12 @@ INPUT = MessageSchema("input", {
     "release-all": {},
 }, max_bytes=1024, version=1)
 
-# The signalling websocket: the browser's WebRTC offer, its window's size, a quality preset.
+# The signalling websocket: the browser's WebRTC offer, its window's size, a quality preset,
+# its keyboard layout.
 SIGNALLING = MessageSchema("signalling", {
     "offer": {"sdp": Field("string", max_length=64 * 1024)},
     "resize": {"width": Field("number", 1, 16384), "height": Field("number", 1, 16384),
                "scale": Field("number", 0.1, 8)},
     "preset": {"name": Field("string", max_length=64)},
+    "layout": {"name": Field("string", max_length=16)},  # the browser's keyboard layout (XKB name)
 }, max_bytes=128 * 1024)

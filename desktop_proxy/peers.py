@@ -31,7 +31,7 @@ from .activity import ActivityReporter
 from .congestion import LinkEstimate
 from .encoding import h264_encoder
 from .ice_servers import HubIceServers, IceServers
-from .injector import InputInjector
+from .injector import LAYOUTS, InputInjector
 from .messages import INPUT, DropCounter, Rejected
 from .pixelflux_engine import PixelfluxStream, PixelfluxUnavailable, pixelflux
 from .playout_delay import offer_playout_delay, send_playout_delay
@@ -130,6 +130,7 @@ class DesktopSessions:
         self._resizing = asyncio.Lock()
         self._stopping: set[StreamBase] = set()
         self.injector = InputInjector(display.name, display.width, display.height)
+        self.layout = "us"  # the desktop's keyboard layout (the X server starts with it)
         self.input_drops = DropCounter("input", log)  # messages the page sent that the desktop does not take
         self.activity = activity  # input reported to the hub as the server's activity (under a hub)
         self.sound = sound  # the desktop's sound, an audio track for each viewer that asks
@@ -166,6 +167,18 @@ class DesktopSessions:
                 "target_bps": stream.target_bitrate, "sending_bps": int(stream.sending_rate()),
                 **stream.stats.as_dict()},
         }
+
+    async def set_layout(self, name: str) -> str:
+        """Give the desktop the browser's keyboard layout (an XKB name of ``LAYOUTS``);
+        ValueError for another, DisplayError when setxkbmap fails."""
+        if name not in LAYOUTS:
+            raise ValueError(f"unknown keyboard layout {name!r}")
+        if name != self.layout:
+            await asyncio.get_running_loop().run_in_executor(None, self.display.set_layout, name)
+            self.layout = name
+            self.injector.keymap_changed()
+            log.info("keyboard layout: %s", name)
+        return name
 
     def set_preset(self, name: str) -> Preset:
         """Use a quality preset (``presets.py``) for every viewer; KeyError if unknown."""

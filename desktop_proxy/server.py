@@ -89,6 +89,8 @@ class SignallingHandler(websocket.WebSocketHandler):
             return await self._resize(data["width"], data["height"], data["scale"])
         if data["type"] == "preset":
             return self._preset(data["name"])
+        if data["type"] == "layout":
+            return await self._layout(data["name"])
         if self.pc is not None:
             await self.sessions.close(self.pc)
         try:
@@ -106,6 +108,14 @@ class SignallingHandler(websocket.WebSocketHandler):
             return self._send({"type": "resize-failed", "message": str(e),
                                "width": self.sessions.display.width, "height": self.sessions.display.height})
         self._send({"type": "resized", "width": width, "height": height})
+
+    async def _layout(self, name: str) -> None:
+        try:
+            layout = await self.sessions.set_layout(name)
+        except (ValueError, DisplayError) as e:
+            log.warning("keyboard layout %r refused: %s", name, e)
+            return self._send({"type": "layout-failed", "message": str(e)})
+        self._send({"type": "layout", "name": layout})
 
     def _preset(self, name) -> None:
         try:

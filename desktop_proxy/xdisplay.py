@@ -195,6 +195,15 @@ class XDisplay:
         log.info("X display %s resized to %dx%d (%d dpi)", self.name, width, height, self.dpi)
         return width, height
 
+    def set_layout(self, layout: str) -> None:
+        """Set the keyboard layout (an XKB name). Blocking: call it from a thread."""
+        if not shutil.which("setxkbmap"):
+            raise DisplayError("setxkbmap is not installed (Debian: x11-xkb-utils)")
+        done = subprocess.run(["setxkbmap", "-display", self.name, "-layout", layout], capture_output=True,
+                              text=True, timeout=10)
+        if done.returncode:
+            raise DisplayError(f"setxkbmap {layout} failed: {done.stderr.strip() or done.returncode}")
+
     def _spawn_optional(self, argv: list[str], wait: bool = False, env: dict[str, str] | None = None,
                         user: bool = False) -> bool:
         """Start a program of the session (``user``: one of the user's, at their niceness)."""

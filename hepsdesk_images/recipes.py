@@ -69,7 +69,7 @@ BASE_PACKAGES = (
     "cloud-init", "cloud-guest-utils", "ifupdown", "isc-dhcp-client", "nfs-common", "ca-certificates",
     "python3", "python3-venv", "util-linux", "procps",
     "xvfb", "tigervnc-standalone-server", "openbox", "xterm", "x11-xserver-utils", "xclip",
-    "xfwm4", "xfce4-panel", "thunar", "mousepad", "dbus-x11", "pulseaudio", "pulseaudio-utils",
+    "xfwm4", "xfce4-panel", "thunar", "mousepad", "dbus-x11", "pulseaudio", "pulseaudio-utils", "x11-xkb-utils",
     "fonts-dejavu-core", "fonts-noto-cjk",
 )
 BUILD_PACKAGES = ("build-essential", "python3-dev")   # for build_from_source; removed after the build

@@ -95,11 +95,6 @@ def render_singleuser_user_data(command: list[str], env: dict[str, str], workdir
         # The groups by number, as the account was made.
         groups = ",".join(str(gid) for gid in dict.fromkeys([identity.gid, *(g for _, g in identity.groups)]))
         run = f"setpriv --reuid={identity.uid} --regid={identity.gid} --groups={groups} -- {run}"
-    # JupyterLab, its kernels and the desktop's applications run 5 nicer than the desktop's
-    # capture and encode, which may take back the 5 (RLIMIT_NICE 20: down to niceness 0): a
-    # computation on every CPU leaves the desktop usable (desktop_proxy/session.py). Where the
-    # limit cannot be raised (a container without CAP_SYS_RESOURCE), without it.
-    run = f"$nice_limit nice -n 5 {run}"
     script = (
         "#!/bin/sh\n"
         "# Started at every boot by cloud-init (scripts/per-boot); JupyterHub's environment is in\n"
@@ -111,7 +106,11 @@ def render_singleuser_user_data(command: list[str], env: dict[str, str], workdir
         + (_account_lines(identity) if identity is not None else "")
         + "".join(_mount_check_lines(m) for m in mounts if m.required)
         + _workdir_lines(workdir, identity)
-        + "nice_limit='prlimit --nice=20 --'; prlimit --nice=20 -- true 2>/dev/null || nice_limit=''\n"
+        # JupyterLab, its kernels and the desktop's applications run 5 nicer than the desktop's
+        # capture and encode, which may take back the 5 (RLIMIT_NICE 20: down to niceness 0): a
+        # computation on every CPU leaves the desktop usable (desktop_proxy/session.py). Where
+        # the limit cannot be raised (a container without CAP_SYS_RESOURCE), only the 5.
+        + "prlimit --pid $$ --nice=20 2>/dev/null; renice -n 5 -p $$ > /dev/null 2>&1\n"
         + f"{run} >> {log} 2>&1\n"
         "status=$?\n"
         f"echo \"{EXITED_MARKER} with status $status; the end of {LOG_FILE}:\"\n"

@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 # openssl for their test CA), coturn for the desktop's TURN relay test.
 APT_PACKAGES="python3 python3-venv python3-dev gcc tar util-linux mariadb-server mariadb-client rabbitmq-server
 erlang-base tigervnc-standalone-server xvfb xterm openbox x11-xserver-utils xclip fonts-dejavu-core chromium
-xfwm4 xfce4-panel thunar mousepad dbus-x11 fonts-noto-cjk pulseaudio pulseaudio-utils
+xfwm4 xfce4-panel thunar mousepad dbus-x11 fonts-noto-cjk pulseaudio pulseaudio-utils x11-xkb-utils
 novnc websockify samba samba-ad-provision samba-dsdb-modules samba-vfs-modules slapd ldap-utils ldb-tools openssl
 coturn"
 missing=""

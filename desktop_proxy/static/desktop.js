@@ -178,6 +178,7 @@ function connect() {
   ws.onopen = () => {
     requestResize();
     ws.send(JSON.stringify({ type: 'preset', name: savedPreset() }));
+    sendLayout();
   };
   ws.onmessage = async (event) => {
     const message = JSON.parse(event.data);
@@ -193,6 +194,8 @@ function connect() {
       if (radio) radio.checked = true;
     } else if (message.type === 'clipboard') {  // a program on the desktop copied something
       desktopClipboard.fromDesktop(message).catch((e) => setStatus(`Clipboard: ${e}`, 'error'));
+    } else if (message.type === 'layout') {
+      layout = message.name;
     } else if (message.type === 'file-offer') {  // hepsdesk-send: the desktop sends a file
       desktopFiles.download(message);
     } else if (message.type === 'error') {
@@ -207,6 +210,18 @@ function connect() {
     connectionLost('the signalling connection closed');
   };
 }
+
+// The desktop takes the browser's keyboard layout, where the browser tells it (Chromium's
+// Keyboard Map API), so programs that read key codes find the keys where the keyboard has them.
+let layout = null;  // the layout the desktop confirmed
+async function sendLayout() {
+  if (!navigator.keyboard || !navigator.keyboard.getLayoutMap) return;
+  try {
+    const name = layoutOf(await navigator.keyboard.getLayoutMap());
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'layout', name }));
+  } catch (e) { /* not allowed here (a frame without keyboard-map): keysyms still type right */ }
+}
+navigator.keyboard && navigator.keyboard.addEventListener && navigator.keyboard.addEventListener('layoutchange', sendLayout);
 
 // Pointer position as a fraction of the picture (the video is letterboxed by object-fit).
 function position(event) {
@@ -597,6 +612,7 @@ window.hepsdesk = {
   get outages() { return outages.map((o) => ({ ...o })); },
   get sound() { return sound; },
   get zoom() { return { ...zoom }; },
+  get layout() { return layout; },
   get inputReady() { return Boolean(channel && channel.readyState === 'open'); },
   get inputChannel() { return channel; },
   get clipboard() { return desktopClipboard.counts; },

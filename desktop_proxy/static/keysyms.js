@@ -23,3 +23,20 @@ function keysymFor(event) {
   }
   return null;
 }
+
+// The XKB layout of the browser's keyboard, from what its keys type (the Keyboard Map API:
+// KeyboardEvent.code -> character): the first signature that fits; "us" otherwise.
+const LAYOUT_SIGNATURES = [
+  ['de', { KeyZ: 'y', Minus: 'ß' }], ['ch', { KeyZ: 'y', Minus: "'" }], ['cz', { KeyZ: 'y', Digit2: 'ě' }],
+  ['hu', { KeyZ: 'y', Digit0: 'ö' }], ['fr', { KeyQ: 'a', KeyA: 'q', Digit2: 'é' }], ['be', { KeyQ: 'a', KeyA: 'q' }],
+  ['es', { Semicolon: 'ñ' }], ['it', { Semicolon: 'ò' }], ['pt', { Semicolon: 'ç' }],
+  ['no', { Semicolon: 'ø', Quote: 'æ' }], ['dk', { Semicolon: 'æ', Quote: 'ø' }], ['se', { Semicolon: 'ö', Quote: 'ä' }],
+  ['ru', { KeyQ: 'й' }], ['ua', { KeyS: 'і' }], ['jp', { Equal: '^', BracketLeft: '@' }], ['gb', { Backslash: '#' }],
+];
+
+function layoutOf(map) {
+  for (const [name, keys] of LAYOUT_SIGNATURES) {
+    if (Object.entries(keys).every(([code, char]) => map.get(code) === char)) return name;
+  }
+  return 'us';
+}

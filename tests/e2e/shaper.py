@@ -18,11 +18,12 @@ import time
 
 
 class Shaper:
-    def __init__(self, rate_bps: float = 100e6, queue_ms: float = 200):
+    def __init__(self, rate_bps: float = 100e6, queue_ms: float = 200, listen: str = "127.0.0.1"):
         self.target: tuple[str, int] | None = None  # the desktop's ICE address (from the answer)
         self.rate_bps = rate_bps
         self.queue_ms = queue_ms
         self.blocked = False  # the link is down: every packet, either way, is lost
+        self.listen = listen  # the address the browser sends to (the desktop's own, for a VM's)
         self.port = 0
         self.sent = self.dropped = 0
         self._loop = asyncio.new_event_loop()
@@ -59,7 +60,7 @@ class Shaper:
             def datagram_received(self, data, addr):
                 shaper._towards_browser(data)
 
-        self._browser_side, _ = await self._loop.create_datagram_endpoint(BrowserSide, local_addr=("127.0.0.1", 0))
+        self._browser_side, _ = await self._loop.create_datagram_endpoint(BrowserSide, local_addr=(self.listen, 0))
         self._desktop_side, _ = await self._loop.create_datagram_endpoint(DesktopSide, local_addr=("127.0.0.1", 0))
         self.port = self._browser_side.get_extra_info("sockname")[1]
 

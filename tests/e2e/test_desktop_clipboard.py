@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import urllib.request
 
 import cv2
@@ -17,6 +16,7 @@ import numpy
 import pytest
 from playwright.sync_api import expect
 
+from .desktop_checks import clipboard_image, wait_until
 from .hubflow import wait_for_frames
 from .test_desktop_server import start_desktop, stop_desktop
 
@@ -44,14 +44,6 @@ def xclip(display: str, *args: str, data: bytes | None = None) -> bytes:
     return b""
 
 
-def wait_until(condition, timeout: float = 10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.1)
-    return condition()
-
 
 def png(width: int, height: int, colour: tuple[int, int, int]) -> bytes:
     pixels = numpy.zeros((height, width, 3), numpy.uint8)
@@ -71,18 +63,6 @@ def open_page(browser, url: str, permissions: list[str]):
     page.wait_for_function("window.hepsdesk.inputReady", timeout=10_000)
     return context, page
 
-
-def browser_image(page) -> bytes | None:
-    """The PNG on the browser's clipboard, if any."""
-    data = page.evaluate("""async () => {
-        for (const item of await navigator.clipboard.read()) {
-            if (item.types.includes('image/png')) {
-                return Array.from(new Uint8Array(await (await item.getType('image/png')).arrayBuffer()));
-            }
-        }
-        return null;
-    }""")
-    return bytes(data) if data is not None else None
 
 
 def test_text_and_images_cross_both_ways(desktop, browser):
@@ -106,7 +86,7 @@ def test_text_and_images_cross_both_ways(desktop, browser):
     # A PNG from the desktop (a screenshot tool, a plot) -> the browser's clipboard.
     red = png(64, 40, (0, 0, 255))
     xclip(display, "-i", "-t", "image/png", data=red)
-    image = wait_until(lambda: browser_image(page))
+    image = wait_until(lambda: clipboard_image(page))
     assert image is not None and numpy.array_equal(pixels_of(image), pixels_of(red)), "the same picture"
 
     # A PNG on the browser's clipboard -> the desktop's.

@@ -21,6 +21,7 @@ from benchmarks.desktop_scenes import STAMP_BITS, STAMP_BLOCK, STAMP_LEFT
 from benchmarks.desktop_stream import MEASURE_JS
 from desktop_proxy.xdisplay import XDisplay
 
+from .desktop_checks import route_through
 from .shaper import Shaper
 from .test_desktop_server import start_desktop, stop_desktop
 
@@ -51,20 +52,6 @@ def moving_desktop():
             animator.wait(10)
         display.stop()
 
-
-def through(page, shaper: Shaper) -> None:
-    """Route the page's signalling so that the media goes through the shaper."""
-    def route(ws):
-        server = ws.connect_to_server()
-        ws.on_message(server.send)
-
-        def to_page(message):
-            data = json.loads(message)
-            if data.get("type") == "answer":
-                data["sdp"] = shaper.rewrite_answer(data["sdp"])
-            ws.send(json.dumps(data))
-        server.on_message(to_page)
-    page.route_web_socket("**/ws", route)
 
 
 def window(page, seconds: float) -> dict:
@@ -111,7 +98,7 @@ def test_a_bandwidth_drop_is_followed_within_2_s_and_a_sharp_refresh_ends_motion
     context = browser.new_context(viewport={"width": 1280, "height": 720})
     page = context.new_page()
     with Shaper(rate_bps=50e6) as shaper:
-        through(page, shaper)
+        route_through(page, shaper)
         page.goto(url)
         page.wait_for_function("window.hepsdesk.firstFrameAt !== null", timeout=30000)
         page.evaluate(MEASURE_JS, [STAMP_BITS, STAMP_BLOCK, STAMP_LEFT, 1280])

@@ -37,6 +37,8 @@ from desktop_proxy.notebook import (
     desktop,
 )
 
+from .desktop_checks import wait_until
+
 NOBODY = 65534
 VIEWER = """#!/bin/sh
 # Shows its files in a terminal: a child of this script, so its window's pid is a descendant of the launch.
@@ -74,14 +76,6 @@ def members(pgid: int) -> list[str]:
     return [line for line in ps.stdout.splitlines()
             if int(line.split()[1]) == pgid and not line.split()[2].startswith("Z")]
 
-
-def wait_until(condition, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
 
 
 class Server:

@@ -12,13 +12,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy
 import pytest
 from playwright.sync_api import expect
 
+from .desktop_checks import wait_until
 from .hubflow import wait_for_frames
 from .test_desktop_server import start_desktop, stop_desktop
 
@@ -87,14 +87,6 @@ def open_page(browser, desktop: Desktop):
     wait_for_frames(page, 1, timeout_s=30)
     return context, page
 
-
-def wait_until(condition, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.1)
-    return condition()
 
 
 def progress_shown(page, size: int) -> list[str]:

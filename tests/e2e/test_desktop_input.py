@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 import threading
 import time
 import urllib.request
@@ -16,6 +18,7 @@ from playwright.sync_api import expect
 from Xlib import X
 from Xlib import display as xlib_display
 
+from .desktop_checks import wait_until
 from .hubflow import wait_for_frames
 from .test_desktop_server import start_desktop, stop_desktop
 
@@ -97,14 +100,6 @@ def page(desktop, browser):
     context.close()
 
 
-def wait_until(condition, timeout: float = 5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.05)
-    return condition()
-
 
 def test_smooth_scrolling_adds_up_to_wheel_clicks(desktop, page):
     target = EventWindow(desktop[1])
@@ -174,9 +169,13 @@ def test_the_locks_are_asked_for_and_locked_motion_moves_relatively(desktop, pag
     target = EventWindow(desktop[1])
     try:
         if locked:
-            page.mouse.move(640, 360)
-            assert wait_until(lambda: target.pointer() != (0, 0))
-            start = target.pointer()
+            page.mouse.move(640, 360)  # some movement first; then wait until the pointer rests
+
+            def resting():
+                before = target.pointer()
+                time.sleep(0.2)
+                return before if target.pointer() == before else None
+            start = wait_until(resting)
             page.mouse.move(640 + 30, 360 - 45)
         else:
             page.mouse.move(640, 360)
@@ -190,3 +189,35 @@ def test_the_locks_are_asked_for_and_locked_motion_moves_relatively(desktop, pag
         assert wait_until(lambda: target.pointer() == (400, 300)), target.pointer()
     finally:
         target.close()
+
+
+# Test-only: a German keyboard as the Keyboard Map API reports it (headless Chromium's is the
+# machine's, and the OS layout cannot be switched headless).
+GERMAN_KEYBOARD = """
+const german = new Map(Object.entries({ KeyY: 'z', KeyZ: 'y', Minus: 'ß', Semicolon: 'ö', Quote: 'ä',
+                                        BracketLeft: 'ü', KeyQ: 'q', KeyA: 'a' }));
+if (navigator.keyboard) navigator.keyboard.getLayoutMap = async () => german;
+"""
+
+
+def test_the_desktop_takes_the_browsers_keyboard_layout_and_still_types_what_the_keys_say(desktop, browser, tmp_path):
+    url, display = desktop
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    context.add_init_script(GERMAN_KEYBOARD)
+    page = context.new_page()
+    try:
+        page.goto(url)
+        wait_for_frames(page, 1, timeout_s=30)
+        page.wait_for_function("window.hepsdesk.layout === 'de'", timeout=10_000)
+        query = subprocess.run(["setxkbmap", "-display", display, "-query"], capture_output=True, text=True).stdout
+        assert re.search(r"^layout:\s+de$", query, re.MULTILINE), query
+        # Keys still type the characters they say: z and y are not swapped by the German layout.
+        out = tmp_path / "typed.txt"
+        page.wait_for_function("window.hepsdesk.inputReady", timeout=10_000)
+        page.locator("#screen").click(position={"x": 300, "y": 200})
+        page.keyboard.type(f"printf yz@ > {out}")
+        page.keyboard.press("Enter")
+        assert wait_until(lambda: out.exists() and out.read_text() == "yz@", 10), out.exists() and out.read_text()
+    finally:
+        context.close()
+        subprocess.run(["setxkbmap", "-display", display, "-layout", "us"], check=False)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import urllib.request
 
 import pytest
 from playwright.sync_api import expect
 
+from .desktop_checks import route_through, wait_until
 from .hubflow import frames_decoded, wait_for_frames
 from .shaper import Shaper
 from .test_desktop_server import start_desktop, stop_desktop
@@ -33,14 +33,6 @@ def windows(url: str) -> list[int]:
     with urllib.request.urlopen(url + "api/windows", timeout=10) as response:
         return sorted(w["id"] for w in json.load(response)["windows"])
 
-
-def wait_until(condition, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.05)
-    return condition()
 
 
 def outage(page) -> dict | None:
@@ -65,20 +57,8 @@ def test_a_reload_resumes_the_same_desktop_at_once(desktop, browser):
 
 def test_a_network_failure_and_a_dropped_websocket_reconnect_by_themselves(desktop, browser):
     page = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
-    sockets = []
     with Shaper(rate_bps=100e6) as link:
-        def route(ws):  # the media through the link; the websocket kept, to drop it later
-            server = ws.connect_to_server()
-            ws.on_message(server.send)
-
-            def to_page(message):
-                data = json.loads(message)
-                if data.get("type") == "answer":
-                    data["sdp"] = link.rewrite_answer(data["sdp"])
-                ws.send(json.dumps(data))
-            server.on_message(to_page)
-            sockets.append(ws)
-        page.route_web_socket("**/ws", route)
+        sockets = route_through(page, link)  # the media through the link; its websocket, to drop it
         page.goto(desktop)
         wait_for_frames(page, 1, timeout_s=30)
         before = windows(desktop)

@@ -4,6 +4,7 @@ when the desktop cannot start."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -200,4 +201,22 @@ def test_the_user_picks_a_quality_preset_and_sees_the_statistics(desktop, browse
     page.wait_for_function("window.hepsdesk.preset === 'low-bandwidth'", timeout=10000)
     expect(page.get_by_label("Video statistics")).to_be_visible()
     assert page.get_by_label("Low bandwidth").is_checked()
+    context.close()
+
+
+def test_a_high_density_screen_gets_a_desktop_in_its_device_pixels_up_to_4k(desktop, browser):
+    context = browser.new_context(viewport={"width": 960, "height": 540}, device_scale_factor=2)
+    page = context.new_page()
+    page.goto(desktop)
+    wait_for_frames(page, 1, timeout_s=30)
+    # Sharp text: one desktop pixel per device pixel, and the fonts' resolution doubled.
+    page.wait_for_function("window.hepsdesk.desktopSize && window.hepsdesk.desktopSize.width === 1920", timeout=10000)
+    page.wait_for_function("document.getElementById('screen').videoWidth === 1920", timeout=10000)
+    with urllib.request.urlopen(desktop + "stats", timeout=10) as response:
+        assert json.load(response)["display"]["dpi"] == 192
+    # A larger window still: at most 3840x2160, keeping its shape.
+    page.set_viewport_size({"width": 1920, "height": 1200})
+    page.wait_for_function("window.hepsdesk.desktopSize && window.hepsdesk.desktopSize.height === 2160", timeout=15000)
+    assert page.evaluate("window.hepsdesk.desktopSize") == {"width": 3456, "height": 2160}
+    page.wait_for_function("document.getElementById('screen').videoWidth === 3456", timeout=15000)
     context.close()

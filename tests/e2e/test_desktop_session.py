@@ -11,13 +11,13 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-import time
 import urllib.request
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
 
+from .desktop_checks import program_environment, wait_until
 from .hubflow import picture_digest, pixel, wait_for_frames
 from .test_desktop_server import start_desktop, stop_desktop
 
@@ -48,26 +48,11 @@ def desktop():
     shutil.rmtree(base, ignore_errors=True)
 
 
-def session_env(program: str) -> dict[str, str]:
-    """The environment of the desktop's running ``program`` (its session's D-Bus and XDG dirs)."""
-    pid = subprocess.run(["pgrep", "-n", "-x", program], capture_output=True, text=True).stdout.strip()
-    assert pid, f"{program} runs"
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
-
 
 def windows(url: str) -> list[dict]:
     with urllib.request.urlopen(url + "api/windows", timeout=10) as response:
         return json.load(response)["windows"]
 
-
-def wait_until(condition, timeout: float = 15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.1)
-    return condition()
 
 
 def test_the_panel_is_on_the_first_picture_and_its_menu_opens(desktop, browser):
@@ -91,7 +76,7 @@ def test_the_panel_is_on_the_first_picture_and_its_menu_opens(desktop, browser):
 
 def test_the_images_applications_are_in_the_menu_and_start_from_it(desktop):
     url, _ = desktop
-    env = session_env("xfce4-panel")
+    env = program_environment("xfce4-panel")
     assert env["XDG_CURRENT_DESKTOP"] == "XFCE" and env["DBUS_SESSION_BUS_ADDRESS"].startswith("unix:path=")
     entries = Path(env["XDG_DATA_DIRS"].split(":")[0]) / "applications"
     RUNTIME.append(entries.parent.parent)
@@ -109,7 +94,7 @@ def test_send_to_my_computer_in_the_file_manager_downloads_the_file(desktop, bro
     page = browser.new_context(viewport={"width": 1280, "height": 720}, accept_downloads=True).new_page()
     page.goto(url)
     wait_for_frames(page, 1, timeout_s=10)
-    env = session_env("xfce4-panel")
+    env = program_environment("xfce4-panel")
     actions = ElementTree.parse(env["XDG_CONFIG_DIRS"].split(":")[0] + "/Thunar/uca.xml").getroot()
     [action] = [a for a in actions if a.findtext("name") == "Send to my computer"]
     report = base / "home" / "fit résumé.txt"

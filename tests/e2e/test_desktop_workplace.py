@@ -1,8 +1,9 @@
 """The desktop as a daily workplace, in Chromium, with the real desktop in a dev-cloud VM behind
-the hub: a German keyboard, a dead key and pinyin type what they say; the clipboard crosses
-both ways; 50 MB files go up and down with their bytes intact; a tone played in the VM is heard
-at its frequency; a reload resumes the same desktop; the desktop as a JupyterLab tab; and the
-idle culler stops the untouched desktop while it keeps the one in use.
+the hub: a German keyboard, a dead key and pinyin type what they say; text and PNGs cross the
+clipboard both ways; a dropped file and 50 MB files go up and down with their bytes intact, a
+cancelled upload leaves nothing; a tone played in the VM is heard at its frequency; a reload
+and a network failure resume the same desktop; the desktop as a JupyterLab tab; and the idle
+culler stops the untouched desktop while it keeps the one in use.
 
 Everything a person does here goes through the hub's proxy and the Jupyter server in the VM,
 as it does for a user: the local tests (test_desktop_clipboard.py, test_desktop_files.py,
@@ -14,17 +15,21 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import secrets
 import time
 import wave
 from pathlib import Path
 
+import cv2
 import numpy
 import pytest
 from playwright.sync_api import expect
 
 from ..conftest import SESSION, running_hub
+from .desktop_checks import LISTEN, clipboard_image, hears, route_through
 from .hubflow import click_picture, new_context, pixel, sign_in, wait_for_frames, wait_for_lab
+from .shaper import Shaper
 
 pytestmark = pytest.mark.devcloud
 
@@ -83,6 +88,31 @@ def wait_for(path: Path, content: bytes | None = None, timeout: float = 30) -> b
     raise AssertionError(f"{path} is {path.read_bytes()[:200] if path.exists() else 'missing'}")
 
 
+def png(colour: tuple[int, int, int]) -> bytes:
+    pixels = numpy.zeros((24, 40, 3), numpy.uint8)
+    pixels[:, :20] = colour
+    return cv2.imencode(".png", pixels)[1].tobytes()
+
+
+def same_picture(data: bytes | None, expected: bytes) -> bool:
+    if not data:
+        return False
+    decoded = cv2.imdecode(numpy.frombuffer(data, numpy.uint8), cv2.IMREAD_COLOR)
+    return decoded is not None and numpy.array_equal(decoded, cv2.imdecode(numpy.frombuffer(expected, numpy.uint8),
+                                                                             cv2.IMREAD_COLOR))
+
+
+def wait_for_picture(path: Path, timeout: float = 30) -> bytes:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and cv2.imdecode(numpy.frombuffer(path.read_bytes(), numpy.uint8), cv2.IMREAD_COLOR) \
+                is not None:
+            return path.read_bytes()
+        time.sleep(0.2)
+    raise AssertionError(f"{path} is not a picture")
+
+
+
 def test_a_german_keyboard_a_dead_key_and_pinyin_type_what_they_say(workplace):
     _, _, desktop, home = workplace
     cdp = desktop.context.new_cdp_session(desktop)
@@ -121,9 +151,40 @@ def test_the_clipboard_crosses_both_ways(workplace):
         time.sleep(0.2)
     assert desktop.evaluate("navigator.clipboard.readText()") == "from the VM: ß"
 
+    # A PNG each way.
+    green = png((0, 255, 0))
+    sent = desktop.evaluate("window.hepsdesk.clipboard.toDesktop")
+    desktop.evaluate("""async (bytes) => {
+        const blob = new Blob([new Uint8Array(bytes)], { type: 'image/png' });
+        await navigator.clipboard.write([new ClipboardItem({ 'image/png': blob })]);
+        window.dispatchEvent(new Event('focus'));
+    }""", list(green))
+    desktop.wait_for_function(f"window.hepsdesk.clipboard.toDesktop > {sent}", timeout=10_000)
+    run(desktop, "xclip -selection clipboard -t image/png -o > ~/pasted.png")
+    assert same_picture(wait_for_picture(home / "pasted.png"), green)
+    blue = png((255, 0, 0))
+    (home / "blue.png").write_bytes(blue)
+    (home / "blue.png").chmod(0o644)
+    run(desktop, "xclip -selection clipboard -t image/png -i < ~/blue.png")
+    deadline = time.monotonic() + 15
+    while not same_picture(clipboard_image(desktop), blue) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert same_picture(clipboard_image(desktop), blue)
+
 
 def test_50_mb_files_go_up_and_down_intact(workplace, tmp_path):
     _, _, desktop, home = workplace
+    # A file dropped on the picture.
+    desktop.evaluate("""() => {
+        const transfer = new DataTransfer();
+        transfer.items.add(new File(['dropped on the desktop\\n'], 'dropped.txt'));
+        const screen = document.getElementById('screen');
+        for (const type of ['dragenter', 'dragover', 'drop']) {
+            screen.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true }));
+        }
+    }""")
+    assert wait_for(home / "dropped.txt") == b"dropped on the desktop\n"
+
     laptop = tmp_path / "scan-0042.h5"
     laptop.write_bytes(os.urandom(SIZE))
     digest = hashlib.sha256(laptop.read_bytes()).hexdigest()
@@ -137,6 +198,28 @@ def test_50_mb_files_go_up_and_down_intact(workplace, tmp_path):
     assert download.value.suggested_filename == "result.h5"
     assert hashlib.sha256(Path(download.value.path()).read_bytes()).hexdigest() == digest
 
+    # Cancelled half-way (a slow link): nothing of it stays.
+    cdp = desktop.context.new_cdp_session(desktop)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 5, "downloadThroughput": -1,
+                                                  "uploadThroughput": 4 * 1024 * 1024})
+    cancelled = tmp_path / "cancelled.bin"
+    cancelled.write_bytes(os.urandom(24 * 1024 * 1024))
+    desktop.set_input_files("#upload-input", str(cancelled))
+    deadline = time.monotonic() + 60
+    while not list(home.glob(".hepsdesk-upload-*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(home.glob(".hepsdesk-upload-*")), "the upload started"
+    item = desktop.locator(".transfer", has_text="cancelled.bin")
+    item.get_by_role("button", name="Cancel cancelled.bin").click()
+    expect(item).to_contain_text("cancelled")
+    deadline = time.monotonic() + 15
+    while list(home.glob(".hepsdesk-upload-*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not list(home.glob(".hepsdesk-upload-*")) and not (home / "cancelled.bin").exists()
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
+                                                  "uploadThroughput": -1})
+
 
 def test_a_tone_played_in_the_vm_is_heard(workplace):
     _, _, desktop, home = workplace
@@ -148,29 +231,9 @@ def test_a_tone_played_in_the_vm_is_heard(workplace):
         out.writeframes(samples.tobytes())
     (home / "tone.wav").chmod(0o644)
     desktop.get_by_role("button", name="Unmute the desktop's sound").click()
-    desktop.evaluate("""() => {
-        const context = new AudioContext();
-        const analyser = context.createAnalyser();
-        analyser.fftSize = 8192;
-        context.createMediaStreamSource(window.hepsdesk.sound.srcObject).connect(analyser);
-        window.loudest = () => {
-            const levels = new Float32Array(analyser.frequencyBinCount);
-            analyser.getFloatFrequencyData(levels);
-            let best = 1;
-            for (let i = 1; i < levels.length; i++) if (levels[i] > levels[best]) best = i;
-            return { hz: best * context.sampleRate / analyser.fftSize, db: levels[best] };
-        };
-    }""")
+    desktop.evaluate(LISTEN)
     run(desktop, "paplay ~/tone.wav")
-    deadline = time.monotonic() + 15
-    heard = None
-    while time.monotonic() < deadline:
-        loudest = desktop.evaluate("window.loudest()")
-        if loudest["db"] > -60 and abs(loudest["hz"] - TONE_HZ) < 20:
-            heard = loudest
-            break
-        time.sleep(0.1)
-    assert heard, desktop.evaluate("window.loudest()")
+    assert hears(desktop, TONE_HZ, timeout=15), desktop.evaluate("window.loudest()")
 
 
 def test_a_reload_resumes_the_same_desktop(workplace):
@@ -183,6 +246,34 @@ def test_a_reload_resumes_the_same_desktop(workplace):
     after = sorted(w["id"] for w in desktop.evaluate("fetch('api/windows').then(r => r.json()).then(j => j.windows)"))
     assert after == before, "the same desktop, with its windows"
     desktop.wait_for_function("window.hepsdesk.inputReady", timeout=20_000)
+
+
+def test_a_network_failure_resumes_the_same_desktop(workplace):
+    """The media port blocked at a relay in between (the one fake: loopback cannot fail on demand)."""
+    _, _, desktop, _ = workplace
+    answer = desktop.evaluate("window.hepsdesk.pc.remoteDescription.sdp")
+    vm_address = re.search(r"a=candidate:\S+ \d+ udp \d+ (127\.\d+\.\d+\.\d+) \d+ typ host", answer).group(1)
+    page = desktop.context.new_page()
+    with Shaper(listen=vm_address) as link:
+        route_through(page, link, host=vm_address)
+        page.goto(desktop.url)
+        wait_for_frames(page, 1, timeout_s=60)
+        before = sorted(w["id"] for w in page.evaluate("fetch('api/windows').then(r => r.json()).then(j => j.windows)"))
+        link.blocked = True
+        deadline = time.monotonic() + 30
+        while not page.evaluate("window.hepsdesk.outages.length") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        link.blocked = False
+        assert page.evaluate("window.hepsdesk.outages.length"), "the page noticed"
+        deadline = time.monotonic() + 15
+        while page.evaluate("window.hepsdesk.outages")[-1]["resumedAt"] is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        lost = page.evaluate("window.hepsdesk.outages")[-1]
+        assert lost["resumedAt"] is not None and (lost["resumedAt"] - lost["noticedAt"]) / 1000 < 2.0, lost
+        after = sorted(w["id"] for w in page.evaluate("fetch('api/windows').then(r => r.json()).then(j => j.windows)"))
+        assert after == before, "the same desktop, with its windows"
+    page.close()
+    desktop.bring_to_front()
 
 
 def test_the_desktop_as_a_lab_tab(workplace):

@@ -33,8 +33,7 @@ def test_singleuser_user_data_is_honoured_and_keeps_the_token_in_a_private_file(
     script = base64.b64decode(files[START_SCRIPT]["content_b64"]).decode()
     assert "jupyterhub-singleuser --allow-root >> /var/log/hepsdesk-singleuser.log 2>&1" in script
     # Nicer than the desktop's capture and encode, which may take the difference back.
-    assert "$nice_limit nice -n 5 jupyterhub-singleuser" in script
-    assert "nice_limit='prlimit --nice=20 --'; prlimit --nice=20 -- true 2>/dev/null || nice_limit=''" in script
+    assert "prlimit --pid $$ --nice=20 2>/dev/null; renice -n 5 -p $$ > /dev/null 2>&1\n" in script
     assert EXITED_MARKER in script and "s3cr3t-token" not in script
     # Started by a per-boot script, which cloud-init runs again after a reboot or an unshelve
     # (runcmd it does not): at later boots the start script first asks the hub for the env.
