@@ -100,11 +100,16 @@ if os.environ.get("HEPSDESK_AD_URL"):
         c.HEPSAuthenticator.storage_ldap_people_dn = f"ou=people,{storage_base}"
         c.HEPSAuthenticator.storage_ldap_groups_dn = f"ou=groups,{storage_base}"
 # Roles from directory groups, given again at every sign-in (and before every spawn), e.g. an
-# instrument scientist who may open the desktops of the beamline's users to help them:
+# instrument scientist whom the beamline's users may invite to their desktops (the desktop only,
+# never their server: hepsdesk_share), and the facility's desktop support, who may ask to join
+# any desktop (the owner lets them in):
 # c.HEPSAuthenticator.group_roles = [
 #     {"name": "b7-instrument-scientist", "groups": ["heps-b7-staff"],
 #      "description": "Instrument scientist of beamline B7",
-#      "scopes": ["read:users!group=heps-b7-users", "access:servers!group=heps-b7-users"]},
+#      "scopes": ["read:users:name!group=heps-b7-users", "custom:hepsdesk:shared-desktops!group=heps-b7-users"]},
+#     {"name": "desktop-support", "groups": ["hepsdesk-support"],
+#      "description": "The facility's desktop support",
+#      "scopes": ["read:users:name", "custom:hepsdesk:desktop-support"]},
 # ]
 if os.environ.get("HEPSDESK_GROUP_ROLES_FILE"):
     c.HEPSAuthenticator.group_roles = json.loads(Path(os.environ["HEPSDESK_GROUP_ROLES_FILE"]).read_text())
@@ -156,7 +161,16 @@ c.OpenStackSpawner.capacity_cloud = os.environ.get("HEPSDESK_CAPACITY_CLOUD", "d
 from hepsdesk_spawner.resume import handlers as resume_handlers  # noqa: E402
 from hepsdesk_spawner.turn import handlers as turn_handlers  # noqa: E402
 
-c.JupyterHub.extra_handlers = [*resume_handlers, *turn_handlers]
+from hepsdesk_share import handlers as share_handlers  # noqa: E402
+
+c.JupyterHub.extra_handlers = [*resume_handlers, *turn_handlers, *share_handlers]
+# Sharing a desktop (the desktop only, never the server): owners share from the desktop's
+# people button with a user, a group, or a single-use link; guests see it through the hub
+# (hepsdesk_share). By default only with people in one of the owner's groups (their proposal's)
+# and with holders of custom:hepsdesk:shared-desktops (instrument scientists, below). Every
+# share, join, hand-over of control and revoke goes to the hub's log and to this file.
+c.DesktopSharing.within_groups = os.environ.get("HEPSDESK_SHARE_WITHIN_GROUPS", "1") == "1"
+c.DesktopSharing.audit_file = os.environ.get("HEPSDESK_SHARE_AUDIT_FILE", "")
 # Several servers per user (e.g. a GPU desktop beside a CPU one), each its own VM.
 c.JupyterHub.allow_named_servers = True
 c.JupyterHub.named_server_limit_per_user = int(os.environ.get("HEPSDESK_SERVERS_PER_USER", "3"))
@@ -236,7 +250,9 @@ if reaper != "off":
 from hepsdesk_auth.token_login import CUSTOM_SCOPES  # noqa: E402
 from hepsdesk_auth.token_login import SCOPE as PORTAL_SCOPE  # noqa: E402
 
-c.JupyterHub.custom_scopes = {**CUSTOM_SCOPES}
+from hepsdesk_share import CUSTOM_SCOPES as SHARE_SCOPES  # noqa: E402
+
+c.JupyterHub.custom_scopes = {**CUSTOM_SCOPES, **SHARE_SCOPES}
 if os.environ.get("HEPSDESK_PORTAL_API_TOKEN"):
     services.append({"name": "hepsdesk-portal", "api_token": os.environ["HEPSDESK_PORTAL_API_TOKEN"]})
     roles.append({"name": "hepsdesk-portal", "services": ["hepsdesk-portal"],

@@ -151,12 +151,32 @@ INPUT = MessageSchema("input", {
     "release-all": {},
 }, max_bytes=1024, version=1)
 
-# The signalling websocket: the browser's WebRTC offer, its window's size, a quality preset,
-# its keyboard layout.
+OFFER = {"sdp": Field("string", max_length=64 * 1024)}
+PARTICIPANT = Field("string", max_length=16)  # a participant's id (sharing.Participant)
+
+# The owner's signalling websocket: the browser's WebRTC offer, its window's size, a quality
+# preset, its keyboard layout; and what the owner decides about the people the desktop is
+# shared with (sharing.py).
 SIGNALLING = MessageSchema("signalling", {
-    "offer": {"sdp": Field("string", max_length=64 * 1024)},
+    "offer": OFFER,
     "resize": {"width": Field("number", 1, 16384), "height": Field("number", 1, 16384),
                "scale": Field("number", 0.1, 8)},
     "preset": {"name": Field("string", max_length=64)},
     "layout": {"name": Field("string", max_length=16)},  # the browser's keyboard layout (XKB name)
+    "give-control": {"id": PARTICIPANT},
+    "take-control": {},
+    "admit": {"id": PARTICIPANT, "accept": Field("bool")},
+    "remove": {"id": PARTICIPANT},
+    "end-sharing": {},
+}, max_bytes=128 * 1024)
+
+# A guest's signalling websocket (``/share/ws``, opened by the hub's relay): the relay's first
+# message names the guest; then the guest's page may offer and ask for control, nothing else.
+SHARE_HELLO = MessageSchema("share", {
+    "viewer": {"name": Field("string", max_length=256), "role": Field("string", max_length=16),
+               "share": Field("string", max_length=64)},
+}, max_bytes=1024)
+SHARE_SIGNALLING = MessageSchema("share", {
+    "offer": OFFER,
+    "ask-control": {},
 }, max_bytes=128 * 1024)

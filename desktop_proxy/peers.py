@@ -36,6 +36,7 @@ from .messages import INPUT, DropCounter, Rejected
 from .pixelflux_engine import PixelfluxStream, PixelfluxUnavailable, pixelflux
 from .playout_delay import offer_playout_delay, send_playout_delay
 from .presets import DEFAULT, PRESETS, Preset
+from .sharing import Participant, Sharing
 from .sound import DesktopSound
 from .stream import EncodedTrack, ScreenStream, StreamBase
 from .xdisplay import XDisplay
@@ -135,6 +136,10 @@ class DesktopSessions:
         self.activity = activity  # input reported to the hub as the server's activity (under a hub)
         self.sound = sound  # the desktop's sound, an audio track for each viewer that asks
         self._audio: dict[RTCPeerConnection, object] = {}
+        # Who each peer connection is (None: the owner's page of a desktop without sharing).
+        self.participant_of: dict[RTCPeerConnection, Participant | None] = {}
+        self.sharing = Sharing(on_control_lost=self._release_all, on_leave=self._participant_left)
+        self.input_without_control = 0  # a viewer's input while someone else had control
         pin_host_candidates(ice_addresses)
 
     def _screen(self) -> StreamBase:
@@ -146,10 +151,17 @@ class DesktopSessions:
                 self.stream = ScreenStream(*size, max_fps=self.fps, keepalive=self.keepalive, h264=self.h264)
         return self.stream
 
+    def _is_owner(self, pc: RTCPeerConnection) -> bool:
+        participant = self.participant_of.get(pc)
+        return participant is None or participant.role == "owner"
+
     def _steer(self) -> None:
-        """The bitrate the slowest viewer's link allows."""
+        """The bitrate the slowest of the owner's pages allows: a guest on a slow link does not
+        lower the owner's picture (it loses pictures instead, ``EncodedTrack``). Without the
+        owner, the slowest guest's."""
         if self.stream is not None:
-            self.stream.set_link(min((link.cap for link in self.links.values()), default=math.inf))
+            links = [link for pc, link in self.links.items() if self._is_owner(pc)] or list(self.links.values())
+            self.stream.set_link(min((link.cap for link in links), default=math.inf))
 
     def stats(self) -> dict:
         stream = self.stream
@@ -157,7 +169,9 @@ class DesktopSessions:
             "viewers": len(self.peers), "preset": self.preset.name,
             "display": {"name": self.display.name, "width": self.display.width, "height": self.display.height,
                         "dpi": self.display.dpi},
-            "input": {"refused": self.input_drops.total, "dropped_when_queue_full": self.injector.dropped},
+            "input": {"refused": self.input_drops.total, "dropped_when_queue_full": self.injector.dropped,
+                      "without_control": self.input_without_control},
+            "sharing": self.sharing.stats(),
             "activity": None if self.activity is None else self.activity.stats(),
             "sound": None if self.sound is None else self.sound.stats(),
             "links": [{"cap_bps": None if math.isinf(link.cap) else int(link.cap), "remb_bps": link.remb,
@@ -208,11 +222,15 @@ class DesktopSessions:
 
         watch_feedback(sender, stream.request_keyframe, on_remb, on_loss)
 
-    async def answer(self, offer_sdp: str, ice_servers: list[dict] = ()) -> tuple[RTCPeerConnection, str]:
+    async def answer(self, offer_sdp: str, ice_servers: list[dict] = (),
+                     participant: Participant | None = None) -> tuple[RTCPeerConnection, str]:
         """Answer a browser's offer; ``ice_servers`` are the STUN/TURN servers the browser was
-        given for this session (``IceServers.for_session``)."""
+        given for this session (``IceServers.for_session``); ``participant``: whose page it is
+        (a guest gets the picture, no sound, and types only with control)."""
         pc = RTCPeerConnection(IceServers.configuration(list(ice_servers)) if ice_servers else None)
         self.peers.add(pc)
+        self.participant_of[pc] = participant
+        owner = participant is None or participant.role == "owner"
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -223,7 +241,7 @@ class DesktopSessions:
         @pc.on("datachannel")
         def on_channel(channel) -> None:
             if channel.label == "input":
-                channel.on("message", self._on_input)
+                channel.on("message", lambda message: self._on_input(message, participant))
 
         try:
             sdp = drop_unreachable_candidates(offer_sdp, self.ice_addresses)
@@ -238,7 +256,7 @@ class DesktopSessions:
                         send_playout_delay(sender, 0, self.playout_delay)
                     self._watch(pc, sender, stream)
                     tracks.append(track)
-                elif transceiver.kind == "audio" and self.sound is not None and pc not in self._audio:
+                elif transceiver.kind == "audio" and owner and self.sound is not None and pc not in self._audio:
                     self._audio[pc] = audio = self.sound.track()
                     pc.addTrack(audio)
             await pc.setLocalDescription(await pc.createAnswer())
@@ -261,7 +279,10 @@ class DesktopSessions:
             self.stream.resize(*size)
         return size
 
-    def _on_input(self, message) -> None:
+    def _on_input(self, message, participant: Participant | None = None) -> None:
+        if not self.sharing.may_type(participant):
+            self.input_without_control += 1
+            return
         try:
             self.injector.submit(INPUT.parse(message))
         except Rejected as e:
@@ -270,10 +291,21 @@ class DesktopSessions:
         if self.activity is not None:
             self.activity.touch()
 
+    def _release_all(self) -> None:
+        """A guest lost control: release every key and button it held."""
+        self.injector.submit({"v": INPUT.version, "type": "release-all"})
+
+    def _participant_left(self, participant: Participant) -> None:
+        """A guest left or was sent away: its picture stops now, not when its page notices."""
+        for pc, whose in list(self.participant_of.items()):
+            if whose is participant:
+                asyncio.ensure_future(self.close(pc))
+
     async def close(self, pc: RTCPeerConnection) -> None:
         if pc in self.peers:
             self.peers.discard(pc)
             self.links.pop(pc, None)
+            self.participant_of.pop(pc, None)
             await pc.close()
         audio = self._audio.pop(pc, None)
         if audio is not None:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
 import os
 import signal
 from pathlib import Path
+from urllib.parse import quote
 
 from tornado import httpserver, netutil, web, websocket
 
@@ -29,11 +31,12 @@ from .control_socket import control_socket_path
 from .encoding import ENCODERS
 from .files import FileTransfers, file_routes
 from .ice_servers import POLICIES, HubIceServers, IceServers
-from .messages import SIGNALLING, DropCounter, Rejected
+from .messages import SHARE_HELLO, SHARE_SIGNALLING, SIGNALLING, DropCounter, MessageSchema, Rejected
 from .pages import Pages
 from .peers import ENGINES, DesktopSessions
 from .presets import PRESETS
 from .session import take_priority
+from .sharing import ROLES, Participant, SharingError
 from .sound import DesktopSound
 from .xdisplay import DisplayError, XDisplay
 
@@ -51,28 +54,52 @@ class PageHandler(web.RequestHandler):
             self.set_status(503)
             self.render(str(STATIC / "failed.html"), failure=self.failure)
         else:
-            self.render(str(STATIC / "index.html"))
+            self.render(str(STATIC / "index.html"), **page_settings())
+
+
+def page_settings(role: str = "owner", owner: str = "", static: str = "static/") -> dict:
+    """What the desktop's page is rendered with: the owner's page (here), or a guest's (the hub's
+    relay renders it, ``hepsdesk_share``). The owner's page links to the hub's page where they
+    share the desktop (under a hub)."""
+    owner = owner or owner_name()
+    share_url = ""
+    if role == "owner" and os.environ.get("JUPYTERHUB_API_URL") and os.environ.get("JUPYTERHUB_USER"):
+        base = os.environ.get("JUPYTERHUB_BASE_URL", "/")
+        server = os.environ.get("JUPYTERHUB_SERVER_NAME", "")
+        share_url = f"{base.rstrip('/')}/hub/hepsdesk/shares/{quote(owner, safe='')}/" + \
+            (f"{quote(server, safe='')}/" if server else "")
+    title = "Desktop" if role == "owner" else f"{owner}'s desktop"
+    return {"role": role, "owner": owner, "static": static, "share_url": share_url, "title": title}
 
 
 class SignallingHandler(websocket.WebSocketHandler):
-    """One browser tab: it sends an offer, gets an answer; closing the socket ends the session."""
+    """One of the owner's tabs: it sends an offer, gets an answer; closing the socket ends the
+    session. The owner also decides here who of the people the desktop is shared with may type."""
 
-    def initialize(self, sessions: DesktopSessions, pages: Pages, transfers: FileTransfers | None = None):
+    schema: MessageSchema = SIGNALLING
+
+    def initialize(self, sessions: DesktopSessions, pages: Pages | None = None, transfers: FileTransfers | None = None):
         self.sessions = sessions
         self.pages = pages
         self.transfers = transfers
         self.pc = None
+        self.participant: Participant | None = None
         self.ice_servers: list[dict] = []
         self.drops = DropCounter("signalling", log)
 
     async def open(self):
+        self.participant = Participant(owner_name(), "owner", self._send)
+        self.sessions.sharing.join(self.participant)
+        await self._start()
+        self.pages.add(self._send)  # what programs on the desktop copy, files sent to the browser
+        for offer in self.transfers.pending_offers() if self.transfers else []:
+            self._send(offer)
+
+    async def _start(self) -> None:
         # The STUN/TURN servers first (TURN credentials minted for this session, by the hub in
         # a VM): the browser makes its offer with them.
         self.ice_servers, policy = await self.sessions.ice.session()
         self._send({"type": "ice", "iceServers": self.ice_servers, "iceTransportPolicy": policy})
-        self.pages.add(self._send)  # what programs on the desktop copy, files sent to the browser
-        for offer in self.transfers.pending_offers() if self.transfers else []:
-            self._send(offer)
 
     def check_origin(self, origin):
         # Reachable only through jupyter-server-proxy, which has already checked the origin
@@ -81,20 +108,42 @@ class SignallingHandler(websocket.WebSocketHandler):
 
     async def on_message(self, message):
         try:
-            data = SIGNALLING.parse(message)
+            data = self.schema.parse(message)
         except Rejected as e:
             self.drops.drop(e.reason)
             return self._send({"type": "error", "message": f"message refused: {e.reason}"})
-        if data["type"] == "resize":
+        await self.handle(data)
+
+    async def handle(self, data: dict) -> None:
+        kind = data["type"]
+        if kind == "offer":
+            return await self._answer(data["sdp"])
+        if kind == "resize":
             return await self._resize(data["width"], data["height"], data["scale"])
-        if data["type"] == "preset":
+        if kind == "preset":
             return self._preset(data["name"])
-        if data["type"] == "layout":
+        if kind == "layout":
             return await self._layout(data["name"])
+        sharing = self.sessions.sharing
+        try:
+            if kind == "give-control":
+                sharing.give(data["id"])
+            elif kind == "take-control":
+                sharing.take_back()
+            elif kind == "admit":
+                sharing.admit(data["id"], data["accept"])
+            elif kind == "remove":
+                sharing.remove(data["id"])
+            elif kind == "end-sharing":
+                sharing.end()
+        except SharingError as e:
+            self._send({"type": "notice", "text": str(e)})
+
+    async def _answer(self, sdp: str) -> None:
         if self.pc is not None:
             await self.sessions.close(self.pc)
         try:
-            self.pc, sdp = await self.sessions.answer(data["sdp"], self.ice_servers)
+            self.pc, sdp = await self.sessions.answer(sdp, self.ice_servers, self.participant)
         except Exception as e:
             log.exception("cannot answer the offer")
             return self._send({"type": "error", "message": f"cannot start the stream: {e}"})
@@ -132,9 +181,74 @@ class SignallingHandler(websocket.WebSocketHandler):
             pass
 
     def on_close(self):
-        self.pages.discard(self._send)
+        if self.pages is not None:
+            self.pages.discard(self._send)
+        if self.participant is not None:
+            self.sessions.sharing.leave(self.participant)
         if self.pc is not None:
             asyncio.ensure_future(self.sessions.close(self.pc))
+
+
+class ShareSignallingHandler(SignallingHandler):
+    """A guest's page, through the hub's relay (``hepsdesk_share``), which has signed the guest
+    in, checked the owner's share and opened this socket with the owner's credentials. Its first
+    message names the guest; after that the page may only offer and ask for control. Nothing of
+    the owner's (clipboard, files, sound, the control API) reaches it."""
+
+    schema = SHARE_SIGNALLING
+    HELLO_TIMEOUT = 10.0
+
+    async def open(self):
+        self._hello_timer = asyncio.get_running_loop().call_later(
+            self.HELLO_TIMEOUT, self._disconnect, "The relay did not say who is joining.")
+
+    async def on_message(self, message):
+        if self.participant is None:
+            try:
+                hello = SHARE_HELLO.parse(message)
+                if hello["role"] not in ROLES or hello["role"] == "owner":
+                    raise Rejected("unknown role")
+            except Rejected as e:
+                self.drops.drop(e.reason)
+                return self._disconnect(f"The relay's first message was refused: {e.reason}.")
+            self._hello_timer.cancel()
+            self.participant = Participant(hello["name"], hello["role"], self._send, self._disconnect,
+                                           share=hello["share"])
+            self.participant.admitted = self._start
+            try:
+                self.sessions.sharing.join(self.participant)
+            except SharingError as e:
+                self.participant = None
+                return self._disconnect(str(e))
+            if self.participant.waiting:
+                self._send({"type": "waiting", "message": "Waiting for the owner to let you in\u2026"})
+            else:
+                await self._start()
+            return
+        await super().on_message(message)
+
+    async def handle(self, data: dict) -> None:
+        if data["type"] == "ask-control":
+            return self.sessions.sharing.ask_control(self.participant)
+        if self.participant.waiting:
+            return self._send({"type": "error", "message": "the owner has not let you in yet"})
+        await self._answer(data["sdp"])
+
+    def _disconnect(self, reason: str) -> None:
+        """Close for good: the page shows ``reason`` and does not reconnect (code 4403)."""
+        self._send({"type": "ended", "message": reason})
+        self.close(4403, reason.encode()[:120].decode(errors="ignore"))
+
+    def on_close(self):
+        timer = getattr(self, "_hello_timer", None)
+        if timer is not None:
+            timer.cancel()
+        super().on_close()
+
+
+def owner_name() -> str:
+    """The desktop's owner, as the hub names them."""
+    return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
 
 
 class StatsHandler(web.RequestHandler):
@@ -164,6 +278,7 @@ def make_app(sessions: DesktopSessions | None, failure: str = "", control: Deskt
     pages = Pages() if pages is None else pages
     if sessions is not None:
         routes.append((r"/ws", SignallingHandler, {"sessions": sessions, "pages": pages, "transfers": transfers}))
+        routes.append((r"/share/ws", ShareSignallingHandler, {"sessions": sessions}))
         routes.append((r"/stats", StatsHandler, {"sessions": sessions, "clipboard": clipboard,
                                                  "transfers": transfers}))
         routes.append((r"/api/clipboard", ClipboardHandler, {"clipboard": clipboard}))

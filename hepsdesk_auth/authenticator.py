@@ -167,7 +167,8 @@ class HEPSAuthenticator(GenericOAuthenticator):
         ``groups``, e.g. an instrument scientist of a beamline::
 
             {"name": "b7-instrument-scientist", "groups": ["heps-b7-staff"],
-             "scopes": ["read:users!group=heps-b7-users", "access:servers!group=heps-b7-users"]}
+             "scopes": ["read:users:name!group=heps-b7-users",
+                        "custom:hepsdesk:shared-desktops!group=heps-b7-users"]}
 
         Given (and taken away) at every sign-in and refresh. Setting it makes the authenticator
         manage roles (``manage_roles``): ``JupyterHub.load_roles`` may then still define roles

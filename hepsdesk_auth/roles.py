@@ -3,12 +3,12 @@ every sign-in and refresh, so a group change is a role change at the next one.
 
 Configured as ``HEPSAuthenticator.group_roles``: roles in JupyterHub's ``load_roles`` form with a
 ``groups`` key naming the directory groups whose members get them, e.g. an instrument
-scientist of beamline B7 who may see and help with the desktops of that beamline's users::
+scientist of beamline B7 whom that beamline's users may invite to their desktops (the desktop
+only, never their server: ``hepsdesk_share``)::
 
     {"name": "b7-instrument-scientist", "groups": ["heps-b7-staff"],
      "description": "Instrument scientist of beamline B7",
-     "scopes": ["read:users!group=heps-b7-users", "access:servers!group=heps-b7-users",
-                "servers!group=heps-b7-users"]}
+     "scopes": ["read:users:name!group=heps-b7-users", "custom:hepsdesk:shared-desktops!group=heps-b7-users"]}
 """
 
 from __future__ import annotations

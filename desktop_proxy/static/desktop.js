@@ -1,9 +1,12 @@
 // The browser side of the hepsdesk desktop: WebRTC video of the VM's screen, and mouse and
 // keyboard back over a data channel. Signalling goes through the (authenticated) websocket
-// at ./ws, relative to this page, so it works under any JupyterHub prefix.
+// at ./ws, relative to this page, so it works under any JupyterHub prefix. The same page is
+// a guest's view of a shared desktop (data-role="viewer", served by the hub's relay): the
+// picture, and input only while the owner has handed over control (sharing.js).
 'use strict';
 
 const PROTOCOL = 1;
+const OWNER = desktopSharing.OWNER;
 const video = document.getElementById('screen');
 const keyboard = document.getElementById('keyboard');  // takes keys and input methods' text
 const composition = document.getElementById('composition');
@@ -17,6 +20,7 @@ const pending = [];  // input sent before the data channel opened
 const pressed = new Map();  // KeyboardEvent.code -> keysym sent on keydown
 let firstFrameAt = null;  // when the first video frame was shown (ms since the epoch)
 let ws = null;
+let ended = null;  // why this page was disconnected for good (a guest removed, a share revoked)
 let desktopSize = null;  // the size the desktop last took: {width, height}
 
 function setStatus(text, kind = '') {
@@ -25,6 +29,7 @@ function setStatus(text, kind = '') {
 }
 
 function send(message) {
+  if (!desktopSharing.mayType()) return;  // a guest without control (the desktop drops it too)
   if (pasteKey) {  // input waits for the paste before it, to keep its order
     if (afterPaste.length < 1000) afterPaste.push(message);
     return;
@@ -60,7 +65,7 @@ async function startPeer(socket, ice) {
                                        iceTransportPolicy: ice.iceTransportPolicy || 'all' });
   pc = peer;
   preferH264(peer.addTransceiver('video', { direction: 'recvonly' }));
-  peer.addTransceiver('audio', { direction: 'recvonly' });  // the desktop's sound (Opus)
+  if (OWNER) peer.addTransceiver('audio', { direction: 'recvonly' });  // the desktop's sound (Opus)
   channel = peer.createDataChannel('input', { ordered: true });
   channel.onopen = () => { while (pending.length) channel.send(pending.shift()); };
   peer.ontrack = (event) => {
@@ -80,7 +85,7 @@ async function startPeer(socket, ice) {
     }
   };
   peer.onconnectionstatechange = () => {
-    if (peer !== pc) return;  // an earlier connection, being replaced
+    if (peer !== pc || ended) return;  // an earlier connection, being replaced; or the end
     if (peer.connectionState === 'connected') {
       setStatus('Connected', 'connected');
       reconnects = 0;
@@ -160,7 +165,7 @@ function resumed(at) {
 // The desktop follows the window, in device pixels (sharp on HiDPI screens; the desktop's
 // font resolution follows devicePixelRatio, so text keeps its size).
 function requestResize() {
-  if (!ws || ws.readyState !== WebSocket.OPEN) return;
+  if (!OWNER || !ws || ws.readyState !== WebSocket.OPEN) return;  // a guest sees the owner's size
   const scale = window.devicePixelRatio || 1;
   ws.send(JSON.stringify({ type: 'resize', width: Math.round(window.innerWidth * scale),
                            height: Math.round(window.innerHeight * scale), scale }));
@@ -176,12 +181,14 @@ function connect() {
   url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
   ws = new WebSocket(url);
   ws.onopen = () => {
+    if (!OWNER) return;
     requestResize();
     ws.send(JSON.stringify({ type: 'preset', name: savedPreset() }));
     sendLayout();
   };
   ws.onmessage = async (event) => {
     const message = JSON.parse(event.data);
+    if (desktopSharing.handle(message)) return;
     if (message.type === 'ice') {  // the desktop's first message
       startPeer(ws, message).catch((e) => setStatus(`Cannot start the video: ${e}`, 'error'));
     } else if (message.type === 'answer') {
@@ -198,13 +205,20 @@ function connect() {
       layout = message.name;
     } else if (message.type === 'file-offer') {  // hepsdesk-send: the desktop sends a file
       desktopFiles.download(message);
+    } else if (message.type === 'waiting') {  // a support person, until the owner lets them in
+      setStatus(message.message);
+    } else if (message.type === 'ended') {  // the owner removed this guest or ended sharing
+      ended = message.message;
+      setStatus(message.message, 'error');
     } else if (message.type === 'error') {
       setStatus(`The desktop cannot stream: ${message.message}`, 'error');
     }
   };
   ws.onclose = (event) => {
-    if (event.code === 4403) {  // the desktop refused this page for good
-      setStatus(`Disconnected from your desktop: ${event.reason}`, 'error');
+    if (event.code === 4403 || ended) {  // the desktop (or the hub's relay) refused this page for good
+      ended = ended || event.reason || 'disconnected';
+      setStatus(OWNER ? `Disconnected from your desktop: ${ended}` : ended, 'error');
+      if (pc) pc.close();
       return;
     }
     connectionLost('the signalling connection closed');
@@ -427,13 +441,13 @@ function showSound() {
   soundButton.setAttribute('aria-label', label);
   soundButton.setAttribute('aria-pressed', String(!sound.muted));
 }
-soundButton.addEventListener('click', () => {
+if (OWNER) soundButton.addEventListener('click', () => {
   sound.muted = !sound.muted;
   if (!sound.muted) sound.play().catch((e) => setStatus(`The browser would not play the sound: ${e.message}`, 'error'));
   showSound();
   focusKeyboard();
 });
-showSound();
+if (OWNER) showSound();
 
 function focusKeyboard() {
   keyboard.focus({ preventScroll: true });
@@ -459,6 +473,7 @@ function finishPaste() {
 }
 keyboard.addEventListener('paste', (event) => {
   event.preventDefault();  // nothing stays in the field
+  if (!OWNER) return;  // a guest has no clipboard on the desktop
   desktopClipboard.fromPasteEvent(event).catch(() => {}).finally(finishPaste);
 });
 
@@ -468,7 +483,7 @@ keyboard.addEventListener('keydown', (event) => {
   if (event.isComposing || event.keyCode === 229) return;
   const keysym = keysymFor(event);
   if (keysym === null) return;
-  if (isPaste(event) && !pasteKey) {
+  if (OWNER && isPaste(event) && !pasteKey) {
     pasteKey = { code: event.code, keysym, up: false };
     pasteTimer = setTimeout(finishPaste, 1000);  // in case no paste event comes
     return;  // not prevented: the browser pastes
@@ -615,8 +630,12 @@ window.hepsdesk = {
   get layout() { return layout; },
   get inputReady() { return Boolean(channel && channel.readyState === 'open'); },
   get inputChannel() { return channel; },
-  get clipboard() { return desktopClipboard.counts; },
-  get files() { return desktopFiles.counts; },
+  get clipboard() { return OWNER ? desktopClipboard.counts : null; },
+  get files() { return OWNER ? desktopFiles.counts : null; },
+  get sharing() { return desktopSharing.state; },
+  get notices() { return desktopSharing.notices; },
+  get ended() { return ended; },
 };
 
+desktopSharing.connectTo(() => ws);
 connect();

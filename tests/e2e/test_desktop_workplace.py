@@ -2,8 +2,10 @@
 the hub: a German keyboard, a dead key and pinyin type what they say; text and PNGs cross the
 clipboard both ways; a dropped file and 50 MB files go up and down with their bytes intact, a
 cancelled upload leaves nothing; a tone played in the VM is heard at its frequency; a reload
-and a network failure resume the same desktop; the desktop as a JupyterLab tab; and the idle
-culler stops the untouched desktop while it keeps the one in use.
+and a network failure resume the same desktop; the desktop as a JupyterLab tab; the desktop
+shared with a colleague (three browsers: owner, colleague, outsider), who types only with
+control and reaches nothing else; and the idle culler stops the untouched desktop while it
+keeps the one in use.
 
 Everything a person does here goes through the hub's proxy and the Jupyter server in the VM,
 as it does for a user: the local tests (test_desktop_clipboard.py, test_desktop_files.py,
@@ -292,6 +294,143 @@ def test_the_desktop_as_a_lab_tab(workplace):
     lab.keyboard.type("touch ~/from-the-lab-tab")
     lab.keyboard.press("Enter")
     wait_for(home / "from-the-lab-tab")
+
+
+def share_page(lab, hub_url: str):
+    """alice's page where she shares her desktop (the desktop's people button links to it)."""
+    page = lab.context.new_page()
+    page.goto(f"{hub_url}/hub/hepsdesk/shares/alice/")
+    return page
+
+
+def share(page, kind: str, name: str = "") -> str:
+    page.select_option("#share-kind", kind)
+    page.fill("#share-name", name)
+    page.click("#share-button")
+    expect(page.locator("#share-message")).to_be_visible()
+    return page.locator("#share-message").inner_text()
+
+
+def participants(page) -> dict[str, str]:
+    """name -> role as this page's people list has them."""
+    return {p["name"]: p["role"] for p in page.evaluate("window.hepsdesk.sharing")["participants"]}
+
+
+def type_as(page, home: Path, name: str) -> bool:
+    """Type a command into alice's terminal from ``page``; whether it ran (within 3 s)."""
+    click_picture(page, 0.2, 0.3)
+    page.keyboard.type(f"touch ~/{name}")
+    page.keyboard.press("Enter")
+    try:
+        wait_for(home / name, timeout=3)
+        return True
+    except AssertionError:
+        return False
+
+
+def test_a_colleague_sees_the_desktop_and_types_only_with_control(workplace, browser):
+    hub, lab, desktop, home = workplace
+    # dave, alice's colleague (a group in common), and erin, an outsider (another facility's user),
+    # have signed in once.
+    for name, group in (("dave", "heps-users"), ("erin", "csns-users")):
+        hub.oidc.set_user(name, hub.users.setdefault(name, secrets.token_urlsafe(12)), groups=[group],
+                          proposals=[f"P-{name}"])
+    dave, erin = new_context(browser), new_context(browser)
+    colleague, outsider = dave.new_page(), erin.new_page()
+    sign_in(colleague, hub.url, "dave", hub.users["dave"], next_path="/hub/hepsdesk/desktops/alice/")
+    expect(colleague.locator("#share-refused")).to_contain_text("alice has not shared their desktop with you")
+    sign_in(outsider, hub.url, "erin", hub.users["erin"], next_path="/hub/hepsdesk/desktops/alice/")
+    expect(outsider.locator("#share-refused")).to_contain_text("alice has not shared their desktop with you")
+
+    shares = share_page(lab, hub.url)
+    assert share(shares, "user", "dave") == "Shared with dave."
+    assert "is in none of alice's groups" in share(shares, "user", "erin")  # the policy: no group in common
+    assert "There is no user 'nobody-here'" in share(shares, "user", "nobody-here")
+
+    colleague.reload()
+    wait_for_frames(colleague, 1, timeout_s=60)
+    colleague.wait_for_function("window.hepsdesk.inputReady", timeout=20_000)
+    # Everyone sees who is there: dave watches; alice's page names him, with a notice.
+    desktop.wait_for_function("window.hepsdesk.sharing.participants.some(p => p.name === 'dave')", timeout=5000)
+    assert participants(colleague) == {"alice": "owner", "dave": "viewer"}
+    assert "dave joined" in desktop.evaluate("window.hepsdesk.notices")
+    expect(desktop.locator("#share-banner")).to_contain_text("Shared with dave")
+
+    # View-only: dave's keys and clicks reach nothing, until alice hands over control...
+    assert not type_as(colleague, home, "typed-by-dave-before")
+    colleague.click("#ask-control-button")
+    desktop.wait_for_function("window.hepsdesk.sharing.participants.some(p => p.name === 'dave' && p.asking)",
+                              timeout=5000)
+    expect(desktop.locator("#people")).to_be_visible()  # the request opens the owner's list
+    desktop.locator(".participant[data-name='dave']").get_by_role("button", name="Give control").click()
+    colleague.wait_for_function("window.hepsdesk.sharing.control === window.hepsdesk.sharing.you", timeout=5000)
+    desktop.wait_for_function("(s => s.participants.some(p => p.name === 'dave' && p.id === s.control))"
+                              "(window.hepsdesk.sharing)", timeout=5000)
+    expect(desktop.locator("#share-banner")).to_contain_text("dave has control")
+    assert type_as(colleague, home, "typed-by-dave-with-control")
+    # ...and takes it back with her shortcut.
+    desktop.bring_to_front()
+    desktop.keyboard.press("Control+Alt+Shift+T")
+    colleague.wait_for_function("window.hepsdesk.sharing.control === null", timeout=5000)
+    assert not type_as(colleague, home, "typed-by-dave-after")
+    # A page that sends anyway (its own script on the data channel) is stopped by the desktop.
+    colleague.evaluate("""() => {
+        const send = (m) => window.hepsdesk.inputChannel.send(JSON.stringify({v: 1, ...m}));
+        send({type: 'text', text: 'touch ~/forced-by-dave'});
+        send({type: 'key', keysym: 0xff0d, down: true});
+        send({type: 'key', keysym: 0xff0d, down: false});
+    }""")
+    desktop.wait_for_function("fetch('stats').then(r => r.json()).then(s => s.input.without_control >= 3)",
+                              timeout=5000)
+    time.sleep(1)
+    assert not (home / "forced-by-dave").exists()
+
+    # The desktop only: alice's JupyterLab, files and terminals are closed to dave.
+    for path in ("lab", "lab/terminals/1", "api/contents", "api/terminals", "api/kernels"):
+        assert colleague.request.get(f"{hub.url}/user/alice/{path}").status == 403, path
+
+    # The outsider is still refused, with the reason; and so is a websocket of hers straight to the relay.
+    outsider.reload()
+    expect(outsider.locator("#share-refused")).to_contain_text("alice has not shared their desktop with you")
+    closed = outsider.evaluate("""() => new Promise((resolve) => {
+        const ws = new WebSocket(location.href.replace('http', 'ws') + 'ws');
+        ws.onclose = (event) => resolve({code: event.code, reason: event.reason});
+    })""")
+    assert closed == {"code": 4403, "reason": "alice has not shared their desktop with you. Ask them to invite you."}
+
+    # Revoking disconnects dave within 2 s.
+    row = shares.locator("tr[data-who='dave']")
+    expect(row).to_contain_text("dave")
+    started = time.monotonic()
+    row.get_by_role("button", name="Revoke").click()
+    colleague.wait_for_function("window.hepsdesk.ended !== null", timeout=2000)
+    desktop.wait_for_function("!window.hepsdesk.sharing.participants.some(p => p.name === 'dave')", timeout=2000)
+    assert time.monotonic() - started < 2.0
+    expect(colleague.locator("#status")).to_contain_text("alice stopped sharing their desktop with you")
+    colleague.reload()
+    expect(colleague.locator("#share-refused")).to_contain_text("has not shared their desktop with you")
+
+    # A single-use link: dave opens it and sees the desktop again; erin, with the same link, is refused.
+    share(shares, "link")
+    link = shares.locator("#share-link").input_value()
+    assert "?key=" in link
+    colleague.goto(link)
+    wait_for_frames(colleague, 1, timeout_s=60)
+    assert "key=" not in colleague.url  # the key left the address bar
+    outsider.goto(link)
+    expect(outsider.locator("#share-refused")).to_contain_text("already used")
+
+    # alice ends the sharing from the desktop: dave is disconnected.
+    if desktop.locator("#people").is_hidden():
+        desktop.click("#people-button")
+    desktop.click("#end-sharing-button")
+    colleague.wait_for_function("window.hepsdesk.ended !== null", timeout=2000)
+    audit = [line for line in hub.log_path.read_text().splitlines() if "sharing audit" in line]
+    for event in ('"share"', '"join"', '"control-given"', '"control-taken"', '"revoke"', '"link-used"'):
+        assert any(f'"event": {event}' in line for line in audit), event
+    dave.close()
+    erin.close()
+    shares.close()
 
 
 def test_the_idle_culler_stops_the_untouched_desktop_and_keeps_the_one_in_use(workplace):
