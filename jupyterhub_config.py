@@ -158,10 +158,9 @@ c.OpenStackSpawner.capacity_cloud = os.environ.get("HEPSDESK_CAPACITY_CLOUD", "d
 # one-time key in its user-data or the token it holds (a resumed one: a profile with
 # "stop_mode": "shelve" keeps the VM shelved between starts); each desktop session asks for its
 # TURN credentials (TurnRelay, below).
+from hepsdesk_share import handlers as share_handlers  # noqa: E402
 from hepsdesk_spawner.resume import handlers as resume_handlers  # noqa: E402
 from hepsdesk_spawner.turn import handlers as turn_handlers  # noqa: E402
-
-from hepsdesk_share import handlers as share_handlers  # noqa: E402
 
 c.JupyterHub.extra_handlers = [*resume_handlers, *turn_handlers, *share_handlers]
 # Sharing a desktop (the desktop only, never the server): owners share from the desktop's
@@ -249,7 +248,6 @@ if reaper != "off":
 # people it may send, e.g. "custom:hepsdesk:portal-login!group=heps-users".
 from hepsdesk_auth.token_login import CUSTOM_SCOPES  # noqa: E402
 from hepsdesk_auth.token_login import SCOPE as PORTAL_SCOPE  # noqa: E402
-
 from hepsdesk_share import CUSTOM_SCOPES as SHARE_SCOPES  # noqa: E402
 
 c.JupyterHub.custom_scopes = {**CUSTOM_SCOPES, **SHARE_SCOPES}

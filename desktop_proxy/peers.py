@@ -4,7 +4,9 @@ The browser offers (video receive-only, H.264 preferred, plus an ``input`` data 
 this side answers with the screen. The screen is captured and encoded once for all peers
 (``stream.py``), and capture stops when the last viewer leaves. Each peer's RTCP feedback
 steers the stream: a lost picture (PLI/FIR) asks for a key frame, and the link estimate
-(REMB, loss; ``congestion.py``) of the slowest viewer sets the bitrate. Peers that fail or
+(REMB, loss; ``congestion.py``) of the owner's slowest page sets the bitrate; a guest of a
+shared desktop (``sharing.py``) on a slower link gets the stream's low tier instead of
+lowering the owner's picture. Peers that fail or
 close are cleaned up; input messages are typed JSON with a version (``{"v": 1, ...}``).
 The answer keeps the browser's playout-delay extension (``playout_delay.py``), so the browser
 shows each picture when it is decoded instead of holding it in a jitter buffer.
@@ -38,11 +40,13 @@ from .playout_delay import offer_playout_delay, send_playout_delay
 from .presets import DEFAULT, PRESETS, Preset
 from .sharing import Participant, Sharing
 from .sound import DesktopSound
-from .stream import EncodedTrack, ScreenStream, StreamBase
+from .stream import LOW, MAIN, EncodedTrack, ScreenStream, StreamBase
 from .xdisplay import XDisplay
 
 ENGINES = ("own", "pixelflux")  # stream.ScreenStream, pixelflux_engine.PixelfluxStream
 LOST_PICTURES = 256 * 2 // 100  # a receiver report's fraction lost: beyond 2%, pictures broke
+SLOW_GUEST = 0.7  # a guest's link carries less than this of the owner's picture: the low tier
+FAST_GUEST = 1.3  # ...and back to the owner's picture when it carries this much more
 
 log = logging.getLogger("desktop_proxy")
 
@@ -127,6 +131,7 @@ class DesktopSessions:
         self.preset = PRESETS[DEFAULT]
         self.peers: set[RTCPeerConnection] = set()
         self.links: dict[RTCPeerConnection, LinkEstimate] = {}
+        self.tracks: dict[RTCPeerConnection, EncodedTrack] = {}
         self.stream: StreamBase | None = None
         self._resizing = asyncio.Lock()
         self._stopping: set[StreamBase] = set()
@@ -156,12 +161,29 @@ class DesktopSessions:
         return participant is None or participant.role == "owner"
 
     def _steer(self) -> None:
-        """The bitrate the slowest of the owner's pages allows: a guest on a slow link does not
-        lower the owner's picture (it loses pictures instead, ``EncodedTrack``). Without the
-        owner, the slowest guest's."""
-        if self.stream is not None:
-            links = [link for pc, link in self.links.items() if self._is_owner(pc)] or list(self.links.values())
-            self.stream.set_link(min((link.cap for link in links), default=math.inf))
+        """The bitrate the slowest of the owner's pages allows (without the owner, the slowest
+        guest's): a guest on a slower link does not lower the owner's picture, it gets the low
+        tier's (``stream.py``), which follows the slowest of those guests."""
+        stream = self.stream
+        if stream is None:
+            return
+        owners = [link for pc, link in self.links.items() if self._is_owner(pc)]
+        stream.set_link(min((link.cap for link in owners or self.links.values()), default=math.inf))
+        if not owners or not stream.tiers:
+            return
+        slow = []
+        for pc, link in self.links.items():
+            track = self.tracks.get(pc)
+            if self._is_owner(pc) or track is None:
+                continue
+            if track.tier == MAIN and link.cap < SLOW_GUEST * stream.target_bitrate:
+                stream.set_guest_link(min(link.cap, *slow) if slow else link.cap)
+                stream.move(track, LOW)
+            elif track.tier == LOW and (math.isinf(link.cap) or link.cap > FAST_GUEST * stream.target_bitrate):
+                stream.move(track, MAIN)
+            if track.tier == LOW:
+                slow.append(link.cap)
+        stream.set_guest_link(min(slow, default=math.inf))
 
     def stats(self) -> dict:
         stream = self.stream
@@ -175,9 +197,13 @@ class DesktopSessions:
             "activity": None if self.activity is None else self.activity.stats(),
             "sound": None if self.sound is None else self.sound.stats(),
             "links": [{"cap_bps": None if math.isinf(link.cap) else int(link.cap), "remb_bps": link.remb,
-                       "loss": link.loss, "drops": link.drops} for link in self.links.values()],
+                       "loss": link.loss, "drops": link.drops, "owner": self._is_owner(pc),
+                       "tier": self.tracks[pc].tier if pc in self.tracks else None}
+                      for pc, link in self.links.items()],
             "stream": None if stream is None else {
                 "fps": stream.fps, "encoded_size": list(stream.encoded_size),
+                "low_size": list(stream.low_size), "low_target_bps": stream.low_bitrate,
+                "guest_link_bps": None if math.isinf(stream.guest_link) else int(stream.guest_link),
                 "target_bps": stream.target_bitrate, "sending_bps": int(stream.sending_rate()),
                 **stream.stats.as_dict()},
         }
@@ -202,25 +228,27 @@ class DesktopSessions:
         log.info("quality preset: %s", self.preset.title)
         return self.preset
 
-    def _watch(self, pc: RTCPeerConnection, sender: RTCRtpSender, stream: StreamBase) -> None:
+    def _watch(self, pc: RTCPeerConnection, sender: RTCRtpSender, stream: StreamBase, track: EncodedTrack) -> None:
         link = self.links[pc] = LinkEstimate(ceiling=stream.bitrates.high)
+        self.tracks[pc] = track
 
         def on_remb(bitrate: int) -> None:
             # While pictures flow, what the encoder aims at counts as sent: skipping pictures
             # to drain a queue must not hide that the estimate is still below the aim.
-            sending = stream.sending_rate()
-            link.on_remb(bitrate, max(sending, stream.target_bitrate) if sending else 0.0)
+            sending = stream.sending_rate(track.tier)
+            link.on_remb(bitrate, max(sending, stream.aim(track.tier)) if sending else 0.0)
             self._steer()
 
         def on_loss(fraction_lost: int) -> None:
-            link.on_loss(fraction_lost, stream.sending_rate())
+            link.on_loss(fraction_lost, stream.sending_rate(track.tier))
             self._steer()
             if fraction_lost > LOST_PICTURES:
                 # Pictures were lost: the browser can decode nothing more until a key frame,
-                # and Chromium asks for one only after 3 s of nothing decodable.
-                stream.lost()
+                # and Chromium asks for one only after 3 s of nothing decodable. A guest on the
+                # owner's tier does not hold the owner's pictures back.
+                stream.lost(track.tier, hold=self._is_owner(pc) or track.tier == LOW)
 
-        watch_feedback(sender, stream.request_keyframe, on_remb, on_loss)
+        watch_feedback(sender, lambda: stream.request_keyframe(tier=track.tier), on_remb, on_loss)
 
     async def answer(self, offer_sdp: str, ice_servers: list[dict] = (),
                      participant: Participant | None = None) -> tuple[RTCPeerConnection, str]:
@@ -254,7 +282,7 @@ class DesktopSessions:
                     sender = pc.addTrack(track)
                     if self.playout_delay:
                         send_playout_delay(sender, 0, self.playout_delay)
-                    self._watch(pc, sender, stream)
+                    self._watch(pc, sender, stream, track)
                     tracks.append(track)
                 elif transceiver.kind == "audio" and owner and self.sound is not None and pc not in self._audio:
                     self._audio[pc] = audio = self.sound.track()
@@ -305,6 +333,7 @@ class DesktopSessions:
         if pc in self.peers:
             self.peers.discard(pc)
             self.links.pop(pc, None)
+            self.tracks.pop(pc, None)
             self.participant_of.pop(pc, None)
             await pc.close()
         audio = self._audio.pop(pc, None)

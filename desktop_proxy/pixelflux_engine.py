@@ -90,6 +90,7 @@ class PixelfluxStream(StreamBase):
         if self._capture is not None:
             self._capture.request_idr_frame()
             self._keyframe_wanted = False
+            self._keyframe_tiers.clear()
 
     def _apply(self) -> None:
         if self._capture is None:

@@ -17,9 +17,14 @@ for the X server or the encoder, and capturing the next frame overlaps encoding 
 - **sustained motion** on a screen larger than the preset's ``motion_pixels`` (1920x1080
   for Smooth motion) is encoded at that size; when it stops, the full picture follows as
   the refresh.
-- **congestion**: the encoder aims below what the slowest viewer's link carries
+- **congestion**: the encoder aims below what the owner's slowest link carries
   (``congestion.py``); while the link's queue holds more than 50 ms by the sender's count,
   new pictures are skipped; after lost pictures, the queue drains and a key frame follows.
+- **tiers**: a guest of a shared desktop whose link carries less than the owner's picture
+  needs is moved to the ``low`` tier: a second encoder, opened only while such a guest is
+  there, codes the same grabs smaller and at the rate the slowest of those guests' links
+  allows, and skips pictures while their queue is full. The owner's picture is never lowered
+  for a guest (aiortc has no simulcast).
 
 StreamBase holds what any engine shares (viewers, key frame requests, presets, the link);
 ``pixelflux_engine.py`` is the other engine.
@@ -81,6 +86,8 @@ class StreamStats:
     partial_grabs: int = 0  # grabs of the changed areas only
     dropped: int = 0  # grabs replaced in the slot before the encoder took them
     skipped: int = 0  # grabs not encoded because the link's queue was full
+    low_encoded: int = 0  # pictures of the low tier (guests on slow links)
+    low_skipped: int = 0  # grabs the low tier skipped (its links' queue was full)
     bytes: int = 0
     grab_ms: deque = field(default_factory=lambda: deque(maxlen=120))
     encode_ms: deque = field(default_factory=lambda: deque(maxlen=120))
@@ -92,6 +99,7 @@ class StreamStats:
                 "keepalives": self.keepalives, "refreshes": self.refreshes, "dropped": self.dropped,
                 "keyframe_requests": self.keyframe_requests, "still_requests": self.still_requests,
                 "skipped": self.skipped, "partial_grabs": self.partial_grabs,
+                "low_encoded": self.low_encoded, "low_skipped": self.low_skipped,
                 "bytes": self.bytes, "grab_ms": mean(list(self.grab_ms)), "encode_ms": mean(list(self.encode_ms))}
 
 
@@ -132,6 +140,10 @@ def next_grab_after(due: float, started: float, interval: float) -> float:
     return max(due + interval, started - interval / 2)
 
 
+MAIN, LOW = "main", "low"  # the tiers: the owner's picture, and a smaller one for guests on slow links
+TIERS = (MAIN, LOW)
+
+
 @dataclass
 class _Grab:
     frame: av.VideoFrame
@@ -162,11 +174,15 @@ class StreamBase:
         self.stats = StreamStats()
         self._meter = RateMeter(window=0.5)
         self._budget = SendBudget(queue=0.05)
-        self.link_bitrate = math.inf  # what the slowest viewer's link carries (``set_link``)
+        self.link_bitrate = math.inf  # what the owner's slowest link carries (``set_link``)
+        self.guest_link = math.inf  # what the slowest link of the low tier's guests carries
+        self._low_budget = SendBudget(queue=0.05)
+        self._low_meter = RateMeter(window=0.5)
         self._tracks: set[EncodedTrack] = set()
         self._lock = threading.Condition()
-        self._keyframe_wanted = False
-        self._last_keyframe = 0.0
+        self._keyframe_wanted = False  # by some tier: those in ``_keyframe_tiers``
+        self._keyframe_tiers: set[str] = set()
+        self._last_keyframes: dict[str, float] = {}
         self._last_sent = 0.0  # when the last picture was encoded
         self._running = False
         self._stopped = False
@@ -183,9 +199,9 @@ class StreamBase:
                 raise MediaStreamError("the screen stream has stopped")
             if track.codec not in self.codecs:
                 raise MediaStreamError(f"this desktop cannot send {track.codec}")
-            self._open_codec(track.codec)
+            self._open_codec(track.codec, track.tier)
             self._tracks.add(track)
-        self.request_keyframe(urgent=True)
+        self.request_keyframe(urgent=True, tier=track.tier)
         with self._lock:
             if self._running or self._stopped:
                 return
@@ -196,15 +212,39 @@ class StreamBase:
         """Stop sending to a track (the stream goes on until ``stop``: a viewer may be joining)."""
         with self._lock:
             self._tracks.discard(track)
-            if not any(t.codec == track.codec for t in self._tracks):
-                self._close_codec(track.codec)
+            self._close_unused(track.codec, track.tier)
 
-    def sending_rate(self) -> float:
-        """Bits per second encoded over the last half second."""
+    def _close_unused(self, codec: str, tier: str) -> None:
+        if not any((t.codec, t.tier) == (codec, tier) for t in self._tracks):
+            self._close_codec(codec, tier)
+
+    tiers = False  # whether this engine has the low tier (``move``)
+
+    def move(self, track: EncodedTrack, tier: str) -> None:
+        """Send ``track`` the pictures of another tier (from its next key frame)."""
+        if tier not in TIERS:
+            raise ValueError(f"unknown tier {tier!r}")
         with self._lock:
-            return self._meter.rate()
+            if track.tier == tier or not self.tiers:
+                return
+            old, track.tier = track.tier, tier
+            track.resync()
+            if track in self._tracks:
+                self._open_codec(track.codec, tier)
+                self._close_unused(track.codec, old)
+        log.info("a guest's link carries %s: it gets the %s picture", _mbps(self.guest_link), tier)
+        self.request_keyframe(urgent=True, tier=tier)
 
-    def request_keyframe(self, urgent: bool = False) -> None:
+    def sending_rate(self, tier: str = MAIN) -> float:
+        """Bits per second encoded (for ``tier``) over the last half second."""
+        with self._lock:
+            return (self._meter if tier == MAIN else self._low_meter).rate()
+
+    def aim(self, tier: str = MAIN) -> int:
+        """The bitrate a tier's encoder aims at."""
+        return self.target_bitrate if tier == MAIN else self.low_bitrate
+
+    def request_keyframe(self, urgent: bool = False, tier: str = MAIN) -> None:
         """Make the next frame a key frame. Requests from the network (PLI/FIR) are honoured at
         most once a second: each key frame is large, and when loss comes from congestion,
         answering every request makes more loss (a key frame storm).
@@ -213,17 +253,18 @@ class StreamBase:
         loss (a lost picture is asked for again within a round trip or two, after NACK): it is
         Chromium's "no decodable frame in 3 s" timer, which fires once on a still screen and
         stops when nothing arrived for 5 s. Answering it would send a key frame every few
-        seconds to an idle desktop, so it is counted and ignored."""
+        seconds to an idle desktop, so it is counted and ignored. ``tier``: whose pictures."""
         now = time.monotonic()
         with self._lock:
             self.stats.keyframe_requests += not urgent
-            if not urgent and now - self._last_keyframe < 1.0:
+            if not urgent and now - self._last_keyframes.get(tier, 0.0) < 1.0:
                 return
             if not urgent and not self._picture_pending() and now - self._last_sent > self.STILL_REQUEST_AGE:
                 self.stats.still_requests += 1
                 return
-            self._last_keyframe = now
+            self._last_keyframes[tier] = now
             self._keyframe_wanted = True
+            self._keyframe_tiers.add(tier)
             self._keyframe_now()
             self._lock.notify_all()
 
@@ -247,12 +288,24 @@ class StreamBase:
                 self._retune()
             return self.target_bitrate
 
-    def lost(self) -> None:
-        """A viewer lost pictures: let the link's queue drain (``DRAIN`` seconds without new
-        pictures), then send a key frame."""
+    def set_guest_link(self, bitrate: float) -> None:
+        """What the slowest link of the low tier's guests carries."""
         with self._lock:
-            self._budget.hold(self.link_bitrate, self.DRAIN)
-        self.request_keyframe()
+            if abs(bitrate - self.guest_link) > 0.05 * min(bitrate, self.guest_link):
+                self.guest_link = bitrate
+                self._retune()
+
+    def lost(self, tier: str = MAIN, hold: bool = True) -> None:
+        """A viewer lost pictures: let its tier's queue drain (``DRAIN`` seconds without new
+        pictures; not for a guest on the owner's tier, whose link does not steer it), then
+        send a key frame."""
+        if hold:
+            with self._lock:
+                if tier == LOW:
+                    self._low_budget.hold(self.guest_link, self.DRAIN)
+                else:
+                    self._budget.hold(self.link_bitrate, self.DRAIN)
+        self.request_keyframe(tier=tier)
 
     def _retune(self) -> None:
         """(With the lock held, or from ``__init__``.) Frame rate, encoded size and bitrate
@@ -267,6 +320,11 @@ class StreamBase:
         shrink = min(1.0, (preset.motion_pixels / (width * height)) ** 0.5)
         self.motion_size = (int(width * shrink) & ~1, int(height * shrink) & ~1)
         self.motion_bitrate = self._aim(self.motion_size)[1]
+        # The low tier: as small as its guests' links need, at what they carry.
+        low_scale = min(scale, encoded_scale(preset, *self.size, self.guest_link, screen_floor))
+        self.low_size = (int(self.size[0] * low_scale) & ~1, int(self.size[1] * low_scale) & ~1)
+        low_range = bitrate_range(*self.low_size, self.fps)
+        self.low_bitrate = low_range.clamp(min(self.LINK_SHARE * self.guest_link, low_range.start * preset.quality))
         self._apply()
 
     def _aim(self, size: tuple[int, int]) -> tuple[BitrateRange, int]:
@@ -277,24 +335,31 @@ class StreamBase:
         return bitrates, bitrates.clamp(min(self.LINK_SHARE * self.link_bitrate,
                                             bitrates.start * self.preset.quality))
 
-    def _deliver(self, coded: list[tuple[str, EncodedFrame]], reason: str = "new") -> None:
-        """Count coded pictures and hand them to the viewers of their codec (from the engine's
-        thread). The counters first: a viewer that got the picture sees them counted."""
+    def _deliver(self, coded: list[tuple[str | tuple[str, str], EncodedFrame]], reason: str = "new") -> None:
+        """Count coded pictures and hand them to the viewers of their codec and tier (from the
+        engine's thread; a codec alone is the main tier's). The counters first: a viewer that
+        got the picture sees them counted."""
+        coded = [((key, MAIN) if isinstance(key, str) else key, frame) for key, frame in coded]
         with self._lock:
             self._last_sent = time.monotonic()
-            self.stats.encoded += 1
+            self.stats.encoded += any(tier == MAIN for (_, tier), _ in coded) or not coded
             self.stats.keepalives += reason == "keepalive"
             self.stats.refreshes += reason == "refresh"
-            for _, frame in coded:
+            for (_, tier), frame in coded:
                 self.stats.bytes += len(frame.data)
                 self.stats.keyframes += frame.keyframe
-                self._meter.add(len(frame.data))
-                self._budget.add(len(frame.data), self.link_bitrate)
+                if tier == MAIN:
+                    self._meter.add(len(frame.data))
+                    self._budget.add(len(frame.data), self.link_bitrate)
+                else:
+                    self.stats.low_encoded += 1
+                    self._low_meter.add(len(frame.data))
+                    self._low_budget.add(len(frame.data), self.guest_link)
             tracks = list(self._tracks)
-        for codec, frame in coded:
+        for key, frame in coded:
             for track in tracks:
-                if track.codec == codec:
-                    track.deliver(frame)
+                if (track.codec, track.tier) == key:
+                    track.deliver(frame, key[1])
 
     def stop(self) -> None:
         """Stop capturing and encoding (``join`` waits for the threads)."""
@@ -315,11 +380,11 @@ class StreamBase:
 
     # -- what an engine provides (called with the lock held, except ``_start``/``_halt``) ----
 
-    def _open_codec(self, codec: str) -> None:
-        """A viewer of ``codec`` joins."""
+    def _open_codec(self, codec: str, tier: str = MAIN) -> None:
+        """A viewer of ``codec`` (and ``tier``) joins."""
 
-    def _close_codec(self, codec: str) -> None:
-        """The last viewer of ``codec`` left."""
+    def _close_codec(self, codec: str, tier: str = MAIN) -> None:
+        """The last viewer of ``codec`` (and ``tier``) left."""
 
     def _picture_pending(self) -> bool:
         """Whether a captured picture is waiting to be encoded."""
@@ -347,13 +412,14 @@ class ScreenStream(StreamBase):
     """
 
     PARTIAL_GRAB = 0.6  # grab only the changed areas while they are less than this of the screen
+    LOW_VBV_SECONDS = 0.15  # the low tier's largest picture, in seconds of its bitrate
     MOTION_RUN = 8  # grabs this close together (MOTION_GAP seconds) are sustained motion
     MOTION_GAP = 0.1
 
     def __init__(self, display: str, width: int, height: int, preset: Preset = PRESETS[DEFAULT],
                  max_fps: float = 60.0, keepalive: float = 0.0, refresh_after: float = 0.25,
                  h264: type[VideoEncoder] = H264Encoder):
-        self._encoders: dict[str, VideoEncoder] = {}
+        self._encoders: dict[tuple[str, str], VideoEncoder] = {}  # (codec, tier)
         self.h264 = h264
         self._regrab = False  # grab even without damage (the size changed)
         super().__init__(display, width, height, preset, max_fps)
@@ -365,13 +431,19 @@ class ScreenStream(StreamBase):
         self._slot: _Grab | None = None  # the newest grab not yet encoded
         self._last: _Grab | None = None  # the last grab encoded (for key frames, refresh, keepalive)
 
-    def _open_codec(self, codec: str) -> None:
-        if codec not in self._encoders:
-            self._encoders[codec] = make_encoder(codec, *self.encoded_size, self.fps, self.target_bitrate,
-                                                 self.h264, self.preset.crf)
+    tiers = True
 
-    def _close_codec(self, codec: str) -> None:
-        self._encoders.pop(codec, None)
+    def _open_codec(self, codec: str, tier: str = MAIN) -> None:
+        if (codec, tier) not in self._encoders:
+            size, bitrate = (self.encoded_size, self.target_bitrate) if tier == MAIN else \
+                (self.low_size, self.low_bitrate)
+            encoder = self._encoders[codec, tier] = make_encoder(codec, *size, self.fps, bitrate, self.h264,
+                                                                 self.preset.crf)
+            if tier == LOW:  # a slow link's queue is short in time too: smaller key frames
+                encoder.VBV_SECONDS = self.LOW_VBV_SECONDS
+
+    def _close_codec(self, codec: str, tier: str = MAIN) -> None:
+        self._encoders.pop((codec, tier), None)
 
     def _picture_pending(self) -> bool:
         return self._slot is not None
@@ -511,10 +583,20 @@ class ScreenStream(StreamBase):
                         # stop or the drain wakes this up; the job is then taken again).
                         self._lock.wait(max(0.005, self._budget.drain_time(self.link_bitrate)))
                         continue
+                    low_full = self._low_budget.full(self.guest_link)
+                    if low_full and reason == "keyframe" and self._keyframe_tiers == {LOW}:
+                        # The same for the low tier's key frame, on its guests' queue.
+                        self._lock.wait(max(0.005, self._low_budget.drain_time(self.guest_link)))
+                        continue
                     # A full queue on the link: skip this picture (a key frame waits too).
                     skip = reason == "new" and full
-                    keyframe = self._keyframe_wanted and not skip
-                    self._keyframe_wanted = self._keyframe_wanted and skip
+                    keyframes = set(self._keyframe_tiers) if self._keyframe_wanted and not skip else set()
+                    if keyframes:
+                        self._keyframe_tiers.clear()
+                        if low_full and LOW in keyframes:  # it waits for its queue
+                            keyframes.discard(LOW)
+                            self._keyframe_tiers.add(LOW)
+                        self._keyframe_wanted = bool(self._keyframe_tiers)
                     encoders = dict(self._encoders)
                 if reason == "new":
                     in_motion = True
@@ -523,7 +605,7 @@ class ScreenStream(StreamBase):
                 if skip:
                     self.stats.skipped += 1
                     continue
-                self._encode(grab, encoders, keyframe, reason)
+                self._encode(grab, encoders, keyframes, reason, low_full)
                 last_sent = self._last_sent
         except Exception:
             if self._running:
@@ -558,21 +640,34 @@ class ScreenStream(StreamBase):
                 return None, ""
         return self._last, "refresh" if in_motion else "keepalive"
 
-    def _encode(self, grab: _Grab, encoders: dict[str, VideoEncoder], keyframe: bool, reason: str) -> None:
+    def _encode(self, grab: _Grab, encoders: dict[tuple[str, str], VideoEncoder], keyframes: set[str],
+                reason: str, low_full: bool = False) -> None:
         started = time.monotonic()
         pts = int((started - self._started) * VIDEO_CLOCK_RATE)
         self._rate = rate = budget_rate(self._rate, 1.0 / self._interval, self.fps)
         coded = []
-        for codec, encoder in encoders.items():
+        small = None  # the grab at the low tier's size
+        for (codec, tier), encoder in encoders.items():
+            if reason == "keyframe" and tier not in keyframes:
+                continue  # another tier's key frame
+            frame, bitrate = grab.frame, self.motion_bitrate if grab.scaled else self.target_bitrate
+            if tier == LOW:
+                if low_full and LOW not in keyframes:
+                    self.stats.low_skipped += 1  # its guests' queue is full: they get fewer pictures
+                    continue
+                width, height = self.low_size
+                if frame.width * frame.height > width * height:
+                    small = small or frame.reformat(width=width, height=height)
+                    frame = small
+                bitrate = min(bitrate, self.low_bitrate)
             # The refresh after motion is a key frame: x264 codes it at a finer quantizer than
             # the frames of the motion, and it carries no motion's leftovers.
-            if keyframe or reason == "refresh":
+            if tier in keyframes or reason == "refresh":
                 encoder.request_keyframe()
-            encoder.retarget(self.motion_bitrate if grab.scaled else self.target_bitrate,
-                             rate if reason == "new" else None, self.preset.crf)
-            data, is_key = encoder.encode(grab.frame, pts)
+            encoder.retarget(bitrate, rate if reason == "new" else None, self.preset.crf)
+            data, is_key = encoder.encode(frame, pts)
             if data:
-                coded.append((codec, EncodedFrame(data, pts, is_key)))
+                coded.append(((codec, tier), EncodedFrame(data, pts, is_key)))
         self.stats.encode_ms.append((time.monotonic() - started) * 1000)
         self._deliver(coded, reason)
 
@@ -589,18 +684,31 @@ class EncodedTrack(MediaStreamTrack):
         super().__init__()
         self.stream = stream
         self.codec = codec.upper()  # set to the negotiated codec before the first ``recv``
+        self.tier = MAIN  # whose pictures it gets (``ScreenStream.move``)
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[EncodedFrame | None] = asyncio.Queue()
         self._attached = False
         self._synced = False
         self.sent = 0
 
-    def deliver(self, frame: EncodedFrame) -> None:
-        """From the encode thread: queue a coded picture for this viewer."""
+    def deliver(self, frame: EncodedFrame, tier: str = MAIN) -> None:
+        """From the encode thread: queue a coded picture (of ``tier``) for this viewer."""
         try:
-            self._loop.call_soon_threadsafe(self._put, frame)
+            self._loop.call_soon_threadsafe(self._put, frame, tier)
         except RuntimeError:  # the event loop is closed
             pass
+
+    def resync(self) -> None:
+        """Another tier's pictures follow: from its next key frame (its P-frames cannot follow
+        the other tier's)."""
+        self._loop.call_soon_threadsafe(self._drop_backlog)
+
+    def _drop_backlog(self) -> None:
+        while not self._queue.empty():
+            if self._queue.get_nowait() is None:  # the end stays the end
+                self._queue.put_nowait(None)
+                break
+        self._synced = False
 
     def end(self) -> None:
         try:
@@ -608,8 +716,8 @@ class EncodedTrack(MediaStreamTrack):
         except RuntimeError:
             pass
 
-    def _put(self, frame: EncodedFrame) -> None:
-        if not self._synced and not frame.keyframe:
+    def _put(self, frame: EncodedFrame, tier: str = MAIN) -> None:
+        if tier != self.tier or (not self._synced and not frame.keyframe):
             return
         self._synced = True
         if self._queue.qsize() >= self.MAX_BACKLOG:
@@ -618,7 +726,7 @@ class EncodedTrack(MediaStreamTrack):
             while not self._queue.empty():
                 self._queue.get_nowait()
             self._synced = frame.keyframe
-            self.stream.request_keyframe(urgent=True)
+            self.stream.request_keyframe(urgent=True, tier=self.tier)
             if not frame.keyframe:
                 return
         self._queue.put_nowait(frame)
@@ -644,3 +752,7 @@ class EncodedTrack(MediaStreamTrack):
             super().stop()
             if self._attached:
                 self.stream.detach(self)
+
+
+def _mbps(bitrate: float) -> str:
+    return "any rate" if math.isinf(bitrate) else f"{bitrate / 1e6:.2f} Mbit/s"

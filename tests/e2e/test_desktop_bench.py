@@ -37,3 +37,16 @@ def test_the_short_desktop_benchmark_streams_motion_and_sends_nothing_when_idle(
     contended = rows[("hepsdesk", "contended")]
     assert contended["frames"] >= 10 and contended["browser_raised"] is True, contended
     assert not subprocess.run(["pgrep", "-f", "while time.monotonic"], capture_output=True).stdout, "no hog left"
+
+
+def test_the_short_sharing_benchmark_gives_every_viewer_the_stream():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "desktop_share.py"), "--seconds", "2",
+                           "--settle", "1", "--viewers", "0,2", "--ports", "18802,18803"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert [row["viewers"] for row in result["rows"]] == [0, 2]
+    alone, shared = result["rows"]
+    assert alone["owner_fps"] > 5 and shared["owner_fps"] > 5, result["rows"]
+    assert len(shared["viewer_fps"]) == 2 and min(shared["viewer_fps"]) > 5, shared  # through /share/ws
+    assert result["per_viewer_cores"] is not None and result["owner_fps_ratio_min"] > 0, result

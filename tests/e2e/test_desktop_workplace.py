@@ -15,6 +15,7 @@ test_desktop_sound.py, test_desktop_reconnect.py, test_desktop_input.py) cover t
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
@@ -36,6 +37,14 @@ from .shaper import Shaper
 pytestmark = pytest.mark.devcloud
 
 IDLE_TIMEOUT = 60  # the profile's: the desktop reports input every 10 s
+# As jupyterhub_config.py has them: HEPS's instrument scientists may be invited to HEPS users'
+# desktops; support may ask to join any desktop.
+STAFF_ROLES = [
+    {"name": "heps-instrument-scientist", "groups": ["heps-staff"],
+     "scopes": ["read:users:name!group=heps-users", "custom:hepsdesk:shared-desktops!group=heps-users"]},
+    {"name": "desktop-support", "groups": ["hepsdesk-support"],
+     "scopes": ["read:users:name", "custom:hepsdesk:desktop-support"]},
+]
 SIZE = 50 * 1024 * 1024
 TONE_HZ = 1000
 
@@ -44,7 +53,10 @@ TONE_HZ = 1000
 def workplace(devcloud, browser, tmp_path_factory):
     profiles = [{"slug": "workplace", "display_name": "Workplace desktop", "image": "hepsdesk-desktop",
                  "flavor": "c1.small", "idle_timeout": IDLE_TIMEOUT}]
-    with running_hub(devcloud, tmp_path_factory.mktemp("workplace-hub"), (18620, 18621, 19620), profiles) as hub:
+    directory = tmp_path_factory.mktemp("workplace-hub")
+    (directory / "roles.json").write_text(json.dumps(STAFF_ROLES))
+    with running_hub(devcloud, directory, (18620, 18621, 19620), profiles,
+                     HEPSDESK_GROUP_ROLES_FILE=str(directory / "roles.json")) as hub:
         # bob's server: started, its desktop opened once and never touched again.
         bob = new_context(browser)
         bob_page = bob.new_page()
@@ -419,6 +431,26 @@ def test_a_colleague_sees_the_desktop_and_types_only_with_control(workplace, bro
     assert "key=" not in colleague.url  # the key left the address bar
     outsider.goto(link)
     expect(outsider.locator("#share-refused")).to_contain_text("already used")
+
+    # Support joins without an invitation only once alice lets them in; an instrument scientist of
+    # another facility's group may be invited.
+    for name, groups in (("sam", ["csns-users", "hepsdesk-support"]), ("ivan", ["csns-users", "heps-staff"])):
+        hub.oidc.set_user(name, hub.users.setdefault(name, secrets.token_urlsafe(12)), groups=groups)
+    sam = new_context(browser)
+    helper = sam.new_page()
+    sign_in(helper, hub.url, "sam", hub.users["sam"], next_path="/hub/hepsdesk/desktops/alice/")
+    expect(helper.locator("#status")).to_contain_text("Waiting for the owner to let you in")
+    waiting = desktop.locator(".participant[data-name='sam']")
+    expect(waiting).to_contain_text("asks to join")
+    assert helper.evaluate("window.hepsdesk.pc") is None  # no picture before alice says yes
+    waiting.get_by_role("button", name="Let in").click()
+    wait_for_frames(helper, 1, timeout_s=30)
+    assert participants(helper) == {"alice": "owner", "dave": "viewer", "sam": "support"}
+    sam.close()
+    ivan = new_context(browser)
+    sign_in(ivan.new_page(), hub.url, "ivan", hub.users["ivan"], next_path="/hub/home")
+    assert share(shares, "user", "ivan") == "Shared with ivan."
+    ivan.close()
 
     # alice ends the sharing from the desktop: dave is disconnected.
     if desktop.locator("#people").is_hidden():
