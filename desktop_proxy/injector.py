@@ -4,7 +4,8 @@ Keys arrive as X keysyms, so what the user typed is what the desktop receives, w
 the keyboard layout of the browser's machine (text an input method commits arrives as text and
 is typed character by character, each as its keysym): the injector finds the keycode (and the Shift
 level) that produces the keysym on the desktop's keymap, and borrows an unused keycode for
-keysyms the keymap lacks. All X calls run on one thread, in arrival order; the queue to it
+keysyms the keymap lacks (never one an application may not have read yet: ``REBIND_AFTER``).
+All X calls run on one thread, in arrival order; the queue to it
 is bounded (``MAX_QUEUED``): a page that floods it loses its oldest messages, never a key or
 button release (that would leave it held), and the desktop stays responsive.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 
 from Xlib import XK, X
 from Xlib import display as xdisplay
@@ -26,6 +28,11 @@ SHIFT = XK.XK_Shift_L
 BUTTONS = {0: 1, 1: 2, 2: 3, 3: 8, 4: 9}  # browser MouseEvent.button -> X button (3, 4: back, forward)
 MAX_WHEEL_CLICKS = 10  # of one wheel message
 MAX_QUEUED = 256  # input messages waiting for the X thread (it handles thousands a second)
+SPARE_KEYCODES = 32  # unused keycodes borrowed for keysyms the keymap lacks
+# A program reads a key event's keycode against the keymap it has when it gets to the event:
+# a borrowed keycode bound to another character before then types that one (under load, "grüße"
+# came out as "gr界ße"). So a keycode is bound again only this long after it was last pressed.
+REBIND_AFTER = 0.5
 
 
 # Control characters committed text may hold, as the keys that type them.
@@ -59,6 +66,7 @@ class InputInjector:
         self._held: dict[int, tuple[int, bool]] = {}  # keysym -> (keycode, shift added)
         self._shift_down = False
         self._spare: list[int] = self._find_spare_keycodes()
+        self._borrowed_at: dict[int, float] = {}  # when each borrowed keycode was last bound
         self._queue: collections.deque[dict] = collections.deque()
         self._queued = threading.Condition()
         self._closing = False
@@ -162,12 +170,16 @@ class InputInjector:
                 xtest.fake_input(self._display, X.KeyPress, self._display.keysym_to_keycode(SHIFT))
             xtest.fake_input(self._display, X.KeyPress, keycode)
             self._held[keysym] = (keycode, add_shift)
+            if keycode in self._borrowed_at:  # pressed now: not bound to another keysym for a while
+                self._borrowed_at[keycode] = time.monotonic()
         else:
             keycode, added_shift = self._held.pop(keysym, (None, False))
             if keycode is None:
                 keycode, _ = self._keycode(keysym)
             if keycode:
                 xtest.fake_input(self._display, X.KeyRelease, keycode)
+                if keycode in self._borrowed_at:
+                    self._borrowed_at[keycode] = time.monotonic()
             if added_shift:
                 xtest.fake_input(self._display, X.KeyRelease, self._display.keysym_to_keycode(SHIFT))
 
@@ -187,18 +199,23 @@ class InputInjector:
                 return keycode, index
         if not self._spare:
             return None, 0
-        # Borrow a keycode with no keysyms and bind this keysym to it (both levels).
+        # Borrow the keycode used longest ago (with no keysyms of the keymap's) and bind this
+        # keysym to it (both levels).
         keycode = self._spare.pop(0)
+        wait = self._borrowed_at.get(keycode, -REBIND_AFTER) + REBIND_AFTER - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)  # this thread only: many new characters in a row type slower
         self._display.change_keyboard_mapping(keycode, [(keysym, keysym)])
         self._display.sync()
         self._spare.append(keycode)
+        self._borrowed_at[keycode] = time.monotonic()
         return keycode, 0
 
     def _find_spare_keycodes(self) -> list[int]:
         first = self._display.display.info.min_keycode
         count = self._display.display.info.max_keycode - first + 1
         mapping = self._display.get_keyboard_mapping(first, count)
-        return [first + i for i, syms in enumerate(mapping) if not any(syms)][-8:]
+        return [first + i for i, syms in enumerate(mapping) if not any(syms)][-SPARE_KEYCODES:]
 
     def _release_all(self) -> None:
         for keysym in list(self._held):

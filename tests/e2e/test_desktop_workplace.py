@@ -119,9 +119,9 @@ def same_picture(data: bytes | None, expected: bytes) -> bool:
 def wait_for_picture(path: Path, timeout: float = 30) -> bytes:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.exists() and cv2.imdecode(numpy.frombuffer(path.read_bytes(), numpy.uint8), cv2.IMREAD_COLOR) \
-                is not None:
-            return path.read_bytes()
+        data = path.read_bytes() if path.exists() else b""  # the shell makes the file before xclip writes
+        if data and cv2.imdecode(numpy.frombuffer(data, numpy.uint8), cv2.IMREAD_COLOR) is not None:
+            return data
         time.sleep(0.2)
     raise AssertionError(f"{path} is not a picture")
 
@@ -457,6 +457,30 @@ def test_a_colleague_sees_the_desktop_and_types_only_with_control(workplace, bro
         desktop.click("#people-button")
     desktop.click("#end-sharing-button")
     colleague.wait_for_function("window.hepsdesk.ended !== null", timeout=2000)
+    # Bad input, each told clearly: an owner who is offline, someone else's share page, no such
+    # user, an anonymous browser.
+    own_shares = dave.new_page()
+    own_shares.goto(f"{hub.url}/hub/hepsdesk/shares/dave/")
+    assert share(own_shares, "user", "alice") == "Shared with alice."
+    offline = lab.context.new_page()
+    offline.goto(f"{hub.url}/hub/hepsdesk/desktops/dave/")
+    expect(offline.locator("#share-refused")).to_contain_text("dave's desktop is not running now")
+    offline.close()
+    assert outsider.request.get(f"{hub.url}/hub/hepsdesk/shares/alice/").status == 403
+    outsider.goto(f"{hub.url}/hub/hepsdesk/desktops/nobody-here/")
+    expect(outsider.locator("#share-refused")).to_contain_text("There is no user nobody-here on this hub.")
+    anonymous = new_context(browser)
+    stranger = anonymous.new_page()
+    stranger.goto(f"{hub.url}/hub/hepsdesk/desktops/alice/")
+    assert "/login" in stranger.url  # sent to sign in first
+    closed = stranger.evaluate("""(url) => new Promise((resolve) => {
+        const ws = new WebSocket(url);
+        ws.onopen = () => resolve('open');
+        ws.onclose = (event) => resolve(event.code);
+    })""", f"{hub.url.replace('http', 'ws', 1)}/hub/hepsdesk/desktops/alice/ws")
+    assert closed == 1006, closed  # refused before the websocket opens
+    anonymous.close()
+
     audit = [line for line in hub.log_path.read_text().splitlines() if "sharing audit" in line]
     for event in ('"share"', '"join"', '"control-given"', '"control-taken"', '"revoke"', '"link-used"'):
         assert any(f'"event": {event}' in line for line in audit), event
