@@ -272,20 +272,24 @@ class Viewers:
         log.close()
         bench.stack.callback(bench.stop, self.process)
         bench.stack.callback(self.leave)  # first: a clean goodbye, then the process group goes
-        self.lines: queue.Queue[str] = queue.Queue()
+        self.lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         for line in self.process.stdout:
             self.lines.put(line)
+        self.lines.put(None)  # it ended
 
     def ask(self, command: str, timeout: float) -> dict:
         self.process.stdin.write(command + "\n")
         self.process.stdin.flush()
         try:
-            answer = json.loads(self.lines.get(timeout=timeout))
+            line = self.lines.get(timeout=timeout)
         except queue.Empty:
             raise RuntimeError(f"the viewers did not answer {command!r} within {timeout:.0f} s") from None
+        if line is None:
+            raise RuntimeError(f"the viewers' process ended (status {self.process.wait(timeout=10)})")
+        answer = json.loads(line)
         if "error" in answer:
             raise RuntimeError(f"the viewers: {answer['error']}")
         return answer

@@ -255,7 +255,8 @@ class DesktopSessions:
         """Answer a browser's offer; ``ice_servers`` are the STUN/TURN servers the browser was
         given for this session (``IceServers.for_session``); ``participant``: whose page it is
         (a guest gets the picture, no sound, and types only with control)."""
-        pc = RTCPeerConnection(IceServers.configuration(list(ice_servers)) if ice_servers else None)
+        # No servers means none: aiortc's own default would ask Google's STUN server.
+        pc = RTCPeerConnection(IceServers.configuration(list(ice_servers or [])))
         self.peers.add(pc)
         self.participant_of[pc] = participant
         owner = participant is None or participant.role == "owner"

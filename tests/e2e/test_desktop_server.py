@@ -82,7 +82,7 @@ def test_the_desktop_streams_h264_sends_nothing_while_still_and_follows_the_wind
 
     # A still desktop: not one video frame in three seconds (once more if the panel's clock
     # turned a minute meanwhile: that is a change).
-    for attempt in range(2):
+    for _attempt in range(2):
         still = settle(page)
         page.wait_for_timeout(3000)
         if inbound(page)["framesReceived"] == still:

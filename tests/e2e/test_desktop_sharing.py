@@ -16,7 +16,7 @@ import time
 import urllib.request
 
 import aioice.ice
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from tornado import websocket
 
 from .desktop_checks import wait_until
@@ -59,7 +59,7 @@ class Guest:
         await self.ws.write_message(json.dumps({"type": "viewer", "name": self.name, "role": "viewer", "share": "t"}))
         while (message := json.loads(await self.ws.read_message()))["type"] != "ice":
             pass
-        self.pc = RTCPeerConnection()
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # not aiortc's default STUN server
         video = self.pc.addTransceiver("video", direction="recvonly")
         video.setCodecPreferences([c for c in RTCRtpReceiver.getCapabilities("video").codecs
                                    if c.mimeType in ("video/H264", "video/rtx")])  # as the page does
