@@ -87,22 +87,19 @@ class SharesPage(SharingHandler):
         user = self.current_user
         if user.name != owner_name and not user.admin:
             raise web.HTTPError(403, "Only the owner shares their desktop.")
-        return self.owner_and_spawner(owner_name, server, running=False)
+        try:
+            return self.owner_and_spawner(owner_name, server, running=False)[0]
+        except Refused as e:
+            raise web.HTTPError(e.status, str(e)) from None
 
     @web.authenticated
     async def get(self, owner_name: str, server: str | None = None):
-        try:
-            owner, _ = self._owner(owner_name, server)
-        except Refused as e:
-            raise web.HTTPError(e.status, str(e)) from None
+        owner = self._owner(owner_name, server)
         self.finish(await self._page(owner, server or ""))
 
     @web.authenticated
     async def post(self, owner_name: str, server: str | None = None):
-        try:
-            owner, _ = self._owner(owner_name, server)
-        except Refused as e:
-            raise web.HTTPError(e.status, str(e)) from None
+        owner = self._owner(owner_name, server)
         server = server or ""
         action = self.get_body_argument("action", "")
         message, link, status = "", "", 200
