@@ -45,6 +45,8 @@ Prints one JSON object:
   ``per_viewer_cores_by_n`` each of them; ``per_viewer_loop_cores`` (``_by_n``) the same of the
   event loop alone: capture and encode follow the frame rate, which a machine short of CPU lowers
   (x264 then sheds work), so the whole process can cost less with more viewers;
+  ``per_viewer_cores_fit`` and ``per_viewer_loop_cores_fit``: the least-squares slope of the
+  same over all rows (one number from every measurement, not the noisiest difference);
 - ``owner_fps_alone`` (N = 0) and ``owner_fps_ratio_min`` (the least owner_fps(N) / owner_fps(0));
 - ``others_cores_max``, ``machine`` (cores, load average), ``settings``.
 
@@ -433,6 +435,17 @@ class ShareBench(Bench):
         return summary(rows, self.args)
 
 
+def fitted_slope(rows: list[dict], key: str) -> float | None:
+    """Cores per added viewer as the least-squares slope over all rows: each row's noise
+    (capture and encode vary by more than a viewer costs) weighs less than in one difference."""
+    points = [(row["viewers"], row[key]) for row in rows]
+    if len({n for n, _ in points}) < 2:
+        return None
+    mean_n = sum(n for n, _ in points) / len(points)
+    mean_c = sum(c for _, c in points) / len(points)
+    return round(sum((n - mean_n) * (c - mean_c) for n, c in points) / sum((n - mean_n) ** 2 for n, _ in points), 4)
+
+
 def summary(rows: list[dict], args: argparse.Namespace) -> dict:
     alone = next((row for row in rows if row["viewers"] == 0), None)
     by_n, loop_by_n, ratios = {}, {}, []
@@ -446,6 +459,8 @@ def summary(rows: list[dict], args: argparse.Namespace) -> dict:
         "resolution": RESOLUTION, "scene": SCENE, "rows": rows,
         "per_viewer_cores": max(by_n.values(), default=None), "per_viewer_cores_by_n": by_n,
         "per_viewer_loop_cores": max(loop_by_n.values(), default=None), "per_viewer_loop_cores_by_n": loop_by_n,
+        "per_viewer_cores_fit": fitted_slope(rows, "server_cores"),
+        "per_viewer_loop_cores_fit": fitted_slope(rows, "server_loop_cores"),
         "owner_fps_alone": alone and alone["owner_fps"],
         "owner_fps_ratio_min": round(min(ratios), 3) if ratios else None,
         "others_cores_max": max((row["others_cores"] for row in rows), default=None),

@@ -49,4 +49,5 @@ def test_the_short_sharing_benchmark_gives_every_viewer_the_stream():
     alone, shared = result["rows"]
     assert alone["owner_fps"] > 5 and shared["owner_fps"] > 5, result["rows"]
     assert len(shared["viewer_fps"]) == 2 and min(shared["viewer_fps"]) > 5, shared  # through /share/ws
-    assert result["per_viewer_cores"] is not None and result["owner_fps_ratio_min"] > 0, result
+    assert result["per_viewer_cores"] is not None and result["per_viewer_cores_fit"] is not None, result
+    assert result["owner_fps_ratio_min"] > 0, result
