@@ -148,7 +148,7 @@ def test_a_german_keyboard_a_dead_key_and_pinyin_type_what_they_say(workplace):
     cdp.send("Input.insertText", {"text": "你好世界"})
     desktop.keyboard.type(f"' > ~/{name}")
     desktop.keyboard.press("Enter")
-    assert wait_for(home / name).decode() == "ß€ê你好世界"
+    wait_for(home / name, "ß€ê你好世界".encode())  # the content: the shell makes the file first
 
 
 def test_the_clipboard_crosses_both_ways(workplace):
@@ -157,7 +157,7 @@ def test_the_clipboard_crosses_both_ways(workplace):
     desktop.evaluate("window.dispatchEvent(new Event('focus'))")
     desktop.wait_for_function("window.hepsdesk.clipboard.toDesktop >= 1", timeout=10_000)
     run(desktop, "xclip -selection clipboard -o > ~/pasted.txt")
-    assert wait_for(home / "pasted.txt").decode() == "from the laptop: grüße 你好"
+    wait_for(home / "pasted.txt", "from the laptop: grüße 你好".encode())
 
     run(desktop, "printf 'from the VM: ß' | xclip -selection clipboard")
     deadline = time.monotonic() + 15
