@@ -15,8 +15,11 @@ encode, the low tier: ``viewer_tiers`` and ``sender`` show whether that happened
   read from the stamps in the pictures it presents (``desktop_stream.MEASURE_JS``).
 - The **viewers**: 0, 1, ... 5 aiortc receivers, all in one child process of their own (this
   file with ``--viewers-process``), so neither their CPU nor this driver's GIL is the desktop
-  server's. Each opens ``ws://127.0.0.1:PORT/share/ws``, says who it is (``{"type": "viewer",
-  "name", "role": "viewer", "share": "bench"}``), gets the ICE servers (it uses none: all is on
+  server's. They stand for other people's machines, so that process runs at ``--viewers-nice``
+  (10): on two cores it takes what the desktop and the owner's browser leave, rather than
+  taking from them what it would not take elsewhere. Each opens
+  ``ws://127.0.0.1:PORT/share/ws``, says who it is (``{"type": "viewer", "name", "role":
+  "viewer", "share": "bench"}``), gets the ICE servers (it uses none: all is on
   127.0.0.1), offers a receive-only video transceiver (H.264 first) and an ``input`` data
   channel once ICE gathering is complete, and takes the answer. The viewers do not decode:
   aiortc's decoder thread is replaced, in that process only, by one that counts the pictures
@@ -268,7 +271,7 @@ class Viewers:
     def __init__(self, bench: Bench, url: str, share: str, timeout: float):
         log = open(bench.work / "viewers.log", "ab")
         argv = [sys.executable, str(Path(__file__).resolve()), "--viewers-process", "--url", url,
-                "--share", share, "--timeout", str(timeout)]
+                "--share", share, "--timeout", str(timeout), "--viewers-nice", str(bench.args.viewers_nice)]
         self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
                                         cwd=ROOT, start_new_session=True)
         log.close()
@@ -466,7 +469,7 @@ def summary(rows: list[dict], args: argparse.Namespace) -> dict:
         "others_cores_max": max((row["others_cores"] for row in rows), default=None),
         "machine": machine(),
         "settings": {"seconds": args.seconds, "settle": args.settle, "scene_fps": args.scene_fps, "fps": args.fps,
-                     "path": args.path},
+                     "path": args.path, "viewers_nice": args.viewers_nice},
     }
 
 
@@ -487,6 +490,9 @@ def main(argv: list[str] | None = None) -> None:
                         "viewer's first message)")
     parser.add_argument("--connect-timeout", type=float, default=30,
                         help="seconds for a viewer to get its first picture (default 30)")
+    parser.add_argument("--viewers-nice", type=int, default=10,
+                        help="the viewers' process's niceness (default 10: they stand for other people's "
+                        "machines, so they take what the desktop and the owner's browser leave; 0: equal)")
     # The viewers' child process (started by the benchmark itself).
     parser.add_argument("--viewers-process", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -495,6 +501,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.viewers_process:
         signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+        os.nice(args.viewers_nice)
         asyncio.run(viewers_process(args.url, args.share, args.timeout))
         return
     args.ports = free_ports(parser, args.ports)
