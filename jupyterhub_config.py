@@ -256,6 +256,11 @@ if os.environ.get("HEPSDESK_PORTAL_API_TOKEN"):
     roles.append({"name": "hepsdesk-portal", "services": ["hepsdesk-portal"],
                   "scopes": os.environ.get("HEPSDESK_PORTAL_SCOPES", f"{PORTAL_SCOPE},read:users:name").split(",")})
 
+# Prometheus reads /hub/metrics (JupyterHub's figures and hepsdesk's: spawn stages, failures by
+# reason, GPUs, the watcher; docs/operations.md) with a token of a role holding "read:metrics",
+# e.g. a service without a command whose token was made through the hub's API:
+# roles.append({"name": "prometheus", "services": ["prometheus"], "scopes": ["read:metrics"]})
+
 # --- Development tools ----------------------------------------------------------------------
 # `hepsdesk demo` and the tests drive the hub's REST API with this token (not for production).
 if os.environ.get("HEPSDESK_ADMIN_API_TOKEN"):
@@ -263,7 +268,7 @@ if os.environ.get("HEPSDESK_ADMIN_API_TOKEN"):
     roles.append({
         "name": "hepsdesk-devtools", "services": ["hepsdesk-devtools"],
         "scopes": ["admin:users", "admin:servers", "admin:server_state", "admin:groups", "list:users", "read:users",
-                   "access:servers", "tokens"],
+                   "access:servers", "tokens", "read:metrics"],
     })
 c.JupyterHub.services = services
 c.JupyterHub.load_roles = roles

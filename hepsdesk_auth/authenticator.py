@@ -29,6 +29,7 @@ import urllib.request
 import weakref
 
 from oauthenticator.generic import GenericOAuthenticator
+from prometheus_client import Counter
 from tornado import web
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default, observe
 
@@ -42,6 +43,10 @@ from .provisioning import AccountError, AccountPolicy, Accounts, Person, describ
 from .storage_ldap import StorageLayout
 from .token_login import PortalLoginAPIHandler, TokenLoginHandler
 from .usernames import UsernameError, account_name, display_text
+
+# On the hub's /hub/metrics (prometheus_client's default registry): no per-user labels.
+SIGN_INS = Counter("hepsdesk_sign_ins", "Sign-ins through the SSO (first: a computing account was made at it)",
+                   ["first"])
 
 EMAIL = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,190}\.[A-Za-z]{2,24}$")
 
@@ -324,6 +329,14 @@ class HEPSAuthenticator(GenericOAuthenticator):
             member_of = set(state["groups"])
             admin = username in self.admin_users or bool(member_of & self.admin_groups)
             auth_model["roles"] = role_mapping.roles_for(self._group_roles, member_of, admin)
+        return auth_model
+
+    async def authenticate(self, handler, data=None, **kwargs):
+        """oauthenticator's sign-in, counted (``hepsdesk_sign_ins``; refreshes are not sign-ins)."""
+        auth_model = await super().authenticate(handler, data, **kwargs)
+        if auth_model:
+            state = (auth_model.get("auth_state") or {}).get(AUTH_STATE_KEY) or {}
+            SIGN_INS.labels("true" if (state.get("directory") or {}).get("created") else "false").inc()
         return auth_model
 
     def _approved(self, username: str, groups: set[str]) -> bool:

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 from .cloud import OpenStackClient
+from .metrics import GPUS
 
 MICROVERSION = "1.18"  # `required=` trait filter on GET /resource_providers
 # Granular request groups (resources1=..., required1=..., group_policy) in allocation candidates.
@@ -116,6 +117,8 @@ class CapacityReader:
 
         self.reads += 1
         capacity = await self.client.call(read)
+        GPUS.labels(model, "free").set(capacity.free)
+        GPUS.labels(model, "used").set(capacity.total - capacity.free)
         self._cache[trait] = (time.monotonic(), capacity)
         return capacity
 

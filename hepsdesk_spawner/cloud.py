@@ -24,6 +24,8 @@ import openstack
 import openstack.config
 import openstack.exceptions
 
+from .metrics import CLOUD_REQUESTS
+
 # Request bodies (user-data with the hub token, passwords) never reach a log.
 logging.getLogger("keystoneauth.session.body").disabled = True
 
@@ -91,13 +93,17 @@ class OpenStackClient:
         delay = self.retry_delay
         for attempt in range(self.retries + 1 if idempotent else 1):
             try:
-                return await loop.run_in_executor(self.executor, functools.partial(self._run, fn))
+                result = await loop.run_in_executor(self.executor, functools.partial(self._run, fn))
             except (SDKError, keystoneauth1.exceptions.ConnectionError) as e:
+                CLOUD_REQUESTS.labels("error").inc()
                 if attempt == self.retries or not idempotent or not transient(e):
                     raise
                 log.warning("OpenStack request failed (%s); retrying in %.1f s", str(e)[:200], delay)
                 await asyncio.sleep(delay)
                 delay *= 2
+            else:
+                CLOUD_REQUESTS.labels("ok").inc()
+                return result
 
     def _run(self, fn):
         return fn(self.connection())

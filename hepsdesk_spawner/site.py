@@ -15,6 +15,7 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from . import metrics
 from .capacity import CapacityReader
 from .cloud import OpenStackClient
 from .watcher import ServerWatcher
@@ -41,6 +42,7 @@ class CloudSite:
         self.capacity = CapacityReader(capacity_client, capacity_ttl)
         self.watcher = ServerWatcher(self.client, hub_tag, watch_interval, min_gap=min_gap)
         self._security_groups: dict[tuple, asyncio.Future] = {}
+        metrics.SITES.sites.add(self)
 
     @classmethod
     def of(cls, settings: SpawnerSettings) -> CloudSite:

@@ -40,6 +40,7 @@ from .cloudinit import ALLOW_HTTP_HUB, boot_environment, render_singleuser_user_
 from .datamounts import parse_data_mounts
 from .errors import CloudFailure, SpawnError
 from .idle import ACTIVITY_INTERVAL, activity_interval, idle_seconds
+from .metrics import SpawnTimer
 from .profiles import Profile, ProfileError, ProfileRefused, choose, parse_profiles
 from .resources import ServerResources
 from .resume import resume_key
@@ -63,6 +64,7 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
         self.shelving = Shelving(self)
         self._new_event = asyncio.Event()
         self._started = time.monotonic()
+        self.timer = SpawnTimer()  # this start's stages, for the hub's metrics
         self._resuming = False  # this start unshelves the VM (a failure shelves it again)
         self._ready_at = 0.0  # when this process saw the server become ready (time.time())
         self._deleting: dict[str, asyncio.Future] = {}  # server id -> task deleting that stopped VM
@@ -143,6 +145,16 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
 
     async def start(self):
         self.events, self._started, self._resuming = [], time.monotonic(), False
+        self.timer = SpawnTimer()
+        try:
+            url = await self._start_within_deadline()
+        except BaseException as e:
+            self.timer.failed(e)
+            raise
+        self.timer.succeeded()
+        return url
+
+    async def _start_within_deadline(self) -> str:
         self.resources.create_asked = False
         deadline = self.start_deadline or max(60.0, self.start_timeout - 15)
         try:
@@ -182,6 +194,7 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
     async def _start(self) -> str:
         # 1. What the user asked for, and who they are in the VM.
         profile = await self.choose_profile()
+        self.timer.profile = profile.slug
         templates = [*parse_data_mounts(self.data_mounts, "OpenStackSpawner.data_mounts"), *profile.data_mounts]
         account = guest_account(await self.user.get_auth_state(), templates, self.min_posix_id)
         if self.vm.shelved and self.vm.server_id and await self._can_resume(profile, account):
@@ -226,8 +239,10 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
                                                 mounts=list(account.mounts))
         self.vm.resume_key = resume_key(boot_key)
         self.emit(15, f"Creating your VM ({image.name}, {flavor.name})")
+        self.timer.stage("boot")
         await self._create_and_boot(profile, image, flavor, port, base64.b64encode(user_data.encode()).decode())
         # 6. Until JupyterLab answers at this server's URL.
+        self.timer.stage("guest")
         await self.boot.wait_ready()
         self._ready_at = time.time()
         return f"http://{self.connect_address}:{self.singleuser_port}"
@@ -305,12 +320,14 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
         self.vm.idle_timeout = profile.idle_timeout
         self.ip, self.port = self.connect_address, self.singleuser_port
         self.emit(15, f"Resuming your shelved VM ({profile.display_name})")
+        self.timer.stage("boot")
         await self.shelving.unshelve(account)
         try:
             await self.boot.wait_active()
         except NoHost as e:  # no host has room for it now (e.g. its GPU is taken): it stays shelved
             raise await self._no_capacity(profile, await self.site.client.find_flavor(profile.flavor), e.fault) \
                 from None
+        self.timer.stage("guest")
         await self.boot.wait_ready()
         self.vm.shelved = self._resuming = False
         self._ready_at = time.time()

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from openstack import exceptions
 
 from .cloud import OpenStackClient
+from .metrics import WATCHER_LIST_SECONDS
 
 log = logging.getLogger("hepsdesk.watcher")
 
@@ -208,6 +209,7 @@ class ServerWatcher:
                 listed, self._new_list = self._new_list, asyncio.Event()
                 listed.set()  # whoever waits for a fresh list learns that there is none
             else:
+                WATCHER_LIST_SECONDS.observe(time.monotonic() - requested)
                 self.list_calls += 1
                 self.failures = 0
                 self.servers = servers
