@@ -151,6 +151,12 @@ c.OpenStackSpawner.profiles = json.loads(Path(os.environ["HEPSDESK_PROFILES_FILE
      "description": "SasView and neutron data reduction for CSNS instruments.",
      "image": "hepsdesk-neutron", "flavor": "c1.medium", "allowed_groups": ["csns-users"]},
 ]
+# Group quotas: the most a JupyterHub group's members may hold at once (VMs, vCPUs, GPUs per
+# model), checked at every start; a server counts against the group through which its profile
+# is allowed (the user picks when several apply). HEPSDESK_GROUP_QUOTAS_FILE: a JSON file, e.g.
+# {"heps-users": {"vms": 40, "vcpus": 200, "gpus": {"A100": 4}}}. See OpenStackSpawner.group_quotas.
+c.OpenStackSpawner.group_quotas = json.loads(Path(os.environ["HEPSDESK_GROUP_QUOTAS_FILE"]).read_text()) \
+    if os.environ.get("HEPSDESK_GROUP_QUOTAS_FILE") else {}
 # Free GPUs on the spawn page come from Placement, which a project member may not read:
 # production gives the hub a read-only cloud entry for it (the dev cloud: its admin).
 c.OpenStackSpawner.capacity_cloud = os.environ.get("HEPSDESK_CAPACITY_CLOUD", "devcloud-admin")

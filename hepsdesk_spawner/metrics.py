@@ -88,7 +88,8 @@ class SpawnTimer:
 
 class SiteCollector(Collector):
     """What the hub's cloud sites hold, read at scrape time: the age of each watcher's newest
-    list of servers (how stale ``poll()`` may be)."""
+    list of servers (how stale ``poll()`` may be); what each group's servers hold and its quota
+    (groups are those of the configuration: quotas and profiles' ``allowed_groups``)."""
 
     def __init__(self) -> None:
         self.sites: weakref.WeakSet = weakref.WeakSet()
@@ -103,6 +104,28 @@ class SiteCollector(Collector):
             if watcher.listed_at:
                 age.add_metric([site.hub_tag], now - watcher.listed_at)
         yield age
+        used = GaugeMetricFamily("hepsdesk_group_quota_used", "What a group's servers hold (resource: vms, vcpus, "
+                                 "gpus of a model)", labels=["group", "resource", "model"])
+        limit = GaugeMetricFamily("hepsdesk_group_quota_limit", "A group's quota (only the limits it has)",
+                                  labels=["group", "resource", "model"])
+        for site in list(self.sites):
+            usage = site.quotas.usage()
+            for group in sorted(set(usage) | set(site.group_quotas)):
+                held = usage.get(group)
+                if held is not None:
+                    used.add_metric([group, "vms", ""], held.vms)
+                    used.add_metric([group, "vcpus", ""], held.vcpus)
+                    for model, count in sorted(held.gpus.items()):
+                        used.add_metric([group, "gpus", model], count)
+                quota = site.group_quotas.get(group)
+                if quota is not None:
+                    for resource in ("vms", "vcpus"):
+                        if getattr(quota.limits, resource) is not None:
+                            limit.add_metric([group, resource, ""], getattr(quota.limits, resource))
+                    for model, count in sorted(quota.limits.gpus.items()):
+                        limit.add_metric([group, "gpus", model], count)
+        yield used
+        yield limit
 
 
 SITES = SiteCollector()

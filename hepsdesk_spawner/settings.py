@@ -18,6 +18,7 @@ from traitlets.config import LoggingConfigurable
 
 from .datamounts import DataMountError, parse_data_mounts
 from .profiles import ProfileError, parse_profiles
+from .quotas import QuotaConfigError, parse_quotas
 
 NAME = "OpenStackSpawner"  # how messages name the settings (subclasses are configured the same way)
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -94,6 +95,19 @@ class SpawnerSettings(LoggingConfigurable):
         ``data_mounts``).
 
         Empty: one implicit profile of ``image`` and ``flavor``, and no form.
+        """,
+    )
+    group_quotas = Dict(
+        config=True,
+        help="""The most each JupyterHub group's members may hold at once:
+        ``{"heps-imaging": {"vms": 10, "vcpus": 64, "gpus": {"A100": 4}}}`` (any key may be left
+        out: no limit). A server is charged to the group through which its profile is allowed
+        (for a profile open to everyone: the user's groups with a quota); when several apply,
+        the user picks one on the spawn page (``{"group": ...}`` through the REST API) and the
+        choice is kept with the server. Checked at every start (and resume) before anything
+        is made, race-free between concurrent starts; a start that does not fit is refused
+        with what the group uses ("Your group heps-imaging uses 4 of 4 A100"). The cards show
+        each group's use. Shelved VMs hold nothing. See ``hepsdesk_spawner/quotas.py``.
         """,
     )
     data_mounts = List(
@@ -323,6 +337,14 @@ class SpawnerSettings(LoggingConfigurable):
                 parse_profiles(proposal["value"])
             except ProfileError as e:
                 self._refuse(proposal, str(e))
+        return proposal["value"]
+
+    @validate("group_quotas")
+    def _valid_group_quotas(self, proposal):
+        try:
+            parse_quotas(proposal["value"])
+        except QuotaConfigError as e:
+            self._refuse(proposal, str(e))
         return proposal["value"]
 
     @validate("data_mounts")

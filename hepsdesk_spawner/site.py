@@ -3,7 +3,8 @@
 A hub serves thousands of users from one process; what they have in common lives here,
 once: the openstacksdk client and its thread pool (openstacksdk is synchronous: its calls run
 there, never on the event loop), the watcher whose one list answers every poll, the reader of
-free GPUs, and the managed security group, made sure of once per set of rules. KubeSpawner
+free GPUs, the managed security group, made sure of once per set of rules, and the book of
+what each group's servers hold against its quota. KubeSpawner
 keeps its reflectors the same way. Spawners get their site from ``CloudSite.of(spawner)``,
 the one registry: one site per (cloud, clouds.yaml, hub tag) and event loop.
 """
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 from . import metrics
 from .capacity import CapacityReader
 from .cloud import OpenStackClient
+from .quotas import QuotaBook, parse_quotas
 from .watcher import ServerWatcher
 
 if TYPE_CHECKING:
@@ -33,7 +35,7 @@ class CloudSite:
 
     def __init__(self, cloud: str, clouds_yaml: str, hub_tag: str, request_timeout: float = 30.0,
                  capacity_cloud: str = "", capacity_ttl: float = 10.0, watch_interval: float = 5.0,
-                 min_gap: float = 1.0, threads: int = 4):
+                 min_gap: float = 1.0, threads: int = 4, group_quotas: dict | None = None):
         self.hub_tag = hub_tag
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"hepsdesk-{hub_tag}"[:40])
         self.client = OpenStackClient(cloud, clouds_yaml, request_timeout, executor=self.executor)
@@ -42,6 +44,8 @@ class CloudSite:
         self.capacity = CapacityReader(capacity_client, capacity_ttl)
         self.watcher = ServerWatcher(self.client, hub_tag, watch_interval, min_gap=min_gap)
         self._security_groups: dict[tuple, asyncio.Future] = {}
+        self.group_quotas = parse_quotas(group_quotas or {})
+        self.quotas = QuotaBook(self.watcher)
         metrics.SITES.sites.add(self)
 
     @classmethod
@@ -57,8 +61,14 @@ class CloudSite:
             site = sites[key] = cls(settings.cloud, settings.clouds_yaml, settings.hub_tag,
                                     settings.api_request_timeout, settings.capacity_cloud, settings.capacity_ttl,
                                     settings.watch_interval, min_gap=settings.status_interval,
-                                    threads=settings.api_threads)
+                                    threads=settings.api_threads, group_quotas=settings.group_quotas)
         return site
+
+    @classmethod
+    def existing(cls, settings: SpawnerSettings) -> CloudSite | None:
+        """The site of these settings if it was made (in the running event loop), else None."""
+        return cls._sites.get(asyncio.get_running_loop(), {}).get(
+            (settings.cloud, settings.clouds_yaml, settings.hub_tag))
 
     async def security_group(self, name: str, description: str, rules: set[tuple], renew: bool = False) -> str:
         """The id of the managed security group ``name`` with exactly ``rules``: made sure of

@@ -42,6 +42,7 @@ from .errors import CloudFailure, SpawnError
 from .idle import ACTIVITY_INTERVAL, activity_interval, idle_seconds
 from .metrics import SpawnTimer
 from .profiles import Profile, ProfileError, ProfileRefused, choose, parse_profiles
+from .quotas import Charge, QuotaBook, candidate_groups
 from .resources import ServerResources
 from .resume import resume_key
 from .settings import ConfigError, SpawnerSettings
@@ -128,10 +129,11 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
     async def choose_profile(self) -> Profile:
         """The profile in user_options, checked: anything else is refused before anything is made."""
         options = dict(self.user_options or {})
-        unknown = sorted(set(options) - {"profile"})
+        unknown = sorted(set(options) - {"profile", "group"})
         if unknown:
-            raise SpawnError(f"Unknown option(s) {', '.join(map(repr, unknown))[:200]}: the only option is "
-                             "'profile', the name of an environment.", reason="bad_options", status_code=400)
+            raise SpawnError(f"Unknown option(s) {', '.join(map(repr, unknown))[:200]}: the options are "
+                             "'profile', the name of an environment, and 'group', the group whose quota the "
+                             "server counts against.", reason="bad_options", status_code=400)
         try:
             return choose(await self.user_profiles(), options.get("profile"))
         except ProfileRefused as e:
@@ -140,6 +142,47 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
             raise CloudFailure("The hub's list of environments is misconfigured, so no server can be started. "
                                "Please tell the hub's administrators.", status_code=500,
                                detail=f"OpenStackSpawner.profiles: {e}") from None
+
+    # group quotas (quotas.py)
+
+    def charge_groups(self, profile: Profile) -> list[str]:
+        """The groups a server of ``profile`` can be charged to, for this user."""
+        return candidate_groups((g.name for g in self.user.groups), profile.allowed_groups, self.site.group_quotas,
+                                admin=bool(self.user.admin))
+
+    @property
+    def quota_key(self) -> str:
+        return QuotaBook.key(self.user.name, self.name or "")
+
+    def _admit(self, profile: Profile, flavor) -> Charge | None:
+        """Book this server against its group's quota (``SpawnError`` when it has no room);
+        None: it is charged to no group."""
+        candidates = self.charge_groups(profile)
+        wanted = (self.user_options or {}).get("group")
+        if wanted is not None:
+            if wanted not in candidates:
+                choice = f"one of {', '.join(candidates)}" if candidates else "none: leave 'group' out"
+                raise SpawnError(f"Your server of {profile.display_name} cannot count against the group "
+                                 f"{str(wanted)[:60]!r}: choose {choice}.", reason="bad_options", status_code=400)
+            candidates = [wanted]
+        elif self.vm.group in candidates:  # a resumed VM stays with its group
+            candidates = [self.vm.group, *(g for g in candidates if g != self.vm.group)]
+        if not candidates:
+            self.vm.group = ""
+            return None
+        _, count = flavor_gpu_request(flavor.extra_specs or {})
+        gpus = ((profile.gpu_model, count),) if count and profile.gpu_model else ()
+        refusal = None
+        for group in candidates:  # the first with room (the user's choice: only that one)
+            charge = Charge(group, int(flavor.vcpus or 0), gpus)
+            try:
+                self.site.quotas.admit(self.quota_key, charge, self.site.group_quotas.get(group))
+            except SpawnError as e:
+                refusal = refusal or e
+                continue
+            self.vm.group = group
+            return charge
+        raise refusal
 
     # start
 
@@ -150,6 +193,9 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
             url = await self._start_within_deadline()
         except BaseException as e:
             self.timer.failed(e)
+            site = CloudSite.existing(self)  # (none: the settings are wrong, nothing was booked)
+            if site is not None:
+                site.quotas.release(self.quota_key)
             raise
         self.timer.succeeded()
         return url
@@ -221,6 +267,7 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
                                    "Please tell the hub's administrators.", status_code=500)
         image, flavor, network, *public = found
         check_fits_image(account, image)
+        charge = self._admit(profile, flavor)
         # 4. Its addresses: the port (the VM's address goes into its user-data), a floating IP.
         self.emit(10, "Reserving a network address")
         port = await self.resources.create_port(network.id)
@@ -240,21 +287,24 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
         self.vm.resume_key = resume_key(boot_key)
         self.emit(15, f"Creating your VM ({image.name}, {flavor.name})")
         self.timer.stage("boot")
-        await self._create_and_boot(profile, image, flavor, port, base64.b64encode(user_data.encode()).decode())
+        await self._create_and_boot(profile, image, flavor, port, base64.b64encode(user_data.encode()).decode(),
+                                    charge.metadata() if charge else {})
         # 6. Until JupyterLab answers at this server's URL.
         self.timer.stage("guest")
         await self.boot.wait_ready()
         self._ready_at = time.time()
         return f"http://{self.connect_address}:{self.singleuser_port}"
 
-    async def _create_and_boot(self, profile: Profile, image, flavor, port, user_data: str) -> None:
+    async def _create_and_boot(self, profile: Profile, image, flavor, port, user_data: str,
+                               charge: dict[str, str]) -> None:
         """Create the VM and wait until Nova runs it. When no host takes it while Placement
         still shows room for the flavor (the scheduler lost a race with other boots, or could
         not reach Placement), it is tried once more before the user is told there is no room."""
         for attempt in (1, 2):
             server = await self.resources.create_server(
                 image_id=image.id, flavor_id=flavor.id, networks=[{"port": port.id}], user_data=user_data,
-                metadata={**self.extra_metadata, **self.resources.owner_metadata, "hepsdesk-profile": profile.slug})
+                metadata={**self.extra_metadata, **self.resources.owner_metadata, "hepsdesk-profile": profile.slug,
+                          **charge})
             self.vm.server_id = server.id
             self.log.info("Spawn of %s: created VM %s (%s, %s, %s) on port %s", self._log_name, server.id,
                           profile.slug, image.name, flavor.name, self.vm.address)
@@ -316,7 +366,12 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
 
     async def _resume(self, profile: Profile, account: GuestAccount) -> str:
         """Unshelve the server's shelved VM and wait until JupyterLab answers in it."""
-        self._resuming = True
+        self._resuming = True  # from here, a failure leaves the VM shelved (its disk is the user's)
+        flavor = await self.site.client.find_flavor(profile.flavor)
+        if flavor is None:
+            raise CloudFailure(f"The flavor '{profile.flavor}' does not exist on the cloud, so your VM cannot be "
+                               "resumed. Please tell the hub's administrators.", status_code=500)
+        self._admit(profile, flavor)  # its metadata keeps the group it was made with
         self.vm.idle_timeout = profile.idle_timeout
         self.ip, self.port = self.connect_address, self.singleuser_port
         self.emit(15, f"Resuming your shelved VM ({profile.display_name})")
@@ -325,8 +380,7 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
         try:
             await self.boot.wait_active()
         except NoHost as e:  # no host has room for it now (e.g. its GPU is taken): it stays shelved
-            raise await self._no_capacity(profile, await self.site.client.find_flavor(profile.flavor), e.fault) \
-                from None
+            raise await self._no_capacity(profile, flavor, e.fault) from None
         self.timer.stage("guest")
         await self.boot.wait_ready()
         self.vm.shelved = self._resuming = False
@@ -424,12 +478,14 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
         self.log.warning("Server %s of %s %s: %s it", view.id, self._log_name, why,
                          "shelving" if shelve else "deleting")
 
+        self.site.quotas.release(self.quota_key)  # (its VM counts until it is gone: it may fail to go)
+
         async def retire(port_id: str = self.vm.port_id) -> None:
             try:
-                if shelve and await self.shelving.shelve():
-                    return
-                self.vm.shelved = False
-                await self.resources.delete({view.id}, {port_id} - {""})
+                if not (shelve and await self.shelving.shelve()):
+                    self.vm.shelved = False
+                    await self.resources.delete({view.id}, {port_id} - {""})
+                self.site.quotas.went(view.id)
             except (CloudFailure, *CLOUD_ERRORS) as e:  # the reaper removes what is left
                 self.log.error("Deleting the stopped server %s of %s failed: %s", view.id, self._log_name, e)
             finally:
@@ -448,9 +504,12 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
     async def stop(self, now=False):
         """Shelve or delete the VM; return once the cloud confirms it (``CloudFailure`` when it
         does not within ``delete_timeout``)."""
-        if self.vm.server_id and await self._stop_mode() == "shelve" and await self.shelving.shelve():
+        server_id = self.vm.server_id
+        if server_id and await self._stop_mode() == "shelve" and await self.shelving.shelve():
+            self.site.quotas.release(self.quota_key, server_id)
             return
         await self.resources.delete_all()
+        self.site.quotas.release(self.quota_key, server_id)
 
     async def delete_forever(self):
         """The server (or its user) is removed: a shelved VM goes, with its port and floating IP."""

@@ -25,6 +25,7 @@ class ServerState:
     shelved: bool = False  # shelved: the ids survive a stop, for the next start to resume the VM
     resume_key: str = ""  # SHA-256 of the API token the VM holds (see resume.py)
     mounts_digest: str = ""  # of the account and data mounts the VM was made with
+    group: str = ""  # the JupyterHub group whose quota the VM is charged to (quotas.py); "": none
 
     def saved(self, version: str) -> dict:
         """The state to save (nothing while there is no VM)."""
@@ -32,6 +33,8 @@ class ServerState:
             return {}
         state = {"server_id": self.server_id, "port_id": self.port_id, "address": self.address,
                  "profile": self.profile, "idle_timeout": self.idle_timeout, "version": version}
+        if self.group:
+            state["group"] = self.group
         if self.floating_ip_id:
             state.update(floating_ip_id=self.floating_ip_id, floating_address=self.floating_address)
         if self.resume_key:
@@ -56,11 +59,11 @@ class ServerState:
     def forget_vm(self) -> None:
         """The VM and everything made for it are gone (the profile it was for is kept)."""
         for field in dataclasses.fields(self):
-            if field.name not in ("profile", "idle_timeout"):
+            if field.name not in ("profile", "idle_timeout", "group"):
                 setattr(self, field.name, field.default)
 
     def clear(self) -> None:
         """The server stopped: forget its VM, unless it is shelved (the next start resumes it)."""
         if not self.shelved:
             self.forget_vm()
-            self.profile, self.idle_timeout = "", 0
+            self.profile, self.idle_timeout, self.group = "", 0, ""

@@ -98,7 +98,7 @@ def test_the_spawn_page_offers_the_profiles_of_the_users_groups(limited_hub):
     ({"profile": "no-such-thing"}, "The environment no-such-thing does not exist or is not available to you."),
     ({"profile": "*)(uid=*"}, "The environment (an invalid name) does not exist"),
     ({"profile": ["desktop"]}, "The environment must be given by its name (a string)."),
-    ({"profile": "desktop", "flavor": "g1.a100.2"}, "Unknown option(s) 'flavor': the only option is 'profile'"),
+    ({"profile": "desktop", "flavor": "g1.a100.2"}, "Unknown option(s) 'flavor': the options are 'profile'"),
 ], ids=["forbidden", "unknown", "hostile", "not-a-string", "tampered"])
 def test_the_rest_api_refuses_what_the_user_may_not_start(limited_hub, devcloud, conn, body, expected):
     user = member(limited_hub.api, f"rest-{SESSION}", "heps-users")
