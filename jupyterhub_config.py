@@ -111,8 +111,14 @@ if os.environ.get("HEPSDESK_AD_URL"):
 #      "description": "The facility's desktop support",
 #      "scopes": ["read:users:name", "custom:hepsdesk:desktop-support"]},
 # ]
-if os.environ.get("HEPSDESK_GROUP_ROLES_FILE"):
-    c.HEPSAuthenticator.group_roles = json.loads(Path(os.environ["HEPSDESK_GROUP_ROLES_FILE"]).read_text())
+group_roles = json.loads(Path(os.environ["HEPSDESK_GROUP_ROLES_FILE"]).read_text()) \
+    if os.environ.get("HEPSDESK_GROUP_ROLES_FILE") else []
+# The hub's admin groups operate hepsdesk: the dashboard (every VM; stop, shelve, delete) and
+# the metrics. Give the role to other groups (e.g. the facility's operators) the same way.
+c.HEPSAuthenticator.group_roles = [*group_roles, {
+    "name": "hepsdesk-operator", "groups": sorted(c.HEPSAuthenticator.admin_groups),
+    "description": "Operates hepsdesk: the dashboard and the metrics",
+    "scopes": ["custom:hepsdesk:operate", "read:metrics"]}]
 
 # --- Servers: one OpenStack VM per user -----------------------------------------------------
 c.JupyterHub.spawner_class = "openstack"
@@ -164,11 +170,21 @@ c.OpenStackSpawner.capacity_cloud = os.environ.get("HEPSDESK_CAPACITY_CLOUD", "d
 # one-time key in its user-data or the token it holds (a resumed one: a profile with
 # "stop_mode": "shelve" keeps the VM shelved between starts); each desktop session asks for its
 # TURN credentials (TurnRelay, below).
+# Each desktop also reports who watches it and how its stream does (the admins' dashboard, the
+# hub's metrics) and learns when an idle server will be stopped. The admins' dashboard
+# (hepsdesk_dashboard): every VM of this hub, GPUs per model and group, desktops connected,
+# orphans; stop, shelve, delete. Linked from the hub's navigation for holders of
+# custom:hepsdesk:operate (the hepsdesk-operator role above).
+from hepsdesk_dashboard import TEMPLATES as DASHBOARD_TEMPLATES  # noqa: E402
+from hepsdesk_dashboard import handlers as dashboard_handlers  # noqa: E402
 from hepsdesk_share import handlers as share_handlers  # noqa: E402
+from hepsdesk_spawner.desktop_reports import handlers as report_handlers  # noqa: E402
 from hepsdesk_spawner.resume import handlers as resume_handlers  # noqa: E402
 from hepsdesk_spawner.turn import handlers as turn_handlers  # noqa: E402
 
-c.JupyterHub.extra_handlers = [*resume_handlers, *turn_handlers, *share_handlers]
+c.JupyterHub.extra_handlers = [*resume_handlers, *turn_handlers, *report_handlers, *share_handlers,
+                               *dashboard_handlers]
+c.JupyterHub.template_paths = [str(DASHBOARD_TEMPLATES)]
 # Sharing a desktop (the desktop only, never the server): owners share from the desktop's
 # people button with a user, a group, or a single-use link; guests see it through the hub
 # (hepsdesk_share). By default only with people in one of the owner's groups (their proposal's)
@@ -254,9 +270,10 @@ if reaper != "off":
 # people it may send, e.g. "custom:hepsdesk:portal-login!group=heps-users".
 from hepsdesk_auth.token_login import CUSTOM_SCOPES  # noqa: E402
 from hepsdesk_auth.token_login import SCOPE as PORTAL_SCOPE  # noqa: E402
+from hepsdesk_dashboard import CUSTOM_SCOPES as DASHBOARD_SCOPES  # noqa: E402
 from hepsdesk_share import CUSTOM_SCOPES as SHARE_SCOPES  # noqa: E402
 
-c.JupyterHub.custom_scopes = {**CUSTOM_SCOPES, **SHARE_SCOPES}
+c.JupyterHub.custom_scopes = {**CUSTOM_SCOPES, **SHARE_SCOPES, **DASHBOARD_SCOPES}
 if os.environ.get("HEPSDESK_PORTAL_API_TOKEN"):
     services.append({"name": "hepsdesk-portal", "api_token": os.environ["HEPSDESK_PORTAL_API_TOKEN"]})
     roles.append({"name": "hepsdesk-portal", "services": ["hepsdesk-portal"],
@@ -274,7 +291,7 @@ if os.environ.get("HEPSDESK_ADMIN_API_TOKEN"):
     roles.append({
         "name": "hepsdesk-devtools", "services": ["hepsdesk-devtools"],
         "scopes": ["admin:users", "admin:servers", "admin:server_state", "admin:groups", "list:users", "read:users",
-                   "access:servers", "tokens", "read:metrics"],
+                   "access:servers", "tokens", "read:metrics", "custom:hepsdesk:operate"],
     })
 c.JupyterHub.services = services
 c.JupyterHub.load_roles = roles

@@ -24,6 +24,8 @@ import ipaddress
 import logging
 import math
 import re
+import statistics
+from collections.abc import Callable
 
 import aioice.ice
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
@@ -145,6 +147,8 @@ class DesktopSessions:
         self.participant_of: dict[RTCPeerConnection, Participant | None] = {}
         self.sharing = Sharing(on_control_lost=self._release_all, on_leave=self._participant_left)
         self.input_without_control = 0  # a viewer's input while someone else had control
+        self.on_change: Callable[[], None] | None = None  # a peer came or went (hub_report.HubReporter.nudge)
+        self.reporter = None  # under a hub: the hub_report.HubReporter that reports this desktop's state
         pin_host_candidates(ice_addresses)
 
     def _screen(self) -> StreamBase:
@@ -185,6 +189,25 @@ class DesktopSessions:
                 slow.append(link.cap)
         stream.set_guest_link(min(slow, default=math.inf))
 
+    async def report(self) -> dict:
+        """What the hub gets (``hub_report.py``): who watches (the owner's pages, guests), how
+        many pictures were encoded so far, the sending rate and the owner's round trip (RTCP)."""
+        owners = [pc for pc in self.peers if self._is_owner(pc)]
+        trips = []
+        for pc in owners:
+            try:
+                stats = await pc.getStats()
+            except Exception as e:  # a connection closing meanwhile: its figures are not needed
+                log.debug("no stats of peer %s: %s", id(pc), e)
+                continue
+            trips += [s.roundTripTime for s in stats.values() if getattr(s, "type", "") == "remote-inbound-rtp"
+                      and getattr(s, "kind", "") == "video" and getattr(s, "roundTripTime", None) is not None]
+        stream = self.stream
+        return {"viewers": len(owners), "guests": len(self.peers) - len(owners),
+                "encoded": stream.stats.encoded if stream is not None else 0,
+                "sending_bps": int(stream.sending_rate()) if stream is not None else 0,
+                "rtt_ms": round(1000 * statistics.median(trips), 1) if trips else None}
+
     def stats(self) -> dict:
         stream = self.stream
         return {
@@ -195,6 +218,7 @@ class DesktopSessions:
                       "without_control": self.input_without_control},
             "sharing": self.sharing.stats(),
             "activity": None if self.activity is None else self.activity.stats(),
+            "hub_report": None if self.reporter is None else self.reporter.stats(),
             "sound": None if self.sound is None else self.sound.stats(),
             "links": [{"cap_bps": None if math.isinf(link.cap) else int(link.cap), "remb_bps": link.remb,
                        "loss": link.loss, "drops": link.drops, "owner": self._is_owner(pc),
@@ -259,6 +283,8 @@ class DesktopSessions:
         pc = RTCPeerConnection(IceServers.configuration(list(ice_servers or [])))
         self.peers.add(pc)
         self.participant_of[pc] = participant
+        if self.on_change is not None:
+            self.on_change()
         owner = participant is None or participant.role == "owner"
 
         @pc.on("connectionstatechange")
@@ -336,6 +362,8 @@ class DesktopSessions:
             self.links.pop(pc, None)
             self.tracks.pop(pc, None)
             self.participant_of.pop(pc, None)
+            if self.on_change is not None:
+                self.on_change()
             await pc.close()
         audio = self._audio.pop(pc, None)
         if audio is not None:

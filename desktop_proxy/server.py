@@ -30,6 +30,7 @@ from .control import MAX_REQUEST, ControlSocket, DesktopControl, control_routes
 from .control_socket import control_socket_path
 from .encoding import ENCODERS
 from .files import FileTransfers, file_routes
+from .hub_report import HubReporter
 from .ice_servers import POLICIES, HubIceServers, IceServers
 from .messages import SHARE_HELLO, SHARE_SIGNALLING, SIGNALLING, DropCounter, MessageSchema, Rejected
 from .pages import Pages
@@ -331,6 +332,13 @@ async def serve(args: argparse.Namespace) -> None:
         sessions = DesktopSessions(display, ice, fps=args.fps, keepalive=args.keepalive, engine=args.engine,
                                    encoder=args.encoder, playout_delay=args.playout_delay, ice_servers=servers,
                                    activity=activity, sound=sound)
+        if all(hub.values()):
+            # Under a hub: who watches and how the stream does, for the admins' dashboard and metrics.
+            reporter = HubReporter(hub["API_URL"], hub["API_TOKEN"], os.environ.get("JUPYTERHUB_SERVER_NAME", ""),
+                                   sessions, interval=float(os.environ.get("HEPSDESK_DESKTOP_REPORT_INTERVAL") or 30))
+            sessions.on_change = reporter.nudge
+            sessions.reporter = reporter
+            reporter.start()
         control = DesktopControl.from_environment(display.name, display.session.env)
         try:
             clipboard = DesktopClipboard(display.name, pages, args.clipboard_limit << 20)

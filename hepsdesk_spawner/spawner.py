@@ -38,6 +38,7 @@ from .capacity import flavor_gpu_request
 from .cloud import CLOUD_ERRORS
 from .cloudinit import ALLOW_HTTP_HUB, boot_environment, render_singleuser_user_data, singleuser_environment
 from .datamounts import parse_data_mounts
+from .desktop_reports import REPORTS
 from .errors import CloudFailure, SpawnError
 from .idle import ACTIVITY_INTERVAL, activity_interval, idle_seconds
 from .metrics import SpawnTimer
@@ -69,6 +70,7 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
         self._resuming = False  # this start unshelves the VM (a failure shelves it again)
         self._ready_at = 0.0  # when this process saw the server become ready (time.time())
         self._deleting: dict[str, asyncio.Future] = {}  # server id -> task deleting that stopped VM
+        self.stop_override = ""  # the next stop's mode instead of the profile's ("shelve", "delete": the dashboard)
 
     @property
     def site(self) -> CloudSite:
@@ -304,7 +306,7 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
             server = await self.resources.create_server(
                 image_id=image.id, flavor_id=flavor.id, networks=[{"port": port.id}], user_data=user_data,
                 metadata={**self.extra_metadata, **self.resources.owner_metadata, "hepsdesk-profile": profile.slug,
-                          **charge})
+                          "hepsdesk-image": image.name[:255], **charge})
             self.vm.server_id = server.id
             self.log.info("Spawn of %s: created VM %s (%s, %s, %s) on port %s", self._log_name, server.id,
                           profile.slug, image.name, flavor.name, self.vm.address)
@@ -504,8 +506,9 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
     async def stop(self, now=False):
         """Shelve or delete the VM; return once the cloud confirms it (``CloudFailure`` when it
         does not within ``delete_timeout``)."""
-        server_id = self.vm.server_id
-        if server_id and await self._stop_mode() == "shelve" and await self.shelving.shelve():
+        server_id, mode, self.stop_override = self.vm.server_id, self.stop_override, ""
+        REPORTS.forget(self.quota_key)
+        if server_id and (mode or await self._stop_mode()) == "shelve" and await self.shelving.shelve():
             self.site.quotas.release(self.quota_key, server_id)
             return
         await self.resources.delete_all()

@@ -35,7 +35,7 @@ def check_config(config: Config) -> CloudSite | None:
     """Check the OpenStackSpawner settings in ``config``; ``SystemExit`` naming the setting when
     one is wrong. Returns the hub-wide site (None outside a running event loop, e.g. a command
     that only reads the configuration, or when the hub's ``spawner_class`` is another spawner)."""
-    spawner_class = _openstack_spawner_class(config)
+    spawner_class = openstack_spawner_class(config)
     if spawner_class is None:
         log.info("hepsdesk: JupyterHub.spawner_class is not an OpenStackSpawner; its settings are not checked")
         return None
@@ -57,7 +57,7 @@ def check_config(config: Config) -> CloudSite | None:
     return site
 
 
-def _openstack_spawner_class(config: Config) -> type | None:
+def openstack_spawner_class(config: Config) -> type | None:
     """The hub's spawner class when it is OpenStackSpawner or a subclass, else None."""
     from .spawner import OpenStackSpawner
 

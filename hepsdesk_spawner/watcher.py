@@ -50,22 +50,33 @@ class ServerView:
     task_state: str | None
     fault: str
     metadata: dict = field(default_factory=dict)
+    # For the admins' dashboard (as listed: no request per server).
+    created: str = ""  # ISO 8601, as Nova gives it
+    flavor: str = ""  # its name (Nova embeds the flavor from microversion 2.47)
+    host: str = ""  # the compute host (admins' credentials), else Nova's opaque host id
+    image: str = ""  # the image's id
 
     @classmethod
     def of(cls, server) -> ServerView:
         return cls(id=server.id, name=server.name, status=server.status, task_state=server.task_state,
-                   fault=(server.fault or {}).get("message", ""), metadata=dict(server.metadata or {}))
+                   fault=(server.fault or {}).get("message", ""), metadata=dict(server.metadata or {}),
+                   created=server.created_at or "")  # (one server's state, for a start: no dashboard fields)
 
     @classmethod
     def from_json(cls, server: dict) -> ServerView:
         """From one server of Nova's ``GET /servers/detail`` body."""
+        flavor, image = server.get("flavor") or {}, server.get("image") or {}
         return cls(id=server["id"], name=server.get("name", ""), status=server.get("status", ""),
                    task_state=server.get("OS-EXT-STS:task_state"),
-                   fault=(server.get("fault") or {}).get("message", ""), metadata=dict(server.get("metadata") or {}))
+                   fault=(server.get("fault") or {}).get("message", ""), metadata=dict(server.get("metadata") or {}),
+                   created=server.get("created", ""), flavor=flavor.get("original_name") or flavor.get("id", ""),
+                   host=server.get("OS-EXT-SRV-ATTR:host") or server.get("hostId", ""),
+                   image=image.get("id", "") if isinstance(image, dict) else "")
 
 
-# Nova's list filters by tag from this microversion on (earlier ones ignore ``tags``).
-LIST_MICROVERSION = "2.26"
+# Nova's list filters by tag from 2.26 on (earlier ones ignore ``tags``); from 2.47 each server
+# carries its flavor's name, CPUs and extra specs (the dashboard needs no request per server).
+LIST_MICROVERSION = "2.47"
 # Incremental lists overlap the previous one by this much (updates committed late, clocks).
 CHANGES_MARGIN = 5.0
 

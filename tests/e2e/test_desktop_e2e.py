@@ -133,12 +133,17 @@ def test_sign_in_spawn_lab_desktop_type_and_stop(hub, hub_api, devcloud, browser
         assert nobody.request.post(f"{hub.url}/hub/api/{endpoint}", data={"user": "alice"}).status == 403
     anonymous.close()
 
-    # Alice (an admin) stops her server from the hub's control panel.
+    # Alice is an admin, so an operator: the dashboard shows her VM with its desktop connected
+    # (the desktop reported it to the hub), and stops her server.
+    page.goto(f"{hub.url}/hub/hepsdesk/dashboard")
+    row = page.locator('#dashboard-vms tr[data-user="alice"]')
+    expect(row.locator("td.vm-desktop")).to_contain_text("connected (1 + 0 guest(s)", timeout=30_000)
     desktop.close()
-    page.goto(f"{hub.url}/hub/admin")
-    row = page.locator("tr", has=page.get_by_text("alice", exact=True))
-    row.get_by_role("button", name="Stop Server").click()
-    expect(row.get_by_role("button", name="Start Server")).to_be_visible(timeout=240_000)
+    expect(row.locator("td.vm-desktop")).to_have_text("—", timeout=30_000)  # she left: the desktop said so
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Stop").click()
+    expect(page.locator("#dashboard-message")).to_contain_text("Stopped alice's server", timeout=240_000)
+    hub_api.wait_stopped("alice", timeout=60)
     assert vms_of(devcloud, "alice") == [], "no VM is left for alice"
     context.close()
 
