@@ -179,11 +179,12 @@ from hepsdesk_dashboard import TEMPLATES as DASHBOARD_TEMPLATES  # noqa: E402
 from hepsdesk_dashboard import handlers as dashboard_handlers  # noqa: E402
 from hepsdesk_share import handlers as share_handlers  # noqa: E402
 from hepsdesk_spawner.desktop_reports import handlers as report_handlers  # noqa: E402
+from hepsdesk_spawner.idle import handlers as idle_handlers  # noqa: E402
 from hepsdesk_spawner.resume import handlers as resume_handlers  # noqa: E402
 from hepsdesk_spawner.turn import handlers as turn_handlers  # noqa: E402
 
-c.JupyterHub.extra_handlers = [*resume_handlers, *turn_handlers, *report_handlers, *share_handlers,
-                               *dashboard_handlers]
+c.JupyterHub.extra_handlers = [*resume_handlers, *turn_handlers, *report_handlers, *idle_handlers,
+                               *share_handlers, *dashboard_handlers]
 c.JupyterHub.template_paths = [str(DASHBOARD_TEMPLATES)]
 # Sharing a desktop (the desktop only, never the server): owners share from the desktop's
 # people button with a user, a group, or a single-use link; guests see it through the hub
@@ -239,10 +240,12 @@ c.JupyterHub.cleanup_servers = False
 # Restart the hub (under systemd) after this many consecutive spawn errors (0 = never). Full
 # GPUs, used-up quotas and refused profiles are not errors and never count.
 c.Spawner.consecutive_failure_limit = int(os.environ.get("HEPSDESK_CONSECUTIVE_FAILURE_LIMIT", "0"))
-# Production: an idle culler service deletes idle VMs (jupyterhub-idle-culler), e.g.
-# c.JupyterHub.services = [{"name": "idle-culler", "command": [
-#     "python3", "-m", "jupyterhub_idle_culler", "--timeout=7200"]}]
-# with its role granting "list:users", "read:users:activity", "servers".
+# Idle servers are stopped by the spawner itself, per profile ("idle_timeout", and "stop_mode":
+# delete or shelve), counting only a person's use, and their users are warned in JupyterLab and
+# on the desktop a quarter of the timeout (at most 10 minutes) before: no jupyterhub-idle-culler.
+# A server's activity comes from its own reports (input on the desktop; in JupyterLab, changes,
+# kernels and terminals), not from the proxy's traffic, which an open tab nobody touches keeps up.
+c.JupyterHub.last_activity_interval = 0
 
 # --- Services -------------------------------------------------------------------------------
 # A token written in the configuration (a service's api_token) is checked with 16384 SHA-512

@@ -16,8 +16,9 @@ HERE = Path(__file__).parent
 
 
 def _jupyter_server_extension_points() -> list[dict]:
-    """The server extension that lists the image's applications for the launcher (``lab_api``)."""
-    return [{"module": "desktop_proxy.lab_api"}]
+    """The server extensions: the image's applications for the launcher (``lab_api``); the idle
+    deadline, and only a person's use counting as activity (``idle_watch``)."""
+    return [{"module": "desktop_proxy.lab_api"}, {"module": "desktop_proxy.idle_watch"}]
 
 
 def setup_desktop() -> dict:

@@ -8,10 +8,8 @@ reports do)::
     {"server": "", "viewers": 1, "guests": 0, "fps": 59.8, "bitrate_bps": 5600000, "rtt_ms": 1.2}
 
 The hub keeps the newest report of each server for the admins' dashboard and folds them into
-its metrics without naming anyone (``hepsdesk_spawner/desktop_reports.py``). Its answer says
-when the hub will stop the server if it stays idle (``idle_deadline``, seconds since the epoch,
-or null): the desktop warns its user before that (``deadline``). A hub that cannot be reached
-costs a line in the log, never a picture.
+its metrics without naming anyone (``hepsdesk_spawner/desktop_reports.py``). A hub that cannot
+be reached costs a line in the log, never a picture.
 """
 
 from __future__ import annotations
@@ -37,7 +35,6 @@ class HubReporter:
         self.interval = interval
         self.reported = 0
         self.failed = 0
-        self.idle_deadline: float | None = None  # from the hub's last answer (time.time())
         self._watched = False  # someone was connected at the last report
         self._last: tuple[float, int] | None = None  # (monotonic, pictures encoded) at the last report
         self._nudge = asyncio.Event()
@@ -86,7 +83,7 @@ class HubReporter:
                 "fps": round(fps, 1) if watched else 0.0, "bitrate_bps": state["sending_bps"] if watched else 0,
                 "rtt_ms": state["rtt_ms"]}
         try:
-            response = await AsyncHTTPClient().fetch(
+            await AsyncHTTPClient().fetch(
                 self.url, method="POST", body=json.dumps(body), request_timeout=10,
                 headers={"Authorization": f"token {self._token}", "Content-Type": "application/json"})
         except (HTTPClientError, OSError) as e:
@@ -95,11 +92,6 @@ class HubReporter:
             return
         self.reported += 1
         self._watched = watched
-        try:
-            deadline = json.loads(response.body or b"{}").get("idle_deadline")
-        except ValueError:
-            deadline = None
-        self.idle_deadline = float(deadline) if isinstance(deadline, (int, float)) else None
 
     def stats(self) -> dict:
-        return {"reported": self.reported, "failed": self.failed, "idle_deadline": self.idle_deadline}
+        return {"reported": self.reported, "failed": self.failed}

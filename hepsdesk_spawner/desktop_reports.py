@@ -8,10 +8,6 @@ shows whether a desktop is connected, and the hub's metrics count the sessions a
 distribution of their frame rates, round trips and bitrates without naming anyone. A report
 older than ``STALE_AFTER`` seconds says nothing any more (the VM stopped reporting).
 
-The answer tells the desktop when the hub stops its server if nobody uses it
-(``idle_deadline``: seconds since the epoch; null when its profile has no idle timeout), so the
-desktop can warn its user beforehand.
-
 Register the handler with the hub::
 
     from hepsdesk_spawner.desktop_reports import handlers as report_handlers
@@ -26,14 +22,12 @@ import time
 from dataclasses import dataclass
 
 from jupyterhub.apihandlers.base import APIHandler
-from jupyterhub.scopes import has_scope
 from prometheus_client import REGISTRY, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from tornado import web
 
-from .idle import idle_seconds
-from .state import ServerState
+from .idle import own_server
 
 STALE_AFTER = 120.0  # seconds: a desktop reports every 30 s while watched
 MAX_PEOPLE = 1000
@@ -121,16 +115,6 @@ REPORTS = DesktopReports()  # one per hub process
 REGISTRY.register(REPORTS)
 
 
-def idle_deadline(spawner) -> float | None:
-    """When the hub will stop ``spawner``'s server if nobody uses it (time.time()), or None."""
-    vm = getattr(spawner, "vm", None)
-    if not isinstance(vm, ServerState) or not vm.idle_timeout:
-        return None
-    last = spawner.orm_spawner.last_activity if spawner.orm_spawner is not None else None
-    now = time.time()
-    return now + max(0.0, vm.idle_timeout - idle_seconds(last, getattr(spawner, "_ready_at", 0.0), now))
-
-
 class DesktopReportHandler(APIHandler):
     """``POST /hub/api/hepsdesk/desktop-report``: a desktop's state, from its server's token."""
 
@@ -138,9 +122,7 @@ class DesktopReportHandler(APIHandler):
         """Only a token is taken (below), never a cookie: nothing for a browser to forge."""
 
     async def post(self):
-        user = self.current_user
-        if user is None or getattr(user, "kind", "") != "user" or self.get_auth_token() is None \
-                or not has_scope(f"users:activity!user={user.name}", self.parsed_scopes, db=self.db):
+        if self.current_user is None or self.get_auth_token() is None:
             raise web.HTTPError(403, "Only a user's own server, with its token, reports its desktop.")
         try:
             body = json.loads(self.request.body or b"{}")
@@ -152,14 +134,10 @@ class DesktopReportHandler(APIHandler):
             report = DesktopReport.parse(body, time.time())
         except ValueError as e:
             raise web.HTTPError(400, f"Not a desktop report: {e}.") from None
-        if server not in user.orm_spawners:
-            raise web.HTTPError(404, "No such server.")
-        spawner = user.spawners[server]
-        if not spawner.active:
-            raise web.HTTPError(409, "This server is not running.")
-        REPORTS.put(f"{user.name}/{server}", report)
-        self.set_header("Cache-Control", "no-store")
-        self.finish({"idle_deadline": idle_deadline(spawner)})
+        own_server(self, server)
+        REPORTS.put(f"{self.current_user.name}/{server}", report)
+        self.set_status(204)
+        self.finish()
 
 
 handlers = [(r"/api/hepsdesk/desktop-report", DesktopReportHandler)]

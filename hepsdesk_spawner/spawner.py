@@ -40,7 +40,7 @@ from .cloudinit import ALLOW_HTTP_HUB, boot_environment, render_singleuser_user_
 from .datamounts import parse_data_mounts
 from .desktop_reports import REPORTS
 from .errors import CloudFailure, SpawnError
-from .idle import ACTIVITY_INTERVAL, activity_interval, idle_seconds
+from .idle import ACTIVITY_INTERVAL, IDLE_TIMEOUT, activity_interval, idle_seconds
 from .metrics import SpawnTimer
 from .profiles import Profile, ProfileError, ProfileRefused, choose, parse_profiles
 from .quotas import Charge, QuotaBook, candidate_groups
@@ -399,9 +399,12 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
         if self.vm.floating_address:
             env["HEPSDESK_PUBLIC_ADDRESS"] = self.vm.floating_address
         if self.vm.idle_timeout:
-            # The desktop reports a person's input often enough that the idle timeout never
-            # stops someone working (desktop_proxy/activity.py).
-            env[ACTIVITY_INTERVAL] = str(activity_interval(self.vm.idle_timeout))
+            # The desktop and JupyterLab report a person's use often enough that the idle
+            # timeout never stops someone working (desktop_proxy/activity.py); the VM warns
+            # its user before an idle stop (desktop_proxy/idle_watch.py).
+            interval = str(activity_interval(self.vm.idle_timeout))
+            env[ACTIVITY_INTERVAL] = env["JUPYTERHUB_ACTIVITY_INTERVAL"] = interval
+            env[IDLE_TIMEOUT] = str(self.vm.idle_timeout)
         return env
 
     @property

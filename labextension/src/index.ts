@@ -14,7 +14,7 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette, IFrame, showErrorMessage } from '@jupyterlab/apputils';
+import { ICommandPalette, IFrame, Notification, showErrorMessage } from '@jupyterlab/apputils';
 import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { ILauncher } from '@jupyterlab/launcher';
 import { ServerConnection } from '@jupyterlab/services';
@@ -214,6 +214,56 @@ class DesktopPanel extends IFrame {
   }
 }
 
+/**
+ * Warns before the hub stops this server for being idle: the single-user server knows when
+ * (desktop_proxy/idle_watch.py, GET <base>hepsdesk/idle); running or saving something is use.
+ */
+function warnBeforeIdleStop(): void {
+  const settings = ServerConnection.makeSettings();
+  const url = URLExt.join(settings.baseUrl, 'hepsdesk', 'idle');
+  let deadline: number | null = null;
+  let warnBefore = 0;
+  let skew = 0; // this browser's clock minus the server's
+  let shown: string | null = null;
+  const draw = () => {
+    const left = deadline === null ? Infinity : deadline + skew - Date.now() / 1000;
+    if (left > warnBefore) {
+      if (shown) {
+        Notification.dismiss(shown);
+        shown = null;
+      }
+      return;
+    }
+    const when = left < 90 ? `${Math.max(0, Math.round(left))} seconds` : `${Math.round(left / 60)} minutes`;
+    const message =
+      left > 0
+        ? `Nobody has used this server for a while: it stops in ${when}. Run a cell or save a file to keep it.`
+        : 'Nobody used this server, so it is being stopped. Your home and data are kept.';
+    if (shown) {
+      Notification.update({ id: shown, message, type: 'warning', autoClose: false });
+    } else {
+      shown = Notification.warning(message, { autoClose: false });
+    }
+  };
+  const ask = async () => {
+    try {
+      const response = await ServerConnection.makeRequest(url, {}, settings);
+      if (response.ok) {
+        const answer = await response.json();
+        deadline = typeof answer.idle_deadline === 'number' ? answer.idle_deadline : null;
+        warnBefore = answer.warn_before || 0;
+        skew = Date.now() / 1000 - answer.now;
+      }
+    } catch (e) {
+      // the server is busy or going: keep what was known
+    }
+    draw();
+  };
+  void ask();
+  window.setInterval(() => void ask(), 10000);
+  window.setInterval(draw, 5000);
+}
+
 const plugin: JupyterFrontEndPlugin<void> = {
   id: '@hepsdesk/labextension:plugin',
   description: 'Opens the WebRTC desktop of this server, and its applications.',
@@ -224,6 +274,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     palette: ICommandPalette | null,
     launcher: ILauncher | null
   ) => {
+    warnBeforeIdleStop();
     if (!(await serverHasDesktop())) {
       console.info('hepsdesk: this server has no desktop; the Open Desktop command is not added');
       return;
