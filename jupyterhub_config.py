@@ -29,8 +29,14 @@ if os.environ.get("HEPSDESK_HUB_CONNECT_URL"):
     c.JupyterHub.hub_connect_url = os.environ["HEPSDESK_HUB_CONNECT_URL"]
 
 # --- State and secrets ----------------------------------------------------------------------
-# Production: PostgreSQL (e.g. "postgresql://jupyterhub:...@db/jupyterhub"), the cookie secret
-# and JUPYTERHUB_CRYPT_KEY (encrypts auth_state: `openssl rand -hex 32`) from a secret store.
+# The hub's database (HEPSDESK_HUB_DB_URL). SQLite (the default) serves one hub on one machine;
+# production puts it on a server database that is backed up and survives the hub's machine:
+#   MariaDB/MySQL: "mysql+pymysql://jupyterhub:PASSWORD@db.example/jupyterhub?charset=utf8mb4"
+#     (the database made with CHARACTER SET utf8mb4; pymysql comes with hepsdesk[hub]);
+#   PostgreSQL: "postgresql://jupyterhub:PASSWORD@db.example/jupyterhub" (pip install psycopg2).
+# The dev cloud makes one on its MariaDB: DevCloud.hub_database() (tests/integration/test_hub_on_mariadb.py).
+# The cookie secret and JUPYTERHUB_CRYPT_KEY (encrypts auth_state: `openssl rand -hex 32`) come
+# from a secret store in production.
 c.JupyterHub.db_url = os.environ.get("HEPSDESK_HUB_DB_URL", f"sqlite:///{state / 'jupyterhub.sqlite'}")
 if c.JupyterHub.db_url.startswith("sqlite"):
     # JupyterHub commits on its event loop. In SQLite's default (rollback journal) mode every

@@ -11,8 +11,10 @@ from __future__ import annotations
 import concurrent.futures
 import grp
 import os
+import re
 import subprocess
 from pathlib import Path
+from urllib.parse import quote
 
 from .processes import tail_lines
 from .services import os_user, python_env
@@ -54,6 +56,26 @@ def create_databases(settings: DevCloudSettings, secrets: dict) -> None:
                    f"ALTER USER 'openstack'@'localhost' IDENTIFIED BY '{password}'"]
     statements += [f"GRANT ALL PRIVILEGES ON {db}.* TO 'openstack'@'localhost'" for db in DATABASES]
     mariadb_sql(settings, "; ".join(statements) + "; FLUSH PRIVILEGES;")
+
+
+HUB_DATABASE = re.compile(r"^jupyterhub[a-z0-9_]{0,40}$")
+
+
+def create_hub_database(settings: DevCloudSettings, secrets: dict, name: str, fresh: bool = False) -> str:
+    """A database ``name`` for a JupyterHub on this cloud's MariaDB (its user ``jupyterhub``,
+    whose password is this cloud's ``hub_database`` secret); ``fresh``: emptied first. Returns
+    the hub's ``db_url`` (over the server's unix socket)."""
+    if not HUB_DATABASE.match(name):
+        raise DatabaseError(f"{name!r} is not a hub database name (jupyterhub followed by a-z, 0-9, _)")
+    password = secrets["hub_database"].replace("'", "''")
+    statements = [f"DROP DATABASE IF EXISTS {name}"] if fresh else []
+    statements += [f"CREATE DATABASE IF NOT EXISTS {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
+                   f"CREATE USER IF NOT EXISTS 'jupyterhub'@'localhost' IDENTIFIED BY '{password}'",
+                   f"ALTER USER 'jupyterhub'@'localhost' IDENTIFIED BY '{password}'",
+                   f"GRANT ALL PRIVILEGES ON {name}.* TO 'jupyterhub'@'localhost'"]
+    mariadb_sql(settings, "; ".join(statements) + "; FLUSH PRIVILEGES;")
+    return (f"mysql+pymysql://jupyterhub:{quote(secrets['hub_database'], safe='')}@localhost/{name}"
+            f"?unix_socket={settings.mariadb_socket}&charset=utf8mb4")
 
 
 def _stamp(settings: DevCloudSettings) -> Path:

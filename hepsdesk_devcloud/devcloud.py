@@ -157,6 +157,10 @@ class DevCloud:
     def connect(self, cloud: str = bootstrap.CLOUD):
         return bootstrap.connect(self.settings, cloud)
 
+    def hub_database(self, name: str = "jupyterhub", fresh: bool = False) -> str:
+        """A database for a JupyterHub on this cloud's MariaDB; its ``db_url``."""
+        return databases.create_hub_database(self.settings, load_secrets(self.settings), name, fresh)
+
     def guest_dir(self, server_id: str) -> Path:
         """The directory that is a server's disk (exists while the server exists)."""
         return self.settings.instances_dir / server_id

@@ -29,7 +29,7 @@ BASE_PORTS = {
     "epmd": 4369,
     "rabbitmq-dist": 25672,
 }
-SECRET_NAMES = ("database", "rabbitmq", "admin", "hub", "nova", "placement", "glance", "neutron")
+SECRET_NAMES = ("database", "rabbitmq", "admin", "hub", "nova", "placement", "glance", "neutron", "hub_database")
 DEFAULT_GPUS = {"A100": 4}
 GPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 
