@@ -117,14 +117,16 @@ if os.environ.get("HEPSDESK_AD_URL"):
 #      "description": "The facility's desktop support",
 #      "scopes": ["read:users:name", "custom:hepsdesk:desktop-support"]},
 # ]
-group_roles = json.loads(Path(os.environ["HEPSDESK_GROUP_ROLES_FILE"]).read_text()) \
-    if os.environ.get("HEPSDESK_GROUP_ROLES_FILE") else []
 # The hub's admin groups operate hepsdesk: the dashboard (every VM; stop, shelve, delete) and
-# the metrics. Give the role to other groups (e.g. the facility's operators) the same way.
-c.HEPSAuthenticator.group_roles = [*group_roles, {
-    "name": "hepsdesk-operator", "groups": sorted(c.HEPSAuthenticator.admin_groups),
-    "description": "Operates hepsdesk: the dashboard and the metrics",
-    "scopes": ["custom:hepsdesk:operate", "read:metrics"]}]
+# the metrics. Give the role to other groups (e.g. the facility's operators) the same way. With
+# group_roles the authenticator manages roles, and it is one of them; without, it is given to
+# the groups through load_roles (below).
+OPERATOR_ROLE = {"name": "hepsdesk-operator", "groups": sorted(c.HEPSAuthenticator.admin_groups),
+                 "description": "Operates hepsdesk: the dashboard and the metrics",
+                 "scopes": ["custom:hepsdesk:operate", "read:metrics"]}
+if os.environ.get("HEPSDESK_GROUP_ROLES_FILE"):
+    c.HEPSAuthenticator.group_roles = [*json.loads(Path(os.environ["HEPSDESK_GROUP_ROLES_FILE"]).read_text()),
+                                       OPERATOR_ROLE]
 
 # --- Servers: one OpenStack VM per user -----------------------------------------------------
 c.JupyterHub.spawner_class = "openstack"
@@ -310,6 +312,10 @@ c.JupyterHub.load_roles = roles
 # e.g. a facility's own settings kept beside this file.
 for extra_config in filter(None, os.environ.get("HEPSDESK_EXTRA_CONFIG", "").split(":")):
     load_subconfig(extra_config)  # noqa: F821 -- provided by JupyterHub
+# The operators' role (above) through load_roles, unless the authenticator manages roles (then
+# group_roles must hold it: HEPSDESK_GROUP_ROLES_FILE adds it there).
+if not c.HEPSAuthenticator.get("group_roles"):
+    c.JupyterHub.load_roles = [*c.JupyterHub.load_roles, OPERATOR_ROLE]
 # The spawner's settings are checked now: a wrong one stops the hub at start with the
 # setting's name, instead of failing every user's spawn. This also starts the hub-wide
 # watcher of the hub's servers.

@@ -212,6 +212,13 @@ class HEPSAuthenticator(GenericOAuthenticator):
     def _manage_roles_default(self):
         return bool(self.group_roles)
 
+    @default("reset_managed_roles_on_startup")
+    def _reset_managed_roles_on_startup_default(self):
+        # Roles from groups are given again at every sign-in and refresh. Without the reset,
+        # JupyterHub 6.1 cannot start again once someone holds a managed role (a KeyError in
+        # init_role_assignment), so a hub restart would need its database cleaned by hand.
+        return bool(self.group_roles)
+
     @default("ad_bind_password")
     def _ad_bind_password_default(self):
         return os.environ.get("HEPSDESK_AD_BIND_PASSWORD", "")

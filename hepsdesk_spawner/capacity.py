@@ -14,13 +14,15 @@ however many users open it; if Placement cannot be read the form says so instead
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from dataclasses import dataclass
 
-from .cloud import OpenStackClient
+from .cloud import CLOUD_ERRORS, OpenStackClient
 from .metrics import GPUS
 
+log = logging.getLogger("hepsdesk.capacity")
 MICROVERSION = "1.18"  # `required=` trait filter on GET /resource_providers
 # Granular request groups (resources1=..., required1=..., group_policy) in allocation candidates.
 CANDIDATES_MICROVERSION = "1.29"
@@ -84,10 +86,12 @@ class CapacityReader:
         self._cache: dict[str, tuple[float, GpuCapacity]] = {}
         self._pending: dict[str, asyncio.Future] = {}
         self.reads = 0
+        self.known: dict[str, str] = {}  # trait -> model: what the spawn pages asked for, kept fresh for metrics
 
     async def gpus(self, trait: str, model: str) -> GpuCapacity:
         """Free and total GPUs with ``trait`` (shown as ``model``; cached ``ttl`` s).
         Raises on Placement errors."""
+        self.known[trait] = model
         cached = self._cache.get(trait)
         if cached and time.monotonic() - cached[0] < self.ttl:
             return cached[1]
@@ -121,6 +125,15 @@ class CapacityReader:
         GPUS.labels(model, "used").set(capacity.total - capacity.free)
         self._cache[trait] = (time.monotonic(), capacity)
         return capacity
+
+    async def refresh(self) -> None:
+        """Read again every model read so far (the metrics' GPUs stay current without a spawn
+        page being open); a model Placement cannot tell about now keeps its last figures."""
+        for trait, model in list(self.known.items()):
+            try:
+                await self.gpus(trait, model)
+            except (*CLOUD_ERRORS, ValueError) as e:
+                log.warning("Cannot read free %s GPUs from Placement: %s", model, str(e)[:200])
 
     async def has_room(self, flavor) -> bool:
         """Does Placement offer a host for ``flavor`` right now (one allocation candidate)?

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 
 
+CAPACITY_REFRESH = 60.0  # seconds between readings of GPU capacity for the metrics
+
+
 class CloudSite:
     """The hub-wide view of one cloud for one hub tag."""
 
@@ -46,6 +49,7 @@ class CloudSite:
         self._security_groups: dict[tuple, asyncio.Future] = {}
         self.group_quotas = parse_quotas(group_quotas or {})
         self.quotas = QuotaBook(self.watcher)
+        self._capacity_task: asyncio.Task | None = None
         metrics.SITES.sites.add(self)
 
     @classmethod
@@ -63,6 +67,19 @@ class CloudSite:
                                     settings.watch_interval, min_gap=settings.status_interval,
                                     threads=settings.api_threads, group_quotas=settings.group_quotas)
         return site
+
+    def start(self) -> None:
+        """Start the watcher, and the reading of GPU capacity every ``CAPACITY_REFRESH`` seconds
+        for the hub's metrics (only the models spawn pages asked for). Idempotent."""
+        self.watcher.start()
+        if self._capacity_task is None:
+            self._capacity_task = asyncio.get_running_loop().create_task(self._refresh_capacity(),
+                                                                         name=f"hepsdesk-capacity-{self.hub_tag}")
+
+    async def _refresh_capacity(self) -> None:
+        while True:
+            await asyncio.sleep(CAPACITY_REFRESH)
+            await self.capacity.refresh()
 
     @classmethod
     def existing(cls, settings: SpawnerSettings) -> CloudSite | None:
@@ -90,6 +107,8 @@ class CloudSite:
     async def close(self) -> None:
         """Stop the watcher and the worker threads (a hub that stops; benchmarks)."""
         await self.watcher.stop()
+        if self._capacity_task is not None:
+            self._capacity_task.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
         for sites in self._sites.values():
             for key, site in list(sites.items()):

@@ -206,7 +206,7 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
         self.resources.create_asked = False
         deadline = self.start_deadline or max(60.0, self.start_timeout - 15)
         try:
-            self.site.watcher.start()  # the site is made (its settings checked) before anything else
+            self.site.start()  # the site is made (its settings checked) before anything else
             async with asyncio.timeout(deadline) as limit:
                 return await self._start()
         except TimeoutError as e:

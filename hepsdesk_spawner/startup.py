@@ -53,7 +53,7 @@ def check_config(config: Config) -> CloudSite | None:
     except RuntimeError:
         return None
     site = CloudSite.of(settings)
-    site.watcher.start()
+    site.start()
     return site
 
 
