@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+from jupyterhub import orm
 from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.scopes import has_scope
 from tornado import web
@@ -72,8 +74,18 @@ class DashboardHandler(BaseHandler):
         except ConfigError as e:
             raise web.HTTPError(500, f"The hub's OpenStackSpawner settings are wrong: {e}") from None
 
-    def owner_of(self, user_name: str, server_name: str) -> Owner | None:
-        user = self.find_user(user_name) if user_name else None
+    def owners(self) -> Callable[[str, str], Owner | None]:
+        """``owner_of`` for every VM the watcher lists, with the hub's users read in one query
+        (not one per VM, on the hub's event loop, every few seconds)."""
+        names = {view.metadata.get("hepsdesk-user", "") for view in self.site.watcher.servers.values()} - {""}
+        users = {orm_user.name: self.users[orm_user]
+                 for orm_user in self.db.query(orm.User).filter(orm.User.name.in_(names))} if names else {}
+        return lambda user_name, server_name: self.owner_of(user_name, server_name, users.get(user_name))
+
+    def owner_of(self, user_name: str, server_name: str, user=None) -> Owner | None:
+        """The hub's server ``user_name``/``server_name`` (``user``: that user, already read)."""
+        if user is None:
+            user = self.find_user(user_name) if user_name else None
         if user is None or server_name not in user.orm_spawners:
             return None
         spawner = user.spawners[server_name]
@@ -129,7 +141,8 @@ class DashboardPage(DashboardHandler):
 class DashboardState(DashboardHandler):
     async def get(self):
         self.check_operator()
-        state = dashboard_state(self.site, self.owner_of, REPORTS, await self.gpu_capacity())
+        gpus = await self.gpu_capacity()
+        state = dashboard_state(self.site, self.owners(), REPORTS, gpus)
         self.set_header("Cache-Control", "no-store")
         self.finish(state)
 

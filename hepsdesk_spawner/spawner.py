@@ -484,13 +484,14 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
                          "shelving" if shelve else "deleting")
 
         self.site.quotas.release(self.quota_key)  # (its VM counts until it is gone: it may fail to go)
+        REPORTS.forget(self.quota_key)
 
         async def retire(port_id: str = self.vm.port_id) -> None:
             try:
                 if not (shelve and await self.shelving.shelve()):
                     self.vm.shelved = False
                     await self.resources.delete({view.id}, {port_id} - {""})
-                self.site.quotas.went(view.id)
+                    self.site.quotas.went(view.id)
             except (CloudFailure, *CLOUD_ERRORS) as e:  # the reaper removes what is left
                 self.log.error("Deleting the stopped server %s of %s failed: %s", view.id, self._log_name, e)
             finally:
@@ -512,7 +513,8 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
         server_id, mode, self.stop_override = self.vm.server_id, self.stop_override, ""
         REPORTS.forget(self.quota_key)
         if server_id and (mode or await self._stop_mode()) == "shelve" and await self.shelving.shelve():
-            self.site.quotas.release(self.quota_key, server_id)
+            # (A shelved VM holds nothing as listed; the same VM runs again when resumed.)
+            self.site.quotas.release(self.quota_key)
             return
         await self.resources.delete_all()
         self.site.quotas.release(self.quota_key, server_id)
