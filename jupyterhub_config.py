@@ -171,13 +171,20 @@ c.OpenStackSpawner.profiles = json.loads(Path(os.environ["HEPSDESK_PROFILES_FILE
 # {"heps-users": {"vms": 40, "vcpus": 200, "gpus": {"A100": 4}}}. See OpenStackSpawner.group_quotas.
 c.OpenStackSpawner.group_quotas = json.loads(Path(os.environ["HEPSDESK_GROUP_QUOTAS_FILE"]).read_text()) \
     if os.environ.get("HEPSDESK_GROUP_QUOTAS_FILE") else {}
+# The warm pool: VMs booted ahead per profile, so a start takes seconds instead of a boot
+# (HEPSDESK_WARM_POOL: JSON, e.g. {"imaging": 2} or {"imaging": {"size": 1, "schedule":
+# [{"days": "mon-fri", "hours": "8-20", "size": 4}]}}); GPU profiles within
+# HEPSDESK_WARM_POOL_GPUS, e.g. {"A100": 1}. See OpenStackSpawner.warm_pool.
+c.OpenStackSpawner.warm_pool = json.loads(os.environ.get("HEPSDESK_WARM_POOL", "{}"))
+c.OpenStackSpawner.warm_pool_gpus = json.loads(os.environ.get("HEPSDESK_WARM_POOL_GPUS", "{}"))
+c.OpenStackSpawner.pool_claim_timeout = float(os.environ.get("HEPSDESK_POOL_CLAIM_TIMEOUT", "60"))
 # Free GPUs on the spawn page come from Placement, which a project member may not read:
 # production gives the hub a read-only cloud entry for it (the dev cloud: its admin).
 c.OpenStackSpawner.capacity_cloud = os.environ.get("HEPSDESK_CAPACITY_CLOUD", "devcloud-admin")
 # Every VM asks the hub for its environment (its API token among it) at each boot, for the
 # one-time key in its user-data or the token it holds (a resumed one: a profile with
 # "stop_mode": "shelve" keeps the VM shelved between starts); each desktop session asks for its
-# TURN credentials (TurnRelay, below).
+# TURN credentials (TurnRelay, below). A pooled VM asks for its user (hepsdesk_spawner.pool).
 # Each desktop also reports who watches it and how its stream does (the admins' dashboard, the
 # hub's metrics) and learns when an idle server will be stopped. The admins' dashboard
 # (hepsdesk_dashboard): every VM of this hub, GPUs per model and group, desktops connected,
@@ -188,11 +195,12 @@ from hepsdesk_dashboard import handlers as dashboard_handlers  # noqa: E402
 from hepsdesk_share import handlers as share_handlers  # noqa: E402
 from hepsdesk_spawner.desktop_reports import handlers as report_handlers  # noqa: E402
 from hepsdesk_spawner.idle import handlers as idle_handlers  # noqa: E402
+from hepsdesk_spawner.pool import handlers as pool_handlers  # noqa: E402
 from hepsdesk_spawner.resume import handlers as resume_handlers  # noqa: E402
 from hepsdesk_spawner.turn import handlers as turn_handlers  # noqa: E402
 
-c.JupyterHub.extra_handlers = [*resume_handlers, *turn_handlers, *report_handlers, *idle_handlers,
-                               *share_handlers, *dashboard_handlers]
+c.JupyterHub.extra_handlers = [*resume_handlers, *pool_handlers, *turn_handlers, *report_handlers,
+                               *idle_handlers, *share_handlers, *dashboard_handlers]
 c.JupyterHub.template_paths = [str(DASHBOARD_TEMPLATES)]
 # Sharing a desktop (the desktop only, never the server): owners share from the desktop's
 # people button with a user, a group, or a single-use link; guests see it through the hub

@@ -17,6 +17,16 @@ object:
   desktop server started on this machine without hub, VM or proxy and opened directly
   (what the desktop itself costs); and the ratios of each measurement to its baseline.
 
+The warm pool (``OpenStackSpawner.warm_pool``), side by side in the same run: the hub offers
+the analysis desktop twice, as ``desktop`` and as ``desktop-pooled`` (the same image and
+flavor, one VM kept booted), and each round opens each from a portal-style link
+(``/hub/spawn?profile=...&next=/hub/user-redirect/desktop/``: the server is not running, and
+JupyterLab's own page is not on the way) until the first decoded desktop frame:
+``cold_click_to_first_frame_s`` and ``warm_click_to_first_frame_s`` (medians), their ratio, and
+what a pooled VM costs while it waits (``pool_idle_cores_per_vm``, ``pool_idle_pss_mb_per_vm``:
+its guest's processes over ``--idle-seconds``). ``--no-pool``: the repository's profiles
+instead, without these rounds.
+
 With several ``--profile``s (the spawn page's environments: e.g. ``neutron``, the largest
 image, beside ``desktop``, the analysis desktop), each round starts each of them in turn; the
 top-level figures are the first profile's, ``profiles`` has each one's and
@@ -48,6 +58,8 @@ from benchmarks.common import dev_cloud, free_ports  # noqa: E402
 from hepsdesk_devcloud import DevCloud  # noqa: E402
 from hepsdesk_devcloud.demo import Demo, DemoOptions  # noqa: E402
 from hepsdesk_devcloud.progress import StepProgress  # noqa: E402
+from hepsdesk_spawner.guest_start import POOL_WAITING_MARKER  # noqa: E402
+from hepsdesk_spawner.pool import POOL_KEY  # noqa: E402
 from tests.e2e.hubflow import desktop_tile, launch, new_context, sign_in, submit_spawn_form  # noqa: E402
 
 USER = "alice"
@@ -83,17 +95,101 @@ def hub_round(page: Page, url: str, api: requests.Session, profile: str) -> tupl
     desktop = popup.value
     frame = first_frame_at(desktop) - clicked
     desktop.close()
+    stop_server(url, api)
+    return lab, frame
 
+
+def portal_round(page: Page, url: str, api: requests.Session, profile: str) -> float:
+    """A portal's link to the desktop, the server not running: from its click to the first frame."""
+    page.goto(f"{url}/hub/home")
+    page.evaluate("""(href) => {
+        const link = Object.assign(document.createElement("a"), {id: "portal-link", href, textContent: "My desktop"});
+        document.body.prepend(link);
+    }""", f"{url}/hub/spawn?profile={profile}&next=/hub/user-redirect/desktop/")
+    clicked = page.evaluate("Date.now()") / 1000
+    page.click("#portal-link")
+    frame = first_frame_at(page, timeout_s=300) - clicked
+    stop_server(url, api)
+    return frame
+
+
+def stop_server(url: str, api: requests.Session) -> None:
     api.delete(f"{url}/hub/api/users/{USER}/server", timeout=30)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         model = api.get(f"{url}/hub/api/users/{USER}", timeout=30).json()
         if not model.get("servers") and not model.get("pending"):
-            break
+            return
         time.sleep(0.5)
-    else:
-        raise RuntimeError(f"{USER}'s server did not stop")
-    return lab, frame
+    raise RuntimeError(f"{USER}'s server did not stop")
+
+
+POOLED_PROFILES = [
+    {"slug": "desktop", "display_name": "Analysis desktop", "default": True, "image": "hepsdesk-desktop",
+     "flavor": "c1.small"},
+    {"slug": "desktop-pooled", "display_name": "Analysis desktop (warm pool)", "image": "hepsdesk-desktop",
+     "flavor": "c1.small"},
+]
+
+
+def wait_pool_ready(cloud: DevCloud, tag: str, timeout_s: float = 300) -> str:
+    """The id of the pooled VM once its guest waits for a user (its console says so)."""
+    conn = cloud.connect("devcloud-admin")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for server in conn.compute.servers(all_projects=True):
+            meta = server.metadata or {}
+            if meta.get("hepsdesk-hub") == tag and POOL_KEY in meta and server.status == "ACTIVE":
+                console = conn.compute.get_server_console_output(server, length=20).get("output", "")
+                if POOL_WAITING_MARKER in console:
+                    time.sleep(1)  # its first request reaches the hub
+                    return server.id
+        time.sleep(0.5)
+    raise RuntimeError(f"no pooled VM was ready within {timeout_s:.0f} s")
+
+
+def guest_cost(cloud: DevCloud, server_id: str, seconds: float) -> tuple[float, float]:
+    """CPU cores and PSS (MB) of a VM's processes (its monitor and everything under it), idle."""
+    record = json.loads((cloud.guest_dir(server_id) / "vm.json").read_text())
+
+    def tree() -> list[int]:
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children.setdefault(ppid, []).append(int(entry.name))
+        found, todo = [], [record["monitor_pid"]]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo += children.get(pid, [])
+        return found
+
+    def cpu(pids: list[int]) -> float:
+        ticks = 0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])
+            except (OSError, IndexError, ValueError):
+                continue
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    pids = tree()
+    before, started = cpu(pids), time.monotonic()
+    time.sleep(seconds)
+    cores = (cpu(pids) - before) / (time.monotonic() - started)
+    pss = 0
+    for pid in pids:
+        try:
+            pss += next(int(line.split()[1]) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+                        if line.startswith("Pss:"))
+        except (OSError, StopIteration, ValueError):
+            continue
+    return cores, pss / 1024
 
 
 def direct_round(browser, port: int) -> float:
@@ -155,8 +251,13 @@ def main() -> int:
                         help="loopback address of the benchmark's own AD DC (default: %(default)s)")
     parser.add_argument("--profile", default="desktop",
                         help="comma-separated profiles (environments) to start, side by side (default: %(default)s)")
+    parser.add_argument("--no-pool", dest="pool", action="store_false",
+                        help="no warm-pool rounds (and the repository's profiles, for --profile)")
+    parser.add_argument("--idle-seconds", type=float, default=20, help="how long a pooled VM's idle cost is measured")
     args = parser.parse_args()
     profiles = [p for p in args.profile.split(",") if p]
+    if args.pool and profiles != ["desktop"]:
+        parser.error("--profile other than 'desktop' needs --no-pool (the pool's rounds use the analysis desktop)")
     port, hub_port, oidc_port, direct_port, storage_ldap_port = free_ports(parser, args.ports)
     cloud, reused = dev_cloud(args.state_dir)
     tag = f"hepsdesk-bench-{os.getpid()}"
@@ -164,9 +265,14 @@ def main() -> int:
     demo = Demo(DemoOptions(cloud_state_dir=Path(args.state_dir), hub_state_dir=hub_dir, port=port,
                             hub_port=hub_port, oidc_port=oidc_port, ad_address=args.ad_address,
                             storage_ldap_port=storage_ldap_port, hub_tag=tag), stream=sys.stderr)
-    progress = StepProgress("spawn_e2e", total=3 + (2 + len(profiles)) * args.rounds, stream=sys.stderr)
+    if args.pool:
+        (hub_dir / "profiles.json").write_text(json.dumps(POOLED_PROFILES))
+        demo.hub.extra_env.update({"HEPSDESK_PROFILES_FILE": str(hub_dir / "profiles.json"),
+                                   "HEPSDESK_WARM_POOL": json.dumps({"desktop-pooled": 1})})
+    pool_steps = (2 * args.rounds + 1) if args.pool else 0
+    progress = StepProgress("spawn_e2e", total=3 + (2 + len(profiles)) * args.rounds + pool_steps, stream=sys.stderr)
     measured = {profile: {"labs": [], "frames": []} for profile in profiles}
-    directs, bares = [], []
+    directs, bares, colds, warms, idle = [], [], [], [], None
     try:
         with progress.step("Starting the directories (Samba AD DC, storage LDAP)"):
             demo.start_directories()
@@ -193,6 +299,15 @@ def main() -> int:
                     directs.append(direct_round(browser, direct_port))
                 with progress.step(f"Round {round_}: a bare VM, create to ACTIVE"):
                     bares.append(bare_vm_round(cloud, tag))
+                if args.pool:
+                    with progress.step(f"Round {round_}: portal link -> desktop, a new VM (cold)"):
+                        colds.append(portal_round(page, demo.hub.url, api, "desktop"))
+                    with progress.step(f"Round {round_}: portal link -> desktop, a pooled VM (warm)"):
+                        wait_pool_ready(cloud, tag)
+                        warms.append(portal_round(page, demo.hub.url, api, "desktop-pooled"))
+            if args.pool:
+                with progress.step(f"A pooled VM waiting, idle, for {args.idle_seconds:.0f} s"):
+                    idle = guest_cost(cloud, wait_pool_ready(cloud, tag), args.idle_seconds)
             browser.close()
     finally:
         demo.stop()
@@ -225,6 +340,14 @@ def main() -> int:
         "lab_to_first_profile_ratio": {profile: round(statistics.median(m["labs"]) / statistics.median(labs), 2)
                                        for profile, m in measured.items()},
     }
+    if args.pool:
+        result.update({
+            "cold_click_to_first_frame_s": median(colds), "warm_click_to_first_frame_s": median(warms),
+            "warm_to_cold_ratio": round(statistics.median(warms) / statistics.median(colds), 2),
+            "pool_idle_cores_per_vm": round(idle[0], 3), "pool_idle_pss_mb_per_vm": round(idle[1], 1),
+        })
+        result["samples"].update({"cold_click_to_first_frame_s": [round(v, 2) for v in colds],
+                                  "warm_click_to_first_frame_s": [round(v, 2) for v in warms]})
     print(json.dumps(result))
     return 0
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from hepsdesk_spawner.boot import SHELVED_STATES
 from hepsdesk_spawner.capacity import GpuCapacity
 from hepsdesk_spawner.desktop_reports import DesktopReports
+from hepsdesk_spawner.pool import POOL_KEY
 from hepsdesk_spawner.quotas import Charge, QuotaBook, Usage
 from hepsdesk_spawner.site import CloudSite
 from hepsdesk_spawner.watcher import ServerView
@@ -48,11 +49,12 @@ def vm_row(view: ServerView, owner: Owner | None, reports: DesktopReports, now: 
     """One VM: whose, what, where, how old, in use, and what an operator may do to it."""
     meta = view.metadata
     user, server = meta.get("hepsdesk-user", ""), meta.get("hepsdesk-server", "")
-    orphan = owner is None or owner.server_id != view.id
+    pooled = POOL_KEY in meta and not user  # the warm pool's: waiting for a user, not an orphan
+    orphan = not pooled and (owner is None or owner.server_id != view.id)
     charge = Charge.from_metadata(meta)
     report = None if orphan else reports.get(QuotaBook.key(user, server), now)
-    if orphan or owner.pending:
-        actions = [DELETE] if orphan else []
+    if pooled or orphan or owner.pending:
+        actions = [DELETE] if orphan else []  # (the pool keeps its own)
     elif owner.running:
         actions = [STOP, SHELVE, DELETE]
     else:
@@ -67,7 +69,7 @@ def vm_row(view: ServerView, owner: Owner | None, reports: DesktopReports, now: 
         "last_activity": None if owner is None else iso(owner.last_activity),
         "desktop": None if report is None else {"connected": report.connected, "viewers": report.viewers,
                                                 "guests": report.guests, "fps": report.fps},
-        "orphan": orphan, "pending": "" if owner is None else owner.pending, "actions": actions,
+        "orphan": orphan, "pooled": pooled, "pending": "" if owner is None else owner.pending, "actions": actions,
     }
 
 
@@ -97,5 +99,8 @@ def dashboard_state(site: CloudSite, owner_of: Callable[[str, str], Owner | None
         "gpus": [{"model": c.model, "total": c.total, "free": c.free, "used": c.total - c.free} for c in gpus],
         "groups": groups,
         "orphans": sum(1 for vm in vms if vm["orphan"]),
+        "pool": [{"profile": slug, "ready": site.pool.count(slug)[0], "booting": site.pool.count(slug)[1],
+                  "target": site.pool.target(slug), "problem": site.pool.problems.get(slug, "")}
+                 for slug in sorted(site.pool.settings)],
         "desktops_connected": sum(1 for vm in vms if vm["desktop"] and vm["desktop"]["connected"]),
     }

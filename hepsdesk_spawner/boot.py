@@ -124,11 +124,12 @@ class BootMonitor:
         self.last_answer = f"{response.code} {response.reason}"
         return ready
 
-    async def wait_ready(self) -> None:
+    async def wait_ready(self, booting: bool = True) -> None:
         """Until JupyterLab answers: its URL every ``status_interval`` (no API request), the
-        console every ``console_interval`` (boot stages, and JupyterLab exiting: fail at once)."""
+        console every ``console_interval`` (boot stages, and JupyterLab exiting: fail at once).
+        Not ``booting``: a pooled VM, which booted long ago (its console's boot is old news)."""
         spawner, url, http = self.spawner, self.ready_url(), AsyncHTTPClient()
-        booted = starting = False
+        booted, starting = not booting, not booting
         console_read = -spawner.console_interval
         while not await self.answers(http, url):
             await self._check_still_running()
@@ -143,7 +144,7 @@ class BootMonitor:
                     spawner.emit(70, "Your VM booted; starting JupyterLab")
                 self._check_jupyterlab_alive(console)
             await asyncio.sleep(spawner.status_interval)
-        if not starting:
+        if not starting and booting:
             spawner.emit(70, "Your VM booted; starting JupyterLab")
         spawner.emit(90, "JupyterLab is answering")
 

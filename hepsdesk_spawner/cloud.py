@@ -204,6 +204,18 @@ class OpenStackClient:
     async def create_server(self, **attrs):
         return await self.call(lambda c: c.compute.create_server(**attrs))
 
+    async def rename_server(self, server_id: str, name: str, metadata: dict[str, str]) -> None:
+        """Give a server a new name and exactly ``metadata`` (a pooled VM becomes a user's:
+        found by name and owner from then on)."""
+        def rename(c):
+            response = c.compute.put(f"/servers/{server_id}/metadata", json={"metadata": metadata})
+            openstack.exceptions.raise_from_response(response)
+            c.compute.update_server(server_id, name=name)
+        await self.call(rename, idempotent=True)
+
+    async def rename_port(self, port_id: str, name: str, description: str) -> None:
+        await self.call(lambda c: c.network.update_port(port_id, name=name, description=description), idempotent=True)
+
     async def get_server(self, server_id: str):
         """The server, or None if it does not exist (any more)."""
         def get(c):

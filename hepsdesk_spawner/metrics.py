@@ -76,8 +76,11 @@ class SpawnTimer:
         self._done = True
         now = time.monotonic()
         ends = [at for _, at in self._marks[1:]] + [now]
+        spent: dict[str, float] = {}  # (a stage may come twice: a pooled VM failed, a new one booted)
         for (name, began), ended in zip(self._marks, ends, strict=True):
-            SPAWN_SECONDS.labels(self.profile, name).observe(ended - began)
+            spent[name] = spent.get(name, 0.0) + ended - began
+        for name, seconds in spent.items():
+            SPAWN_SECONDS.labels(self.profile, name).observe(seconds)
         SPAWN_SECONDS.labels(self.profile, "total").observe(now - self._started)
 
     def failed(self, error: BaseException) -> None:
@@ -89,7 +92,8 @@ class SpawnTimer:
 class SiteCollector(Collector):
     """What the hub's cloud sites hold, read at scrape time: the age of each watcher's newest
     list of servers (how stale ``poll()`` may be); what each group's servers hold and its quota
-    (groups are those of the configuration: quotas and profiles' ``allowed_groups``)."""
+    (groups are those of the configuration: quotas and profiles' ``allowed_groups``); the warm
+    pool's VMs per profile."""
 
     def __init__(self) -> None:
         self.sites: weakref.WeakSet = weakref.WeakSet()
@@ -126,6 +130,15 @@ class SiteCollector(Collector):
                         limit.add_metric([group, "gpus", model], count)
         yield used
         yield limit
+        pool = GaugeMetricFamily("hepsdesk_pool_size", "VMs of the warm pool (state: ready, waiting for a user; "
+                                 "booting; target, what the pool is kept at now)", labels=["profile", "state"])
+        for site in list(self.sites):
+            for slug in sorted(site.pool.settings):
+                ready, booting = site.pool.count(slug)
+                pool.add_metric([slug, "ready"], ready)
+                pool.add_metric([slug, "booting"], booting)
+                pool.add_metric([slug, "target"], site.pool.target(slug))
+        yield pool
 
 
 SITES = SiteCollector()

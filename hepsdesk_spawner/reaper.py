@@ -3,7 +3,9 @@
 A VM is an orphan when it carries the hub's tag but no server in the hub's database names it
 (a stopped server's state names its shelved VM, which is therefore never an orphan):
 the hub was killed in the middle of a start (the ids are saved only when a start succeeds), an
-operator restored an old database, a delete failed while the cloud was down. Orphans cost GPUs
+operator restored an old database, a delete failed while the cloud was down. The warm pool's
+VMs (``pool.py``: metadata ``hepsdesk-pool-key`` and no user) are the hub's own, not orphans:
+the hub keeps, adopts and removes them itself. Orphans cost GPUs
 and quota, so the reaper deletes them, with their ports, once they are older than a grace
 period longer than any start (``--grace``, 15 minutes by default; ``start_timeout`` is 10).
 
@@ -30,6 +32,7 @@ from datetime import UTC, datetime
 import requests
 
 from .cloud import OpenStackClient, SDKError
+from .pool import POOL_KEY
 
 log = logging.getLogger("hepsdesk.reaper")
 
@@ -105,6 +108,8 @@ def find_orphans(conn, hub_tag: str, owned: Owned, grace_s: float, now: float | 
         meta = server.metadata or {}
         user, name = meta.get("hepsdesk-user", ""), meta.get("hepsdesk-server", "")
         if server.id in owned.server_ids or (user, name) in owned.busy:
+            continue
+        if POOL_KEY in meta and not user:  # the hub's warm pool keeps it (and adopts it after a restart)
             continue
         age = _age(server.created_at, now)
         if age >= grace_s:

@@ -34,11 +34,11 @@ import json
 from jupyterhub.apihandlers.base import APIHandler
 from tornado import web
 
+from . import guest_start
 from .state import ServerState
 
-# Below the hub's API URL (JUPYTERHUB_API_URL, e.g. http://hub:8081/hub/api).
-RESUME_ENV_PATH = "/hepsdesk/resume-env"
-AUTH_SCHEME = "hepsdesk-resume"
+# Below the hub's API URL (JUPYTERHUB_API_URL, e.g. http://hub:8081/hub/api), as the VM's program asks.
+RESUME_ENV_PATH, AUTH_SCHEME = guest_start.RESUME_ENV_PATH, guest_start.RESUME_SCHEME
 
 
 def resume_key(token: str) -> str:
@@ -79,7 +79,7 @@ class ResumeEnvHandler(APIHandler):
                       spawner._log_name)
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps({"env": env}))  # data: the VM quotes it itself (cloudinit.FETCH_ENV)
+        self.finish(json.dumps({"env": env}))  # data: the VM quotes it itself (guest_start.py)
 
 
 handlers = [(r"/api" + RESUME_ENV_PATH, ResumeEnvHandler)]

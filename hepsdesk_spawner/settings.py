@@ -110,6 +110,30 @@ class SpawnerSettings(LoggingConfigurable):
         each group's use. Shelved VMs hold nothing. See ``hepsdesk_spawner/quotas.py``.
         """,
     )
+    warm_pool = Dict(
+        config=True,
+        help="""VMs kept booted per profile, so a start takes seconds instead of a boot:
+        ``{"heps-imaging": 2}``, or with more during set hours (the hub's local time; the first
+        period that covers the moment wins): ``{"heps-imaging": {"size": 1, "schedule": [{"days":
+        "mon-fri", "hours": "8-20", "size": 4}]}}``. A pooled VM holds no one's identity or data
+        until a start claims it, then serves that user only (``hepsdesk_spawner/pool.py``).
+        GPU profiles are pooled only within ``warm_pool_gpus``.
+        """,
+    )
+    warm_pool_gpus = Dict(
+        config=True,
+        help="""The most GPUs of each model that pooled VMs may hold at once, e.g. ``{"A100": 2}``:
+        pooled GPUs wait for users instead of computing. A GPU profile's pool needs its model
+        here; a pool that would hold more GPUs than the cloud has is not kept (logged, and shown
+        on the admins' dashboard).
+        """,
+    )
+    pool_claim_timeout = Float(
+        60.0,
+        config=True,
+        help="""Seconds from claiming a pooled VM until JupyterLab answers in it. A pooled VM
+        that does not make it in time is deleted and the start boots a new VM instead.""",
+    )
     data_mounts = List(
         Dict(),
         config=True,
@@ -344,6 +368,16 @@ class SpawnerSettings(LoggingConfigurable):
         try:
             parse_quotas(proposal["value"])
         except QuotaConfigError as e:
+            self._refuse(proposal, str(e))
+        return proposal["value"]
+
+    @validate("warm_pool", "warm_pool_gpus")
+    def _valid_warm_pool(self, proposal):
+        from .pool import PoolConfigError, parse_pool_gpus, parse_warm_pool  # (pool.py needs these settings)
+
+        try:
+            (parse_warm_pool if proposal["trait"].name == "warm_pool" else parse_pool_gpus)(proposal["value"])
+        except PoolConfigError as e:
             self._refuse(proposal, str(e))
         return proposal["value"]
 

@@ -3,8 +3,8 @@
 A hub serves thousands of users from one process; what they have in common lives here,
 once: the openstacksdk client and its thread pool (openstacksdk is synchronous: its calls run
 there, never on the event loop), the watcher whose one list answers every poll, the reader of
-free GPUs, the managed security group, made sure of once per set of rules, and the book of
-what each group's servers hold against its quota. KubeSpawner
+free GPUs, the warm pool of booted VMs, the managed security group, made sure of once per set of
+rules, and the book of what each group's servers hold against its quota. KubeSpawner
 keeps its reflectors the same way. Spawners get their site from ``CloudSite.of(spawner)``,
 the one registry: one site per (cloud, clouds.yaml, hub tag) and event loop.
 """
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from . import metrics
 from .capacity import CapacityReader
 from .cloud import OpenStackClient
+from .pool import WarmPool
 from .quotas import QuotaBook, parse_quotas
 from .watcher import ServerWatcher
 
@@ -50,6 +51,7 @@ class CloudSite:
         self.group_quotas = parse_quotas(group_quotas or {})
         self.quotas = QuotaBook(self.watcher)
         self._capacity_task: asyncio.Task | None = None
+        self.pool = WarmPool(self)
         metrics.SITES.sites.add(self)
 
     @classmethod
@@ -66,12 +68,15 @@ class CloudSite:
                                     settings.api_request_timeout, settings.capacity_cloud, settings.capacity_ttl,
                                     settings.watch_interval, min_gap=settings.status_interval,
                                     threads=settings.api_threads, group_quotas=settings.group_quotas)
+            site.pool.configure(settings)
         return site
 
     def start(self) -> None:
-        """Start the watcher, and the reading of GPU capacity every ``CAPACITY_REFRESH`` seconds
-        for the hub's metrics (only the models spawn pages asked for). Idempotent."""
+        """Start the watcher, the warm pool, and the reading of GPU capacity every
+        ``CAPACITY_REFRESH`` seconds for the hub's metrics (only the models spawn pages asked
+        for). Idempotent."""
         self.watcher.start()
+        self.pool.start()
         if self._capacity_task is None:
             self._capacity_task = asyncio.get_running_loop().create_task(self._refresh_capacity(),
                                                                          name=f"hepsdesk-capacity-{self.hub_tag}")
@@ -80,6 +85,11 @@ class CloudSite:
         while True:
             await asyncio.sleep(CAPACITY_REFRESH)
             await self.capacity.refresh()
+
+    @classmethod
+    def pools(cls) -> list[WarmPool]:
+        """The warm pools of every site in the running event loop."""
+        return [site.pool for site in cls._sites.get(asyncio.get_running_loop(), {}).values()]
 
     @classmethod
     def existing(cls, settings: SpawnerSettings) -> CloudSite | None:
@@ -107,6 +117,7 @@ class CloudSite:
     async def close(self) -> None:
         """Stop the watcher and the worker threads (a hub that stops; benchmarks)."""
         await self.watcher.stop()
+        await self.pool.close()
         if self._capacity_task is not None:
             self._capacity_task.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -36,12 +36,20 @@ from .account import GuestAccount, check_fits_image, guest_account
 from .boot import DEAD_STATES, GONE_STATES, SHELVED_STATES, BootMonitor, NoHost
 from .capacity import flavor_gpu_request
 from .cloud import CLOUD_ERRORS
-from .cloudinit import ALLOW_HTTP_HUB, boot_environment, render_singleuser_user_data, singleuser_environment
+from .cloudinit import (
+    ALLOW_HTTP_HUB,
+    boot_environment,
+    guest_plan,
+    render_singleuser_user_data,
+    singleuser_environment,
+)
 from .datamounts import parse_data_mounts
 from .desktop_reports import REPORTS
 from .errors import CloudFailure, SpawnError
 from .idle import ACTIVITY_INTERVAL, IDLE_TIMEOUT, activity_interval, idle_seconds
 from .metrics import SpawnTimer
+from .pool import CLAIMS as POOL_CLAIMS
+from .pool import PooledVM
 from .profiles import Profile, ProfileError, ProfileRefused, choose, parse_profiles
 from .quotas import Charge, QuotaBook, candidate_groups
 from .resources import ServerResources
@@ -270,43 +278,91 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
         image, flavor, network, *public = found
         check_fits_image(account, image)
         charge = self._admit(profile, flavor)
-        # 4. Its addresses: the port (the VM's address goes into its user-data), a floating IP.
+        metadata = {**self.extra_metadata, **self.resources.owner_metadata, "hepsdesk-profile": profile.slug,
+                    "hepsdesk-image": image.name[:255], **(charge.metadata() if charge else {})}
+        # 4. A VM of the warm pool, if one waits for a user (pool.py); else a new one.
+        pooled = self.site.pool.take(profile.slug) if profile.slug in self.site.pool.settings else None
+        if pooled is not None:
+            try:
+                return await self._start_pooled(pooled, account, metadata, public)
+            except (CloudFailure, *CLOUD_ERRORS, TimeoutError) as e:
+                POOL_CLAIMS.labels(profile.slug, "fallback").inc()
+                self.log.warning("Pooled VM %s failed to become %s's (%s): booting a new one. %s", pooled.server_id,
+                                 self._log_name, str(e)[:300] or type(e).__name__, await self.boot.console_excerpt())
+                self.emit(12, "The prepared VM could not be set up for you, so it is being removed: "
+                              "starting a new VM instead")
+                await self.resources.delete_all()
+                self.vm.floating_ip_id = self.vm.floating_address = ""
+        elif profile.slug in self.site.pool.settings:
+            POOL_CLAIMS.labels(profile.slug, "empty").inc()
+            self.emit(6, "No prepared VM is free right now: starting a new one")
+        # 5. Its addresses: the port (the VM's address goes into its user-data), a floating IP.
         self.emit(10, "Reserving a network address")
         port = await self.resources.create_port(network.id)
         self.vm.port_id, self.vm.address = port.id, port.fixed_ips[0]["ip_address"]
-        if self.floating_ip_network:
-            self.emit(12, "Reserving a public address")
-            ip = await self.resources.create_floating_ip(public[0].id, port.id)
-            self.vm.floating_ip_id, self.vm.floating_address = ip.id, ip.floating_ip_address
-        self.ip, self.port = self.connect_address, self.singleuser_port
-        # 5. The VM, with cloud-init that starts JupyterLab as the user. Its user-data holds a
+        await self._reserve_public_address(public)
+        # 6. The VM, with cloud-init that starts JupyterLab as the user. Its user-data holds a
         #    one-time key, for which the hub gives the VM its environment once (resume.py).
         boot_key, env = secrets.token_urlsafe(32), self.singleuser_env()
         self.resume_env = singleuser_environment(env, account.identity, account.mounts)
         user_data = render_singleuser_user_data([*self.cmd, *self.get_args()], boot_environment(env, boot_key),
                                                 workdir=self.notebook_dir, identity=account.identity,
-                                                mounts=list(account.mounts))
+                                                mounts=account.mounts)
         self.vm.resume_key = resume_key(boot_key)
         self.emit(15, f"Creating your VM ({image.name}, {flavor.name})")
         self.timer.stage("boot")
         await self._create_and_boot(profile, image, flavor, port, base64.b64encode(user_data.encode()).decode(),
-                                    charge.metadata() if charge else {})
-        # 6. Until JupyterLab answers at this server's URL.
+                                    metadata)
+        # 7. Until JupyterLab answers at this server's URL.
         self.timer.stage("guest")
         await self.boot.wait_ready()
         self._ready_at = time.time()
         return f"http://{self.connect_address}:{self.singleuser_port}"
 
+    async def _reserve_public_address(self, public: list) -> None:
+        """A floating IP on the VM's port (with ``floating_ip_network``); where the hub connects."""
+        if self.floating_ip_network:
+            self.emit(12, "Reserving a public address")
+            ip = await self.resources.create_floating_ip(public[0].id, self.vm.port_id)
+            self.vm.floating_ip_id, self.vm.floating_address = ip.id, ip.floating_ip_address
+        self.ip, self.port = self.connect_address, self.singleuser_port
+
+    async def _start_pooled(self, pooled: PooledVM, account: GuestAccount, metadata: dict[str, str],
+                            public: list) -> str:
+        """Make a pooled VM this server's and hand its guest the user (``pool.py``); raises
+        (``TimeoutError`` after ``pool_claim_timeout``) when it does not come up in time."""
+        self.emit(10, "Taking a prepared VM from the warm pool")
+        self.resources.create_asked = True  # from here, a failure removes it
+        self.vm.server_id, self.vm.port_id, self.vm.address = pooled.server_id, pooled.port_id, pooled.address
+        async with asyncio.timeout(self.site.pool.claim_timeout):
+            # Named and owned as if this start had made it (find_own, the reaper, the dashboard).
+            await asyncio.gather(
+                self.site.client.rename_server(pooled.server_id, self.resources.vm_name, metadata),
+                self.site.client.rename_port(pooled.port_id, self.resources.port_name, self.resources.description))
+            await self._reserve_public_address(public)
+            env = self.singleuser_env()
+            self.resume_env = singleuser_environment(env, account.identity, account.mounts)
+            # From now on the VM holds this start's token (a reboot asks the hub with it).
+            self.vm.resume_key = resume_key(self.api_token)
+            self.emit(40, "Setting up the prepared VM for you: your account, your data, JupyterLab")
+            self.timer.stage("guest")
+            pooled.hand_over(self.resume_env, guest_plan([*self.cmd, *self.get_args()], self.notebook_dir,
+                                                         account.identity, account.mounts))
+            await pooled.delivered.wait()
+            await self.boot.wait_ready(booting=False)
+        POOL_CLAIMS.labels(self.vm.profile, "claimed").inc()
+        self._ready_at = time.time()
+        return f"http://{self.connect_address}:{self.singleuser_port}"
+
     async def _create_and_boot(self, profile: Profile, image, flavor, port, user_data: str,
-                               charge: dict[str, str]) -> None:
+                               metadata: dict[str, str]) -> None:
         """Create the VM and wait until Nova runs it. When no host takes it while Placement
         still shows room for the flavor (the scheduler lost a race with other boots, or could
         not reach Placement), it is tried once more before the user is told there is no room."""
         for attempt in (1, 2):
             server = await self.resources.create_server(
                 image_id=image.id, flavor_id=flavor.id, networks=[{"port": port.id}], user_data=user_data,
-                metadata={**self.extra_metadata, **self.resources.owner_metadata, "hepsdesk-profile": profile.slug,
-                          "hepsdesk-image": image.name[:255], **charge})
+                metadata=metadata)
             self.vm.server_id = server.id
             self.log.info("Spawn of %s: created VM %s (%s, %s, %s) on port %s", self._log_name, server.id,
                           profile.slug, image.name, flavor.name, self.vm.address)

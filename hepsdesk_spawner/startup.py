@@ -23,6 +23,7 @@ from traitlets.utils.importstring import import_item
 
 from desktop_proxy.ice_servers import IceConfigError
 
+from .pool import PoolClaimHandler
 from .resume import ResumeEnvHandler
 from .settings import ConfigError
 from .site import CloudSite
@@ -42,7 +43,7 @@ def check_config(config: Config) -> CloudSite | None:
     try:
         settings = spawner_class(config=config)
         settings.check_configuration()
-        _check_resume_handlers(config)
+        _check_resume_handlers(config, settings)
         _check_turn_relay(config)
     except (TraitError, ConfigError, HubSettingError) as e:
         message = f"hepsdesk: the hub's configuration is wrong: {e}"
@@ -84,12 +85,16 @@ class HubSettingError(ValueError):
     """A setting of the hub's, not of the spawner's, is wrong (the text names it)."""
 
 
-def _check_resume_handlers(config: Config) -> None:
-    """Every VM asks the resume endpoint for its environment at boot (``resume.py``)."""
+def _check_resume_handlers(config: Config, settings) -> None:
+    """Every VM asks the resume endpoint for its environment at boot (``resume.py``), and a
+    pooled one the pool's for its user (``pool.py``)."""
     handlers = config.JupyterHub.get("extra_handlers", [])
     if not any(len(h) > 1 and h[1] is ResumeEnvHandler for h in handlers):
         raise HubSettingError("JupyterHub.extra_handlers lacks hepsdesk_spawner.resume.handlers, which every VM "
                               "needs to get its environment at boot")
+    if settings.warm_pool and not any(len(h) > 1 and h[1] is PoolClaimHandler for h in handlers):
+        raise HubSettingError("JupyterHub.extra_handlers lacks hepsdesk_spawner.pool.handlers, which the warm "
+                              "pool's VMs need to get their users")
 
 
 def _check_turn_relay(config: Config) -> None:

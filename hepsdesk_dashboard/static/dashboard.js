@@ -76,6 +76,7 @@
       cell(row, vm.group);
       cell(row, vm.host);
       cell(row, vm.orphan ? `${vm.state} (orphan: the reaper removes it)` :
+        vm.pooled ? `${vm.state} (warm pool: waiting for a user)` :
         vm.state + (vm.task ? ` (${vm.task})` : "") + (vm.pending ? ` — ${vm.pending} pending` : ""), "vm-state");
       cell(row, duration(vm.age_s));
       cell(row, since(vm.last_activity));
@@ -125,6 +126,21 @@
     }
   }
 
+  function drawPool(pool) {
+    document.getElementById("dashboard-pool-section").classList.toggle("d-none", pool.length === 0);
+    const body = document.querySelector("#dashboard-pool tbody");
+    body.replaceChildren();
+    for (const entry of pool) {
+      const row = document.createElement("tr");
+      row.dataset.profile = entry.profile;
+      if (entry.problem) row.className = "table-danger";
+      for (const value of [entry.profile, entry.ready, entry.booting, entry.target, entry.problem || "—"]) {
+        cell(row, value);
+      }
+      body.appendChild(row);
+    }
+  }
+
   let timer = null;
   async function refresh() {
     clearTimeout(timer);
@@ -135,6 +151,7 @@
       drawVms(state.vms);
       drawGpus(state.gpus);
       drawGroups(state.groups);
+      drawPool(state.pool);
       document.getElementById("dashboard-summary").textContent =
         `${state.vms.length} VM(s), ${state.desktops_connected} desktop(s) connected, ` +
         `${state.orphans} orphan(s); the cloud was listed ${state.listed_ago_s ?? "?"} s ago.`;

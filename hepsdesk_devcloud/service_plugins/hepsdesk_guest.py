@@ -18,8 +18,13 @@ NFS ``mounts`` stand for the facility's central storage: a share ``SERVER:/PATH`
 server is one of the dev cloud's storage servers is the host directory ``<storage
 root>/PATH``, bind-mounted (read-only for ``ro``). Like a real NFS mount it fails, with
 mount.nfs's message on the console, when the server is unknown or the export does not
-exist; the boot goes on, as cloud-init's does. Not emulated: root squashing (root in the
-guest may write anywhere on a mounted share).
+exist; the boot goes on, as cloud-init's does. After boot, ``mount -t nfs4 SERVER:/PATH DIR``
+in the guest works too (a pooled VM mounts its user's data when claimed): the guest's
+``mount.nfs4`` helper asks the init, over a root-only socket, to bind the share; the init
+holds the storage root open from before its chroot and walks to the share without following
+symbolic links. Not emulated: root squashing (root in the guest may write anywhere on a
+mounted share), and root in the guest is not contained (it could reach the storage root
+through the init's open directory): the dev cloud's guests are not a security boundary.
 
 Standard library only; it runs with the services' Python before the chroot.
 """
@@ -31,14 +36,17 @@ import base64
 import ctypes
 import ctypes.util
 import datetime
+import errno
 import grp
 import json
 import os
 import pwd
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import threading
 import time
 import traceback
 
@@ -53,6 +61,26 @@ MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 NFS_TYPES = ("nfs", "nfs4")
 PR_SET_PDEATHSIG = 1
 CLOUD_INIT_VERSION = "24.1-hepsdesk"
+MOUNT_SOCKET = "/run/hepsdesk/mount.sock"  # in the guest: root asks the init to mount a share
+# The guest's mount.nfs helper: mount(8) runs it as "mount.nfs4 SPEC DIR [-o OPTIONS] ...".
+MOUNT_HELPER = f"""#!/usr/bin/env python3
+# hepsdesk dev cloud: NFS mounts after boot, done by the guest's init (hepsdesk_guest.py).
+import json, socket, sys
+args = sys.argv[1:]
+options = args[args.index("-o") + 1] if "-o" in args[:-1] else "rw"
+if len(args) < 2:
+    sys.exit("usage: mount.nfs4 SERVER:/PATH DIR [-o OPTIONS]")
+try:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect({MOUNT_SOCKET!r})
+        s.sendall(json.dumps({{"source": args[0], "target": args[1], "options": options}}).encode() + b"\\n")
+        answer = json.loads(s.makefile().readline())
+except (OSError, ValueError) as e:
+    sys.exit(f"mount.nfs: cannot reach the dev cloud's mounter: {{e}}")
+if answer["message"]:
+    print(answer["message"], file=sys.stderr)
+sys.exit(answer["status"])
+"""
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
@@ -139,6 +167,7 @@ class GuestInit:
         self.env = dict(boot["env"])
         # What the mounts of the user-data gave, printed at cloud-init's init stage.
         self.mount_messages: list[str] = []
+        self.storage_fd: int | None = None  # the storage root, opened before the chroot
 
     def run(self) -> None:
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -157,6 +186,9 @@ class GuestInit:
         b = self.boot
         root = b["root"]
         mount(None, "/", None, MS_REC | MS_PRIVATE)
+        storage = b.get("storage") or {}
+        if storage.get("root") and os.path.isdir(storage["root"]):
+            self.storage_fd = os.open(storage["root"], os.O_PATH | os.O_DIRECTORY)
         mount("overlay", root, "overlay", 0, f"lowerdir=/,upperdir={b['upper']},workdir={b['work']}")
         mount("proc", f"{root}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         mount("/sys", f"{root}/sys", None, MS_BIND | MS_REC)
@@ -174,11 +206,12 @@ class GuestInit:
             os.makedirs(target, exist_ok=True)
             mount(mount_spec["source"], target, None, MS_BIND | MS_REC)
         for spec in b["plan"].get("mounts", []):
-            self.mount_messages.append(self._mount_share(root, spec))
+            self.mount_messages.append(self._mount_share(root, spec)[1])
         os.chroot(root)
         os.chdir("/")
         self._open_software_paths()
         os.makedirs("/run/lock", exist_ok=True)
+        self._serve_mounts()
         # /tmp stays the host's, seen through the overlay (what the guest writes there goes to
         # its own disk): the guest's software may live under it (a checkout in /tmp).
         os.makedirs("/tmp", mode=0o1777, exist_ok=True)
@@ -200,31 +233,89 @@ class GuestInit:
                         break
                     directory = os.path.dirname(directory)
 
-    def _mount_share(self, root: str, spec: dict) -> str:
-        """Mount one entry of the user-data's ``mounts``; return its console line."""
-        source, target, fstype = spec["source"], spec["target"], spec["fstype"]
+    def _mount_share(self, root: str, spec: dict) -> tuple[bool, str]:
+        """Mount one NFS share (``spec``: source, target, fstype, options) below ``root``; whether
+        it worked, and its console line (mount.nfs's words when it did not)."""
+        source, target, fstype = spec["source"], spec["target"], spec.get("fstype", "nfs4")
         if fstype not in NFS_TYPES:
-            return (f"mount: {target}: unknown filesystem type '{fstype}' "
-                    f"(the hepsdesk dev cloud mounts NFS shares only)")
+            return False, (f"mount: {target}: unknown filesystem type '{fstype}' "
+                           f"(the hepsdesk dev cloud mounts NFS shares only)")
         server, sep, path = source.partition(":")
-        storage = self.boot.get("storage") or {}
         if not sep or not path.startswith("/"):
-            return f"mount.nfs: remote share not in 'host:dir' format: {source}"
-        if server not in storage.get("servers", []):
-            return f"mount.nfs: Failed to resolve server {server}: Name or service not known"
-        storage_root = os.path.realpath(storage["root"])
-        host_dir = os.path.realpath(os.path.join(storage_root, path.lstrip("/")))
-        if os.path.commonpath([storage_root, host_dir]) != storage_root or not os.path.isdir(host_dir):
-            return f"mount.nfs: access denied by server while mounting {source}"
-        mount_point = f"{root}{os.path.normpath(target)}"
+            return False, f"mount.nfs: remote share not in 'host:dir' format: {source}"
+        if server not in (self.boot.get("storage") or {}).get("servers", []) or self.storage_fd is None:
+            return False, f"mount.nfs: Failed to resolve server {server}: Name or service not known"
+        try:
+            share = self._open_share(path)
+        except OSError:
+            return False, f"mount.nfs: access denied by server while mounting {source}"
+        mount_point = f"{root.rstrip('/')}{os.path.normpath(target)}"
         try:
             os.makedirs(mount_point, exist_ok=True)
-            mount(host_dir, mount_point, None, MS_BIND)
+            mount(f"/proc/self/fd/{share}", mount_point, None, MS_BIND)
             if "ro" in spec["options"].split(","):
                 mount(None, mount_point, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
         except OSError as e:
-            return f"mount.nfs: mounting {source} on {target} failed: {e.strerror}"
-        return f"mounted {source} on {target} type {fstype} ({spec['options']})"
+            return False, f"mount.nfs: mounting {source} on {target} failed: {e.strerror}"
+        finally:
+            os.close(share)
+        return True, f"mounted {source} on {target} type {fstype} ({spec['options']})"
+
+    def _open_share(self, path: str) -> int:
+        """The directory ``path`` below the storage root, walked one name at a time without
+        following a symbolic link or going up (a share cannot lead out of the storage)."""
+        fd = os.dup(self.storage_fd)
+        try:
+            for name in (part for part in path.split("/") if part not in ("", ".")):
+                if name == "..":
+                    raise OSError(errno.EACCES, "no way up")
+                following = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = following
+            if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                raise OSError(errno.ENOTDIR, path)
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _serve_mounts(self) -> None:
+        """Mount shares for the guest's root after boot (its ``mount.nfs4`` helper)."""
+        for helper in ("/usr/sbin/mount.nfs4", "/usr/sbin/mount.nfs"):
+            try:
+                if os.path.islink(helper):
+                    os.unlink(helper)
+                with open(helper, "w") as f:
+                    f.write(MOUNT_HELPER)
+                os.chmod(helper, 0o755)
+            except OSError as e:
+                self._console(f"WARNING: cannot install {helper}: {e}")
+        os.makedirs(os.path.dirname(MOUNT_SOCKET), mode=0o755, exist_ok=True)
+        server = socket.socket(socket.AF_UNIX)
+        if os.path.exists(MOUNT_SOCKET):
+            os.unlink(MOUNT_SOCKET)
+        server.bind(MOUNT_SOCKET)
+        os.chmod(MOUNT_SOCKET, 0o600)
+        server.listen(8)
+        threading.Thread(target=self._answer_mounts, args=(server,), daemon=True, name="mounts").start()
+
+    def _answer_mounts(self, server: socket.socket) -> None:
+        while True:
+            connection, _ = server.accept()
+            with connection:
+                try:
+                    connection.settimeout(10)
+                    request = json.loads(connection.makefile().readline())
+                    spec = {"source": str(request["source"]), "target": str(request["target"]),
+                            "options": str(request.get("options") or "rw"), "fstype": "nfs4"}
+                    if not spec["target"].startswith("/") or ".." in spec["target"].split("/"):
+                        done, message = False, f"mount.nfs: mount point {spec['target']} is not an absolute path"
+                    else:
+                        done, message = self._mount_share("/", spec)
+                    answer = {"status": 0 if done else 32, "message": "" if done else message}
+                    connection.sendall(json.dumps(answer).encode() + b"\n")
+                except (OSError, ValueError, KeyError, TypeError) as e:
+                    self._console(f"WARNING: a mount request failed: {e}")
 
     def _write_instance_data(self) -> None:
         os.makedirs("/run/cloud-init", exist_ok=True)

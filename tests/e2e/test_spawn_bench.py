@@ -21,7 +21,7 @@ def test_the_short_spawn_benchmark_reaches_jupyterlab_and_the_desktop(devcloud):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "spawn_e2e.py"), "--rounds", "1",
                            "--state-dir", str(devcloud.settings.state_dir),
                            "--ports", "18310,18391,19710,18767,3638", "--ad-address", "127.0.0.4",
-                           "--profile", "desktop,neutron"],
+                           "--profile", "desktop,neutron", "--no-pool"],
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)

@@ -1,5 +1,5 @@
-"""The script a resumed VM runs as root to fetch its environment from the hub
-(``cloudinit.FETCH_ENV``), against a hostile hub: a man in the middle, or anything else that
+"""The program a VM runs as root to fetch its environment (and a pooled VM its user) from the
+hub (``guest_start.py``), against a hostile hub: a man in the middle, or anything else that
 answers at the hub's address. This is the one place a fake hub stands in for the real one: the
 real hub cannot be made to answer with shell (tests/integration/test_shelve.py drives the real
 exchange). Nothing in an answer may ever run; a non-https hub is refused unless allowed."""
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from hepsdesk_spawner.cloudinit import ALLOW_HTTP_HUB, ENV_FILE, FETCH_ENV, NO_ENV_MARKER
+from hepsdesk_spawner import guest_start
+from hepsdesk_spawner.guest_start import ALLOW_HTTP_HUB, NO_ENV_MARKER, POOL_FAILED_MARKER
 
 
 class HostileHub:
@@ -53,9 +54,18 @@ def fetch(tmp_path: Path, hub_url: str, allow_http: bool = True) -> subprocess.C
     if allow_http:
         env[ALLOW_HTTP_HUB] = "1"
     env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
-    script = tmp_path / "fetch-env"
-    script.write_text(FETCH_ENV.replace(repr(ENV_FILE), repr(str(env_file)), 1))
-    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    return run_guest(tmp_path, "fetch_env")
+
+
+def run_guest(tmp_path: Path, step: str) -> subprocess.CompletedProcess:
+    """``guest_start.<step>()`` as the VM runs it (its files under ``tmp_path``); exit 4 and the
+    console line when it refuses."""
+    program = (f"import sys; sys.path.insert(0, {str(Path(guest_start.__file__).parent)!r})\n"
+               "import guest_start as g\n"
+               f"g.ENV_FILE, g.PLAN_FILE, g.POOL_FILE = {str(tmp_path / 'singleuser.env')!r}, "
+               f"{str(tmp_path / 'plan.json')!r}, {str(tmp_path / 'pool.json')!r}\n"
+               f"try:\n    g.{step}()\nexcept g.Refused as e:\n    print(e.marker, e)\n    sys.exit(e.status)\n")
+    return subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
 
 
 def sourced(tmp_path: Path, name: str) -> str:
@@ -115,3 +125,49 @@ def test_a_hub_that_is_not_https_is_refused_before_any_request_unless_allowed(tm
     assert sourced(tmp_path, "JUPYTERHUB_API_TOKEN") == "old-token"
     assert fetch(tmp_path, hub.url, allow_http=True).returncode == 0
     assert hub.requests == 1 and sourced(tmp_path, "JUPYTERHUB_API_TOKEN") == "new-token"
+
+
+def claim(tmp_path: Path, hub_url: str) -> subprocess.CompletedProcess:
+    (tmp_path / "pool.json").write_text(json.dumps({"api_url": hub_url, "key": "pool-key", "allow_http": True}))
+    return run_guest(tmp_path, "wait_for_claim")
+
+
+PLAN = {"command": ["jupyterhub-singleuser"], "workdir": "/home/alice", "mounts": [],
+        "identity": {"username": "alice", "uid": 21001, "gid": 21001, "group": "alice", "home": "/home/alice",
+                     "shell": "/bin/bash", "groups": []}}
+
+
+def test_a_pooled_vm_takes_its_user_as_data(tmp_path, hostile_hub):
+    env = {"JUPYTERHUB_API_TOKEN": f"x'; touch {RAN}; '", "JUPYTERHUB_USER": "alice"}
+    hub = hostile_hub(json.dumps({"env": env, "plan": PLAN}).encode())
+    done = claim(tmp_path, hub.url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads((tmp_path / "plan.json").read_text()) == PLAN
+    assert sourced(tmp_path, "JUPYTERHUB_API_TOKEN") == env["JUPYTERHUB_API_TOKEN"]
+    assert not (tmp_path / "pool.json").exists(), "the pool key is dead after the claim"
+    assert not (tmp_path / RAN).exists()
+
+
+@pytest.mark.parametrize("plan, why", [
+    ({**PLAN, "identity": {**PLAN["identity"], "username": "alice; touch x"}}, "the user name is not a POSIX name"),
+    ({**PLAN, "identity": {**PLAN["identity"], "uid": 0}}, "the uid is not a POSIX id"),
+    ({**PLAN, "workdir": "../etc"}, "the workdir is not an absolute path"),
+    ({**PLAN, "mounts": [{"source": "-oremount", "target": "/x", "fstype": "nfs4", "options": "rw"}]}, "starts with"),
+    ({**PLAN, "command": "jupyterhub-singleuser; touch x"}, "no command"),
+])
+def test_a_plan_the_hub_cannot_have_made_is_refused_and_nothing_is_written(tmp_path, hostile_hub, plan, why):
+    hub = hostile_hub(json.dumps({"env": {"A": "1"}, "plan": plan}).encode())
+    done = claim(tmp_path, hub.url)
+    assert done.returncode == 6 and why in done.stdout, done
+    assert not (tmp_path / "plan.json").exists() and not (tmp_path / "singleuser.env").exists()
+
+
+def test_a_pooled_vm_the_hub_does_not_know_stops_waiting(tmp_path):
+    hub = HostileHub(b'{"status": 403, "message": "Not a pooled VM of this hub."}')
+    try:
+        hub.server.RequestHandlerClass.do_POST = lambda self: (self.rfile.read(int(self.headers["Content-Length"])),
+                                                              self.send_error(403, "Not a pooled VM of this hub."))
+        done = claim(tmp_path, hub.url)
+    finally:
+        hub.close()
+    assert done.returncode == 4 and f"{POOL_FAILED_MARKER} HTTP 403" in done.stdout, done

@@ -2,14 +2,15 @@
 hostile values are refused, everything is quoted, and the script is valid shell."""
 
 import base64
-import subprocess
+import json
 
 import pytest
 
 from hepsdesk_devcloud.service_plugins.hepsdesk_cloudconfig import build_boot_plan
 from hepsdesk_identity import IdentityError, PosixIdentity, proposals_of
-from hepsdesk_spawner.cloudinit import START_SCRIPT, render_singleuser_user_data
+from hepsdesk_spawner.cloudinit import render_singleuser_user_data
 from hepsdesk_spawner.datamounts import DataMountError, expand_all, parse_data_mounts
+from hepsdesk_spawner.guest_start import PLAN_FILE
 
 POSIX = {"username": "alice", "uid": 23001, "gid": 23001, "home": "/home/alice",
          "groups": [{"name": "p-2026-001", "gid": 30001}]}
@@ -100,13 +101,12 @@ def test_user_data_creates_the_account_mounts_the_data_and_drops_root():
     plan = build_boot_plan(user_data)  # the dev cloud (and cloud-init) accept it
     assert plan["mounts"][0] == {"source": "storage:/home/alice", "target": "/home/alice", "fstype": "nfs4",
                                  "options": "rw,hard,_netdev"}
-    script = base64.b64decode(next(f for f in plan["write_files"] if f["path"] == START_SCRIPT)
-                              ["content_b64"]).decode()
-    # Never another account's number (no -o): a uid or gid the image holds is refused (test_image_accounts).
-    assert "groupadd -g 23001 alice" in script and "groupadd -g 30001 p-2026-001" in script
-    assert "useradd -M -u 23001 -g 23001 -d /home/alice -s /bin/bash -G 30001 alice" in script
-    assert " -o " not in script
-    assert "mountpoint -q /home/alice" in script and "mountpoint -q /data/P-2026-001" in script
-    assert "mountpoint -q /data/raw" not in script  # not required
-    assert "setpriv --reuid=23001 --regid=23001 --groups=23001,30001 -- jupyterhub-singleuser" in script
-    subprocess.run(["sh", "-n"], input=script, text=True, check=True)  # valid shell
+    start = json.loads(base64.b64decode(next(f for f in plan["write_files"] if f["path"] == PLAN_FILE)
+                                        ["content_b64"]).decode())
+    # The VM makes the account with these numbers (never another account's: no -o; a uid or
+    # gid the image holds is refused, test_image_accounts) and runs JupyterLab as it.
+    assert start["identity"] == {"username": "alice", "uid": 23001, "gid": 23001, "group": "alice",
+                                 "home": "/home/alice", "shell": "/bin/bash", "groups": [["p-2026-001", 30001]]}
+    assert [(m["target"], m["required"]) for m in start["mounts"]] == \
+        [("/home/alice", True), ("/data/P-2026-001", True), ("/data/raw/P-2026-001", False)]
+    assert start["command"] == ["jupyterhub-singleuser"] and start["workdir"] == "/home/alice"

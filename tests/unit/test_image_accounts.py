@@ -1,18 +1,20 @@
 """An identity that would be one of the image's own accounts: refused by the spawner from the
 image's declaration before anything is made, and by the VM at boot (hepsdesk_spawner/
-image_accounts.py, cloudinit._account_lines)."""
+image_accounts.py, guest_start.make_account)."""
 
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from hepsdesk_identity import PosixIdentity
+from hepsdesk_spawner import guest_start
 from hepsdesk_spawner.account import GuestAccount, check_fits_image
-from hepsdesk_spawner.cloudinit import EXITED_MARKER, IDENTITY_CONFLICT_MARKER, _account_lines
+from hepsdesk_spawner.cloudinit import EXITED_MARKER, IDENTITY_CONFLICT_MARKER, guest_plan
 from hepsdesk_spawner.errors import CloudFailure, SpawnError
 from hepsdesk_spawner.image_accounts import ImageAccounts, format_ids
 
@@ -57,23 +59,37 @@ def test_a_fitting_identity_an_undeclared_image_and_a_wrong_declaration():
 
 
 def run_account_lines(tmp_path: Path, passwd: dict[int, str], groups: dict[int, str]) -> subprocess.CompletedProcess:
-    """The VM's account lines with getent/id/groupadd/useradd/usermod replaced by stand-ins that
-    answer from ``passwd`` and ``groups`` (uid/gid -> name) and record what they were asked."""
+    """The VM's start program making ALICE's account, with the image's accounts read from
+    ``passwd`` and ``groups`` (uid/gid -> name) and groupadd/useradd/usermod replaced by
+    stand-ins that record what they were asked."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    table = {"passwd": passwd, "group": groups}
-    (bin_dir / "getent").write_text("#!/bin/sh\ncase \"$1 $2\" in\n" + "".join(
-        f"  '{db} {key}') echo '{name}:x:{number}:'; exit 0;;\n"
-        for db, entries in table.items() for number, name in entries.items() for key in (number, name))
-        + "esac\nexit 2\n")
-    (bin_dir / "id").write_text("#!/bin/sh\ncase \"$2\" in\n" + "".join(
-        f"  '{name}') echo {uid}; exit 0;;\n" for uid, name in passwd.items()) + "esac\nexit 1\n")
     for tool in ("groupadd", "useradd", "usermod"):
         (bin_dir / tool).write_text(f"#!/bin/sh\necho {tool} \"$@\" >> {tmp_path / 'made'}\n")
-    for tool in bin_dir.iterdir():
-        tool.chmod(0o755)
-    return subprocess.run(["sh", "-c", _account_lines(ALICE) + "echo account-ready\n"], capture_output=True,
-                          text=True, timeout=30, env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+        (bin_dir / tool).chmod(0o755)
+    plan = guest_plan(["jupyterhub-singleuser"], identity=ALICE)
+    program = f"""
+import sys, types
+sys.path.insert(0, {str(Path(guest_start.__file__).parent)!r})
+import guest_start as g
+passwd, groups = {passwd!r}, {groups!r}
+def entry(table, key, attr):
+    for number, name in table.items():
+        if key in (number, name):
+            return types.SimpleNamespace(**{{attr + "_name": name, attr + "_uid": number, attr + "_gid": number}})
+    raise KeyError(key)
+g.pwd = types.SimpleNamespace(getpwuid=lambda k: entry(passwd, k, "pw"), getpwnam=lambda k: entry(passwd, k, "pw"))
+g.grp = types.SimpleNamespace(getgrgid=lambda k: entry(groups, k, "gr"), getgrnam=lambda k: entry(groups, k, "gr"))
+try:
+    g.make_account(g.check_plan({plan!r})["identity"])
+except g.Refused as e:
+    print(e.marker, e)
+    g.report_exit(e.status)
+    sys.exit(e.status)
+print("account-ready")
+"""
+    return subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=30,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
 
 
 def test_the_vm_makes_the_account_when_nothing_collides(tmp_path):
