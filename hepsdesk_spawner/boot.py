@@ -143,7 +143,8 @@ class BootMonitor:
                     starting = True
                     spawner.emit(70, "Your VM booted; starting JupyterLab")
                 self._check_jupyterlab_alive(console)
-            await asyncio.sleep(spawner.status_interval)
+            # A pooled VM's JupyterLab is seconds away: its URL is asked more often (no API request).
+            await asyncio.sleep(spawner.status_interval if booting else min(spawner.status_interval, 0.2))
         if not starting and booting:
             spawner.emit(70, "Your VM booted; starting JupyterLab")
         spawner.emit(90, "JupyterLab is answering")

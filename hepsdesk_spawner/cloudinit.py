@@ -114,10 +114,11 @@ def render_singleuser_user_data(command: list[str], env: dict[str, str], workdir
     return _cloud_config(config)
 
 
-def render_pool_user_data(api_url: str, pool_key: str, allow_http: bool) -> str:
+def render_pool_user_data(api_url: str, pool_key: str, allow_http: bool, command: Sequence[str] = ()) -> str:
     """#cloud-config of a pooled VM: no one's identity, environment or data; only where the hub
-    is and the one-time key with which it asks for its user (``pool.py``)."""
-    pool = {"api_url": api_url, "key": pool_key, "allow_http": allow_http}
+    is, the one-time key with which it asks for its user (``pool.py``), and the command its
+    users' servers run (loaded ahead: ``guest_start.Zygote``)."""
+    pool = {"api_url": api_url, "key": pool_key, "allow_http": allow_http, "command": list(command)}
     return _cloud_config(_start_config([
         {"path": guest_start.POOL_FILE, "permissions": "0600", "owner": "root:root", "content": json.dumps(pool)}]))
 

@@ -28,7 +28,9 @@ import os
 import pwd
 import re
 import resource
+import select
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -164,10 +166,13 @@ def fetch_env() -> None:
     raise Refused(NO_ENV_MARKER, f"the hub did not answer ({last})", EXIT_NO_ENV)
 
 
-def wait_for_claim() -> None:
-    """A pooled VM: ask the hub for a user until one claims it; then write its plan and env."""
+def wait_for_claim():
+    """A pooled VM: ask the hub for a user until one claims it; then write its plan and env.
+    Meanwhile a Python of the command's environment waits with its modules loaded (returned,
+    or None: ``Zygote``), so JupyterLab starts in a second rather than several."""
     with open(POOL_FILE) as f:
         pool = json.load(f)
+    zygote = Zygote.start(pool.get("command") or [])
     console(POOL_WAITING_MARKER)
     deadline, last, failures = time.monotonic() + POOL_WAIT_LIMIT, "no attempt", 0
     while time.monotonic() < deadline:
@@ -189,8 +194,103 @@ def wait_for_claim() -> None:
         write_private(PLAN_FILE, json.dumps(plan))
         write_env_file(env)
         os.unlink(POOL_FILE)  # its key is dead: a later boot goes the usual way
-        return
+        return zygote
     raise Refused(POOL_FAILED_MARKER, f"gave up waiting ({last})", EXIT_NO_ENV)
+
+
+# Imported ahead by a zygote when its environment has them: JupyterLab's server extensions.
+PRELOAD = ("jupyterlab", "jupyter_server_proxy", "jupyter_server.serverapp", "desktop_proxy")
+
+
+class Zygote:
+    """A pooled VM's JupyterLab, started ahead as far as it can be without its user: the
+    command's console script, run by its own Python (``hepsdesk-start --zygote``), imports its
+    entry point and ``PRELOAD``, and waits. Given the plan and the environment on its stdin, it
+    becomes the user (groups, gid, uid: as ``run`` would) and calls the entry point."""
+
+    def __init__(self, process: subprocess.Popen, command: list):
+        self.process, self.command = process, command
+
+    @classmethod
+    def start(cls, command: list):
+        script = shutil.which(command[0]) if command else None
+        try:
+            with open(script) as f:
+                text = f.read(4096)
+        except (TypeError, OSError, UnicodeDecodeError):
+            return None
+        interpreter = text.splitlines()[0][2:].strip() if text.startswith("#!") else ""
+        entry = re.search(r"^from ([\w.]+) import (\w+)$", text, re.MULTILINE)
+        if not interpreter or " " in interpreter or not entry:  # not a console script: run it as it is
+            return None
+        log = open(LOG_FILE, "ab")
+        loaded, told = os.pipe()
+        try:
+            process = subprocess.Popen([interpreter, os.path.abspath(__file__), "--zygote", entry[1], entry[2],
+                                        str(told)], stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                                       cwd="/", pass_fds=(told,))
+        except OSError:
+            os.close(loaded)
+            return None
+        finally:
+            log.close()
+            os.close(told)
+        # Asked for a user only once loaded (bounded: a zygote that hangs is simply not waited for).
+        if select.select([loaded], [], [], 120)[0]:
+            os.read(loaded, 1)
+        os.close(loaded)
+        return cls(process, list(command))
+
+    def run(self, plan: dict, env: dict):
+        """Hand it the user; its exit status (None: it could not take the plan, run it anew)."""
+        if plan["command"][:1] != self.command[:1] or self.process.poll() is not None:
+            self.stop()
+            return None
+        try:
+            self.process.stdin.write(json.dumps({"plan": plan, "env": env}).encode() + b"\n")
+            self.process.stdin.close()
+        except OSError:
+            self.stop()
+            return None
+        return self.process.wait()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def zygote_main(module: str, function: str, loaded_fd: str) -> int:
+    """In the zygote (the command's Python): load, say so on ``loaded_fd``, wait for the user,
+    become them, run."""
+    import ctypes
+    import importlib
+
+    entry = getattr(importlib.import_module(module), function)
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception:  # (not in this environment) loaded when needed, as usual
+            pass
+    os.write(int(loaded_fd), b"1")
+    os.close(int(loaded_fd))
+    line = sys.stdin.readline()
+    if not line:
+        return 0
+    given = json.loads(line)
+    plan, identity = given["plan"], given["plan"]["identity"]
+    if identity is not None:
+        os.setgroups(list(dict.fromkeys([identity["gid"], *(gid for _, gid in identity["groups"])])))
+        os.setgid(identity["gid"])
+        os.setuid(identity["uid"])
+        # As after an exec: the user's own tools may read this process's /proc files.
+        ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
+    os.chdir(plan["workdir"])
+    os.environ.clear()
+    os.environ.update(given["env"])
+    sys.stdin = open(os.devnull)
+    sys.argv = list(plan["command"])
+    return entry()
 
 
 # -- the plan -------------------------------------------------------------------------------
@@ -307,23 +407,15 @@ def mount_data(mounts: list) -> None:
             raise Refused(MISSING_MOUNT_MARKER, f"{mount['source']} on {mount['target']}", EXIT_MOUNT)
 
 
-def run(plan: dict) -> int:
-    """JupyterLab as the user in their working directory, with the env file's environment; its
-    output goes to the log, whose end goes to the console if it exits."""
+def run(plan: dict, zygote=None) -> int:
+    """JupyterLab as the user in their working directory, with the env file's environment (from
+    the ``zygote`` a pooled VM has waiting, if it can take it); its output goes to the log,
+    whose end goes to the console if it exits."""
     identity, workdir = plan["identity"], plan["workdir"]
     if not os.path.isdir(workdir):  # a home that is not on the storage is made on the VM's disk, the user's
         os.makedirs(workdir)
         if identity is not None:
             os.chown(workdir, identity["uid"], identity["gid"])
-    # JupyterLab, its kernels and the desktop's applications run 5 nicer than the desktop's
-    # capture and encode, which may take back the 5 (RLIMIT_NICE 20: down to niceness 0): a
-    # computation on every CPU leaves the desktop usable (desktop_proxy/session.py). Where
-    # the limit cannot be raised (a container without CAP_SYS_RESOURCE), only the 5.
-    try:
-        resource.setrlimit(resource.RLIMIT_NICE, (20, 20))
-    except (ValueError, OSError):
-        pass
-    os.nice(5)
     env = {**os.environ, **read_env_file()}
     env.pop(BOOT_KEY, None)
     as_user = {}
@@ -331,12 +423,17 @@ def run(plan: dict) -> int:
         # The groups by number, as the account was made.
         as_user = {"user": identity["uid"], "group": identity["gid"],
                    "extra_groups": list(dict.fromkeys([identity["gid"], *(gid for _, gid in identity["groups"])]))}
+    status = zygote.run(plan, env) if zygote is not None else None
+    if status is not None:
+        report_exit(status)
+        return status
     with open(LOG_FILE, "ab") as log:
         try:
             status = subprocess.run(plan["command"], env=env, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, **as_user).returncode
-        except OSError as e:
-            log.write(f"hepsdesk: cannot run {plan['command'][0]}: {e}\n".encode())
+        except OSError as e:  # as a shell says it
+            why = "not found" if isinstance(e, FileNotFoundError) else e.strerror
+            log.write(f"{plan['command'][0]}: {why}\n".encode())
             status = 127
     report_exit(status)
     return status
@@ -353,12 +450,29 @@ def report_exit(status: int) -> None:
         console(LOG_LINE_PREFIX + line)
 
 
+def be_nicer() -> None:
+    """JupyterLab, its kernels and the desktop's applications run 5 nicer than the desktop's
+    capture and encode, which may take back the 5 (RLIMIT_NICE 20: down to niceness 0): a
+    computation on every CPU leaves the desktop usable (desktop_proxy/session.py). Where the
+    limit cannot be raised (a container without CAP_SYS_RESOURCE), only the 5."""
+    try:
+        resource.setrlimit(resource.RLIMIT_NICE, (20, 20))
+    except (ValueError, OSError):
+        pass
+    os.nice(5)
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--zygote"]:
+        return zygote_main(*sys.argv[2:5])
+    zygote = None
     try:
         if os.path.exists(POOL_FILE) and not os.path.exists(PLAN_FILE):
-            wait_for_claim()
+            be_nicer()
+            zygote = wait_for_claim()
         else:
             fetch_env()
+            be_nicer()
         with open(PLAN_FILE) as f:
             plan = check_plan(json.load(f))
         console(STARTING_MARKER)
@@ -366,6 +480,8 @@ def main() -> int:
             make_account(plan["identity"])
         mount_data(plan["mounts"])
     except Refused as e:
+        if zygote is not None:
+            zygote.stop()
         console(e.marker, str(e))
         report_exit(e.status)
         return e.status
@@ -375,9 +491,11 @@ def main() -> int:
                 log.write(f"hepsdesk: the start failed: {e}\n")
         except OSError:
             pass
+        if zygote is not None:
+            zygote.stop()
         report_exit(EXIT_PLAN)
         return EXIT_PLAN
-    return run(plan)
+    return run(plan, zygote)
 
 
 if __name__ == "__main__":

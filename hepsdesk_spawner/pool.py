@@ -466,7 +466,7 @@ class WarmPool:
             vm = PooledVM(profile.slug, key_hash(key), port.id, port.fixed_ips[0]["ip_address"],
                           gpus=(profile.gpu_model, profile.gpu_count))
             self.by_key[vm.key_hash] = vm  # (its guest may ask before the create answers)
-            user_data = render_pool_user_data(maker.hub.api_url, key, maker.allow_http_hub)
+            user_data = render_pool_user_data(maker.hub.api_url, key, maker.allow_http_hub, maker.cmd)
             server = await resources.create_server(
                 image_id=image.id, flavor_id=flavor.id, networks=[{"port": port.id}],
                 user_data=base64.b64encode(user_data.encode()).decode(),

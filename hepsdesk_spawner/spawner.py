@@ -335,11 +335,7 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
         self.resources.create_asked = True  # from here, a failure removes it
         self.vm.server_id, self.vm.port_id, self.vm.address = pooled.server_id, pooled.port_id, pooled.address
         async with asyncio.timeout(self.site.pool.claim_timeout):
-            # Named and owned as if this start had made it (find_own, the reaper, the dashboard).
-            await asyncio.gather(
-                self.site.client.rename_server(pooled.server_id, self.resources.vm_name, metadata),
-                self.site.client.rename_port(pooled.port_id, self.resources.port_name, self.resources.description))
-            await self._reserve_public_address(public)
+            await self._reserve_public_address(public)  # (the desktop offers it: in the environment)
             env = self.singleuser_env()
             self.resume_env = singleuser_environment(env, account.identity, account.mounts)
             # From now on the VM holds this start's token (a reboot asks the hub with it).
@@ -348,7 +344,11 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
             self.timer.stage("guest")
             pooled.hand_over(self.resume_env, guest_plan([*self.cmd, *self.get_args()], self.notebook_dir,
                                                          account.identity, account.mounts))
-            await pooled.delivered.wait()
+            # Meanwhile, named and owned as if this start had made it (find_own, the reaper, the dashboard).
+            await asyncio.gather(
+                self.site.client.rename_server(pooled.server_id, self.resources.vm_name, metadata),
+                self.site.client.rename_port(pooled.port_id, self.resources.port_name, self.resources.description),
+                pooled.delivered.wait())
             await self.boot.wait_ready(booting=False)
         POOL_CLAIMS.labels(self.vm.profile, "claimed").inc()
         self._ready_at = time.time()

@@ -65,10 +65,11 @@ def test_the_plan_carries_the_account_and_mounts_and_the_vm_checks_it():
 
 
 def test_a_pooled_vm_holds_no_ones_identity_environment_or_data():
-    files = files_of(render_pool_user_data("https://hub.example/hub/api", "one-time-key", allow_http=False))
+    files = files_of(render_pool_user_data("https://hub.example/hub/api", "one-time-key", allow_http=False,
+                                           command=["jupyterhub-singleuser"]))
     assert set(files) == {POOL_FILE, START_SCRIPT, PER_BOOT_SCRIPT}
     assert json.loads(files[POOL_FILE]["text"]) == {"api_url": "https://hub.example/hub/api", "key": "one-time-key",
-                                                    "allow_http": False}
+                                                    "allow_http": False, "command": ["jupyterhub-singleuser"]}
     assert files[POOL_FILE]["permissions"] == 0o600
     assert "mounts" not in build_boot_plan(render_pool_user_data("https://h/hub/api", "k", False)) or \
         build_boot_plan(render_pool_user_data("https://h/hub/api", "k", False))["mounts"] == []
