@@ -109,6 +109,7 @@ def portal_round(page: Page, url: str, api: requests.Session, profile: str) -> f
     clicked = page.evaluate("Date.now()") / 1000
     page.click("#portal-link")
     frame = first_frame_at(page, timeout_s=300) - clicked
+    page.goto("about:blank")  # the tab closed, as the other rounds close theirs
     stop_server(url, api)
     return frame
 
@@ -273,6 +274,7 @@ def main() -> int:
     progress = StepProgress("spawn_e2e", total=3 + (2 + len(profiles)) * args.rounds + pool_steps, stream=sys.stderr)
     measured = {profile: {"labs": [], "frames": []} for profile in profiles}
     directs, bares, colds, warms, idle = [], [], [], [], None
+    failed = True
     try:
         with progress.step("Starting the directories (Samba AD DC, storage LDAP)"):
             demo.start_directories()
@@ -309,13 +311,17 @@ def main() -> int:
                 with progress.step(f"A pooled VM waiting, idle, for {args.idle_seconds:.0f} s"):
                     idle = guest_cost(cloud, wait_pool_ready(cloud, tag), args.idle_seconds)
             browser.close()
+        failed = False
     finally:
         demo.stop()
         admin = cloud.connect("devcloud-admin")
         for server in admin.compute.servers(all_projects=True):
             if (server.metadata or {}).get("hepsdesk-hub") == tag:
                 admin.compute.delete_server(server)
-        shutil.rmtree(hub_dir, ignore_errors=True)
+        if failed:
+            print(f"spawn_e2e: the hub's state and logs are kept in {hub_dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(hub_dir, ignore_errors=True)
         if not reused:
             cloud.down()
 

@@ -198,15 +198,19 @@ def wait_for_claim():
     raise Refused(POOL_FAILED_MARKER, f"gave up waiting ({last})", EXIT_NO_ENV)
 
 
-# Imported ahead by a zygote when its environment has them: JupyterLab's server extensions.
-PRELOAD = ("jupyterlab", "jupyter_server_proxy", "jupyter_server.serverapp", "desktop_proxy")
+# Imported ahead by a zygote when its environment has them: the Jupyter server and JupyterLab,
+# which read no server-specific environment at import. Not JupyterHub's own modules: they read
+# the server's (JUPYTERHUB_SERVICE_PREFIX...) into class defaults at import, so they are imported
+# once the zygote has its user's environment.
+PRELOAD = ("jupyter_server.serverapp", "jupyterlab.labapp", "jupyter_server_proxy")
+LATE = ("jupyterhub",)
 
 
 class Zygote:
     """A pooled VM's JupyterLab, started ahead as far as it can be without its user: the
-    command's console script, run by its own Python (``hepsdesk-start --zygote``), imports its
-    entry point and ``PRELOAD``, and waits. Given the plan and the environment on its stdin, it
-    becomes the user (groups, gid, uid: as ``run`` would) and calls the entry point."""
+    command's console script's own Python (``hepsdesk-start --zygote``) imports ``PRELOAD``
+    and waits. Given the plan and the environment on its stdin, it becomes the user (groups,
+    gid, uid: as ``run`` would), takes their environment, and calls the script's entry point."""
 
     def __init__(self, process: subprocess.Popen, command: list):
         self.process, self.command = process, command
@@ -266,12 +270,13 @@ def zygote_main(module: str, function: str, loaded_fd: str) -> int:
     import ctypes
     import importlib
 
-    entry = getattr(importlib.import_module(module), function)
     for name in PRELOAD:
         try:
             importlib.import_module(name)
         except Exception:  # (not in this environment) loaded when needed, as usual
             pass
+    for name in [n for n in sys.modules if n.split(".")[0] in LATE]:  # (imported on the way: again, later)
+        del sys.modules[name]
     os.write(int(loaded_fd), b"1")
     os.close(int(loaded_fd))
     line = sys.stdin.readline()
@@ -290,7 +295,7 @@ def zygote_main(module: str, function: str, loaded_fd: str) -> int:
     os.environ.update(given["env"])
     sys.stdin = open(os.devnull)
     sys.argv = list(plan["command"])
-    return entry()
+    return getattr(importlib.import_module(module), function)()
 
 
 # -- the plan -------------------------------------------------------------------------------

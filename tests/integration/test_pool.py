@@ -5,6 +5,7 @@ that fails to take its user is removed and the start boots a new VM instead."""
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from hepsdesk_spawner.pool import POOL_KEY
 
-from ..conftest import SESSION, running_hub
+from ..conftest import SESSION, running_hub, sign_in_without_browser
 from ..kernel import run_in_kernel
 from .test_data import CHECK, sign_in, spawn, user_token
 from .test_metrics import scrape, total
@@ -63,7 +64,10 @@ def test_a_start_claims_a_pooled_vm_which_becomes_the_users_and_the_pool_refills
     user, mine = f"pooled-{SESSION}", f"P-{SESSION}-pool"
     home = devcloud.storage_directory(f"home/{user}", UID, UID)
     mine_dir = devcloud.storage_directory(f"proposals/{mine}", UID, UID, 0o770)
-    sign_in(pool_hub, user, [mine], {"uidNumber": UID, "gidNumber": UID, "homeDirectory": f"/home/{user}"})
+    password = secrets.token_urlsafe(12)
+    pool_hub.oidc.set_user(user, password, groups=["heps-users"], proposals=[mine],
+                           posix={"uidNumber": UID, "gidNumber": UID, "homeDirectory": f"/home/{user}"})
+    browser = sign_in_without_browser(pool_hub, user, password)
     pooled = wait_pool_ready(pool_hub, devcloud)
     assert "hepsdesk-user" not in pooled.metadata  # nobody's yet
 
@@ -82,6 +86,11 @@ def test_a_start_claims_a_pooled_vm_which_becomes_the_users_and_the_pool_refills
     assert (seen["uid"], seen["gid"]) == (UID, UID) and seen["home"] == seen["cwd"] == f"/home/{user}"
     assert seen["data"] == [mine] and seen["root_write"] is False
     assert (home / "notes.txt").read_text() == "kept" and (mine_dir / "result.txt").stat().st_uid == UID
+    # Its JupyterLab is the server's, as a booted one would be (its login cookie is the server's
+    # alone: JupyterHub's modules, loaded ahead, would have taken "/").
+    lab = browser.get(f"{pool_hub.url}/user/{user}/lab", timeout=60)
+    assert lab.status_code == 200 and lab.url.endswith(f"/user/{user}/lab"), lab.url
+    assert {c.path for c in browser.cookies if c.name.startswith("jupyterhub-user-")} == {f"/user/{user}/"}
 
     # The pool refills with a new VM, and the claim is counted.
     refilled = wait_pool_ready(pool_hub, devcloud)
