@@ -258,11 +258,11 @@ def test_the_hubs_sqlite_database_uses_write_ahead_logging(hub):
 
 
 def console_of(devcloud, user: str) -> str:
-    """The console of the user's VM ("" before it is on a host)."""
+    """The console of the user's VM ("" before it is on a host, or while Nova builds it: 409)."""
     vms = vm_of(devcloud, user)
     try:
         return devcloud.connect().compute.get_server_console_output(vms[0].id)["output"] if vms else ""
-    except openstack.exceptions.NotFoundException:
+    except (openstack.exceptions.NotFoundException, openstack.exceptions.ConflictException):
         return ""
 
 
