@@ -25,6 +25,7 @@ import os
 import re
 import secrets
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
@@ -424,3 +425,39 @@ class Launcher:
         ended = [launch for launch in self.launches.values() if not launch.running]
         for launch in ended[:-KEEP_EXITED]:
             del self.launches[launch.id]
+
+
+# An application's icon, for the launcher's tiles (``lab_api``) and the control API.
+MAX_ICON = 1 << 20
+ICON_TYPES = {".svg": "image/svg+xml", ".png": "image/png"}
+
+
+class NoIcon(LookupError):
+    pass
+
+
+def read_icon(app) -> tuple[str, bytes]:
+    """The content type and bytes of ``app``'s icon; :class:`NoIcon` says why there is none."""
+    kind = ICON_TYPES.get(Path(app.icon).suffix.lower()) if app.icon else None
+    if kind is None:
+        raise NoIcon(f"{app.title} has no icon (SVG or PNG)")
+    try:
+        with open(app.icon, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise OSError("not a file")
+            data = f.read(MAX_ICON + 1)
+    except OSError as e:
+        raise NoIcon(f"the icon of {app.title} cannot be read: {e}") from None
+    if len(data) > MAX_ICON:
+        raise NoIcon(f"the icon of {app.title} is larger than {MAX_ICON // 1024} KiB")
+    return kind, data
+
+
+def send_icon(handler, kind: str, data: bytes) -> None:
+    """Answer a tornado request with an icon, which may not run scripts."""
+    handler.set_header("Content-Type", kind)
+    handler.set_header("Cache-Control", "max-age=300")
+    # An SVG can hold scripts: never run them on the Jupyter server's origin.
+    handler.set_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; sandbox")
+    handler.set_header("X-Content-Type-Options", "nosniff")
+    handler.finish(data)

@@ -27,7 +27,6 @@ import math
 import os
 import socket
 import stat
-from pathlib import Path
 
 from tornado import httpserver, netutil, web
 
@@ -38,9 +37,12 @@ from .apps import (
     ImageApps,
     Launch,
     Launcher,
+    NoIcon,
     UnknownApp,
     UnknownLaunch,
     WindowTimeout,
+    read_icon,
+    send_icon,
 )
 from .control_socket import UnsafeDirectory, ensure_private_dir
 from .windows import UnknownWindow, WindowOffScreen, Windows
@@ -50,15 +52,9 @@ log = logging.getLogger("desktop_proxy")
 MAX_BODY = 64 * 1024  # a request's JSON
 MAX_REQUEST = 1 << 20  # what the HTTP servers read of a request's body at all
 MAX_FILES = 256
-MAX_ICON = 1 << 20
-ICON_TYPES = {".svg": "image/svg+xml", ".png": "image/png"}
 
 
 class BadRequest(Exception):
-    pass
-
-
-class NoIcon(LookupError):
     pass
 
 
@@ -190,32 +186,6 @@ class ControlHandler(web.RequestHandler):
 class AppsHandler(ControlHandler):
     def get(self):
         self.write(self.control.apps.as_dict())
-
-
-def read_icon(app) -> tuple[str, bytes]:
-    """The content type and bytes of ``app``'s icon; :class:`NoIcon` says why there is none."""
-    kind = ICON_TYPES.get(Path(app.icon).suffix.lower()) if app.icon else None
-    if kind is None:
-        raise NoIcon(f"{app.title} has no icon (SVG or PNG)")
-    try:
-        with open(app.icon, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise OSError("not a file")
-            data = f.read(MAX_ICON + 1)
-    except OSError as e:
-        raise NoIcon(f"the icon of {app.title} cannot be read: {e}") from None
-    if len(data) > MAX_ICON:
-        raise NoIcon(f"the icon of {app.title} is larger than {MAX_ICON // 1024} KiB")
-    return kind, data
-
-
-def send_icon(handler: web.RequestHandler, kind: str, data: bytes) -> None:
-    handler.set_header("Content-Type", kind)
-    handler.set_header("Cache-Control", "max-age=300")
-    # An SVG can hold scripts: never run them on the Jupyter server's origin.
-    handler.set_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; sandbox")
-    handler.set_header("X-Content-Type-Options", "nosniff")
-    handler.finish(data)
 
 
 class IconHandler(ControlHandler):

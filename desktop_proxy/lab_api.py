@@ -15,8 +15,7 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-from .apps import ImageApps, UnknownApp
-from .control import NoIcon, read_icon, send_icon
+from .apps import ImageApps, NoIcon, UnknownApp, read_icon, send_icon
 
 
 class AppsHandler(APIHandler):

@@ -18,10 +18,11 @@ import json
 import logging
 import os
 import signal
+import socket
 from pathlib import Path
 from urllib.parse import quote
 
-from tornado import httpserver, netutil, web, websocket
+from tornado import httpserver, httputil, netutil, web, websocket
 
 from .activity import ActivityReporter
 from .apps import USER_NICE
@@ -268,6 +269,41 @@ class StatsHandler(web.RequestHandler):
                     "files": self.transfers and self.transfers.stats()})
 
 
+class Starting(web.RequestHandler):
+    """While the desktop starts: each request waits until it has, then is sent again (307) to
+    the desktop itself. So jupyter-server-proxy's readiness probe, which backs off exponentially
+    (1.3 s, then 2.6 s ...), is answered the moment the desktop is up, not at its next try."""
+
+    HOLD = 55  # seconds; jupyter-server-proxy gives the desktop 60 (``setup_desktop``)
+
+    def initialize(self, started: asyncio.Event) -> None:
+        self.started = started
+
+    async def prepare(self) -> None:
+        try:
+            await asyncio.wait_for(self.started.wait(), self.HOLD)
+        except TimeoutError:
+            pass
+        self.set_status(307)
+        self.set_header("Location", self.request.uri)
+        self.set_header("Cache-Control", "no-store")
+        self.finish()
+
+
+class Switch(httputil.HTTPServerConnectionDelegate):
+    """The HTTP server's application, which can change: ``Starting`` while the desktop starts,
+    then the desktop's own. The socket is listened on from the first moment."""
+
+    def __init__(self, app: httputil.HTTPServerConnectionDelegate) -> None:
+        self.app = app
+
+    def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
+        return self.app.start_request(server_conn, request_conn)
+
+    def on_close(self, server_conn: object) -> None:
+        self.app.on_close(server_conn)
+
+
 def make_app(sessions: DesktopSessions | None, failure: str = "", control: DesktopControl | None = None,
              clipboard: DesktopClipboard | None = None, transfers: FileTransfers | None = None,
              pages: Pages | None = None) -> web.Application:
@@ -289,7 +325,7 @@ def make_app(sessions: DesktopSessions | None, failure: str = "", control: Deskt
     return web.Application(routes, template_path=str(STATIC), websocket_max_message_size=SIGNALLING.max_bytes)
 
 
-async def serve(args: argparse.Namespace) -> None:
+async def serve(args: argparse.Namespace, listening: socket.socket | None = None) -> None:
     nice = take_priority()  # capture and encode before the user's programs (session.py)
     log.info("the desktop runs at niceness %d, the user's programs at %d", nice, nice + USER_NICE)
     width, height = (int(v) for v in args.size.lower().split("x"))
@@ -302,6 +338,15 @@ async def serve(args: argparse.Namespace) -> None:
     pages = Pages()
     transfers = FileTransfers.from_environment(pages, args.file_limit << 20)
     failure = ""
+    started = asyncio.Event()
+    switch = Switch(web.Application([(r".*", Starting, {"started": started})]))
+    server = httpserver.HTTPServer(switch, max_body_size=MAX_REQUEST)
+    if listening is not None:  # bound before the imports (__main__.py)
+        server.add_socket(listening)
+    elif args.unix_socket:
+        server.add_socket(netutil.bind_unix_socket(args.unix_socket, mode=0o600))
+    else:
+        server.listen(args.port, "127.0.0.1")
     try:
         if args.display:
             display.attach(args.display)
@@ -351,14 +396,10 @@ async def serve(args: argparse.Namespace) -> None:
         # Keep serving, so the user gets a page that says what happened instead of a proxy error.
         log.exception("the desktop could not start")
         failure = str(e) or type(e).__name__
-    app = make_app(sessions, failure, control, clipboard, transfers, pages)
-    server = httpserver.HTTPServer(app, max_body_size=MAX_REQUEST)
-    if args.unix_socket:
-        server.add_socket(netutil.bind_unix_socket(args.unix_socket, mode=0o600))
-        log.info("desktop on unix socket %s, display %s", args.unix_socket, display.name or "(none)")
-    else:
-        server.listen(args.port, "127.0.0.1")
-        log.info("desktop on http://127.0.0.1:%d/, display %s", args.port, display.name or "(none)")
+    switch.app = make_app(sessions, failure, control, clipboard, transfers, pages)
+    started.set()
+    where = f"unix socket {args.unix_socket}" if args.unix_socket else f"http://127.0.0.1:{args.port}/"
+    log.info("desktop on %s, display %s", where, display.name or "(none)")
     # The control API alone, for notebooks and hepsdesk-send: on a socket only this user can reach.
     control_socket = ControlSocket(web.Application(file_routes(transfers) + control_routes(control, failure)),
                                    control_socket_path())
@@ -385,7 +426,9 @@ async def serve(args: argparse.Namespace) -> None:
         display.stop()
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, listening: socket.socket | None = None) -> None:
+    """Run the desktop server; ``listening``: its socket, already bound to ``--unix-socket``
+    or ``--port``."""
     parser = argparse.ArgumentParser(description="hepsdesk WebRTC desktop")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--unix-socket")
@@ -431,4 +474,4 @@ def main(argv: list[str] | None = None) -> None:
                         "(default: $HEPSDESK_DESKTOP_ICE_ADDRESSES, else $HEPSDESK_VM_ADDRESS, else all)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[desktop %(levelname)s %(asctime)s] %(message)s")
-    asyncio.run(serve(args))
+    asyncio.run(serve(args, listening))

@@ -1,11 +1,13 @@
 """The desktop server on its own (no hub), in Chromium: the picture arrives, a still desktop
-sends no video, the desktop follows the browser window (RandR), and what the browser shows
-when the desktop cannot start."""
+sends no video, the desktop follows the browser window (RandR), what the browser shows when
+the desktop cannot start, and a request made while it starts waits for it."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -224,3 +226,47 @@ def test_a_high_density_screen_gets_a_desktop_in_its_device_pixels_up_to_4k(desk
     assert page.evaluate("window.hepsdesk.desktopSize") == {"width": 3456, "height": 2160}
     page.wait_for_function("document.getElementById('screen').videoWidth === 3456", timeout=15000)
     context.close()
+
+
+def ask_unix(path, target: str, timeout: float = 60) -> tuple[str, dict[str, str]]:
+    """The status line and headers of ``GET target`` over the unix socket ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(f"GET {target} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    status, *lines = answer.split(b"\r\n\r\n")[0].decode().split("\r\n")
+    return status, {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+def test_a_request_while_the_desktop_starts_waits_for_it_and_is_sent_on(tmp_path):
+    """jupyter-server-proxy probes a starting desktop with exponential backoff (1.3 s, then
+    2.6 s ...). The desktop's socket listens before its modules load (mode 600), so the first
+    probe waits, and is answered (307 to itself) once the desktop is up, not refused."""
+    (tmp_path / "home").mkdir()
+    (tmp_path / "run").mkdir(mode=0o700)
+    path = tmp_path / "run" / "web.sock"
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "HEPSDESK_DESKTOP_ICE_ADDRESSES": "127.0.0.1",
+           "HEPSDESK_DESKTOP_CONTROL": str(tmp_path / "run" / "control.sock")}
+    process = subprocess.Popen([sys.executable, "-m", "desktop_proxy", "--unix-socket", str(path)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not path.exists():
+            assert process.poll() is None and time.monotonic() < deadline, "the desktop made no socket"
+            time.sleep(0.01)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        status, headers = ask_unix(path, "/stats?first")  # before the desktop is up: it waits
+        assert status.split()[1] == "307" and headers["location"] == "/stats?first", (status, headers)
+        status, _ = ask_unix(path, "/stats")
+        assert status.split()[1] == "200", status
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=15)
+    started = output.index("desktop on unix socket")
+    assert output.index("307 GET /stats?first") > started, output  # answered once the desktop was up
