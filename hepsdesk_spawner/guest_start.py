@@ -81,6 +81,18 @@ def console(*words) -> None:
     print(*words, flush=True)
 
 
+def note(what: str) -> None:
+    """A stage of the start, with the time, in the server's log (where its own lines follow):
+    where a start's seconds went."""
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
+    try:
+        with open(LOG_FILE, "a") as log:
+            log.write(f"[hepsdesk-start {stamp}] {what}\n")
+    except OSError:
+        pass
+
+
 # -- asking the hub -------------------------------------------------------------------------
 
 def hub_request(api_url: str, path: str, scheme: str, secret: str, body: dict, allow_http: bool,
@@ -189,6 +201,7 @@ def wait_for_claim():
         if status != 200 or not isinstance(answer, dict):
             message = answer.get("message") if isinstance(answer, dict) else None
             raise Refused(POOL_FAILED_MARKER, f"HTTP {status}" + (f": {message}" if message else ""), EXIT_NO_ENV)
+        note("claimed by a start")
         plan = check_plan(answer.get("plan"))
         env = checked_env(answer.get("env"))
         write_private(PLAN_FILE, json.dumps(plan))
@@ -198,11 +211,14 @@ def wait_for_claim():
     raise Refused(POOL_FAILED_MARKER, f"gave up waiting ({last})", EXIT_NO_ENV)
 
 
-# Imported ahead by a zygote when its environment has them: the Jupyter server and JupyterLab,
-# which read no server-specific environment at import. Not JupyterHub's own modules: they read
-# the server's (JUPYTERHUB_SERVICE_PREFIX...) into class defaults at import, so they are imported
-# once the zygote has its user's environment.
-PRELOAD = ("jupyter_server.serverapp", "jupyterlab.labapp", "jupyter_server_proxy")
+# Imported ahead by a zygote when its environment has them: the Jupyter server, JupyterLab, the
+# server extensions, and what JupyterHub's single-user server imports from other packages; none
+# reads a server's environment at import. Not JupyterHub's own modules: they read the server's
+# (JUPYTERHUB_SERVICE_PREFIX...) into class defaults at import (and register metrics once), so
+# they are imported once the zygote has its user's environment.
+PRELOAD = ("jupyter_server.serverapp", "jupyterlab.labapp", "jupyter_server_proxy", "jupyter_server_terminals",
+           "jupyter_lsp", "notebook_shim", "sqlalchemy.orm", "sqlalchemy.pool", "alembic.command",
+           "alembic.config", "alembic.script", "cryptography.fernet")
 LATE = ("jupyterhub",)
 
 
@@ -428,6 +444,7 @@ def run(plan: dict, zygote=None) -> int:
         # The groups by number, as the account was made.
         as_user = {"user": identity["uid"], "group": identity["gid"],
                    "extra_groups": list(dict.fromkeys([identity["gid"], *(gid for _, gid in identity["groups"])]))}
+    note("starting the server" + (" (from the waiting zygote)" if zygote is not None else ""))
     status = zygote.run(plan, env) if zygote is not None else None
     if status is not None:
         report_exit(status)
@@ -483,7 +500,9 @@ def main() -> int:
         console(STARTING_MARKER)
         if plan["identity"] is not None:
             make_account(plan["identity"])
+            note("account ready")
         mount_data(plan["mounts"])
+        note("data mounted")
     except Refused as e:
         if zygote is not None:
             zygote.stop()

@@ -171,3 +171,15 @@ def test_a_pooled_vm_the_hub_does_not_know_stops_waiting(tmp_path):
     finally:
         hub.close()
     assert done.returncode == 4 and f"{POOL_FAILED_MARKER} HTTP 403" in done.stdout, done
+
+
+def test_the_zygote_loads_no_module_of_jupyterhub_ahead():
+    """What a pooled VM's zygote imports while it waits for a user (``PRELOAD``) must not import
+    JupyterHub's own modules: they read the server's environment into class defaults at import,
+    and would be imported again once the zygote has it."""
+    code = ("import importlib, json, sys\n"
+            f"for name in {guest_start.PRELOAD!r}:\n"
+            "    importlib.import_module(name)\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in " f"{guest_start.LATE!r})))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(done.stdout) == []
