@@ -63,6 +63,7 @@ POOL_METADATA = (POOL_PROFILE, POOL_KEY, POOL_PORT, POOL_ADDRESS)
 HOLD = 20.0  # seconds the hub holds a waiting guest's request before "ask again" (204)
 INTERVAL = 10.0  # seconds between looks at the pool (sooner after a claim)
 BOOTS_AT_ONCE = 4  # pooled VMs booted concurrently (the cloud's scheduler takes them in turn)
+MISSING_RETRY = 300.0  # seconds before a pool whose image, flavor or network is missing looks again
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 CLAIMS = Counter("hepsdesk_pool_claims", "Starts that asked the warm pool, by outcome (claimed: served by a "
@@ -262,6 +263,7 @@ class WarmPool:
         self.vms: dict[str, PooledVM] = {}  # server id -> VM (booting or waiting)
         self.by_key: dict[str, PooledVM] = {}  # key hash -> VM, until its guest took its user
         self.problems: dict[str, str] = {}  # profile -> why its pool is not kept (admins' dashboard)
+        self._missing: dict[str, tuple[str, float]] = {}  # profile -> what the cloud lacks, until when
         self._logged: dict[str, str] = {}
         self.profiles: dict[str, Profile] = {}
         self.booting: dict[str, int] = {}  # profile -> boots under way
@@ -359,7 +361,9 @@ class WarmPool:
             vm = PooledVM(meta.get(POOL_PROFILE, ""), meta[POOL_KEY], meta.get(POOL_PORT, ""),
                           meta.get(POOL_ADDRESS, ""), view.id,
                           gpus=(profile.gpu_model, profile.gpu_count) if profile else ("", 0))
-            if vm.profile in self.settings and view.status not in GONE_STATES:
+            if view.status in ("ERROR", *GONE_STATES):
+                self._spawn_task(self._remove(vm, f"it is {view.status}"))
+            elif vm.profile in self.settings:
                 self.vms[vm.server_id], self.by_key[vm.key_hash] = vm, vm
                 log.info("Adopted pooled VM %s of %s", vm.server_id, vm.profile)
             else:
@@ -373,16 +377,21 @@ class WarmPool:
             view = watcher.servers.get(vm.server_id)
             listed_since = watcher.listed_at > vm.made + 1
             if view is not None and view.status in ("ERROR", *GONE_STATES) or (view is None and listed_since):
-                self._drop(vm)
+                self.drop(vm)
                 self._spawn_task(self._remove(vm, f"it is {view.status if view else 'gone'}"))
             elif not vm.asking and now - max(vm.made, vm.asked_at) > self._maker.start_timeout:
-                self._drop(vm)
+                self.drop(vm)
                 self._spawn_task(self._remove(vm, f"its guest has not asked for a user for "
                                                   f"{self._maker.start_timeout:.0f} s"))
         self.problems = {slug: f"the profile {slug} does not exist" for slug in self.settings if slug not in profiles}
         existing, unknown = await self._existing_gpus(profiles)
         self.problems.update(gpu_shortfall(self.settings, profiles, existing, self.gpu_caps))
         self.problems.update(unknown)
+        for slug, (problem, until) in list(self._missing.items()):  # (not tried again at every look)
+            if until <= now or slug not in self.settings:
+                del self._missing[slug]
+            else:
+                self.problems.setdefault(slug, problem)
         for slug in self.settings:
             profile, target = profiles.get(slug), self.target(slug)
             mine = [vm for vm in self.vms.values() if vm.profile == slug]
@@ -393,7 +402,7 @@ class WarmPool:
                 self._boot_one(profile)
             surplus = have - target
             for vm in sorted(mine, key=lambda v: (v.ready, -v.made))[:max(0, surplus)]:  # booting and newest first
-                self._drop(vm)
+                self.drop(vm)
                 self._spawn_task(self._remove(vm, "the pool is smaller now"))
         for slug, problem in self.problems.items():
             if self._logged.get(slug) != problem:  # once, not at every look
@@ -426,7 +435,8 @@ class WarmPool:
                     if (p := self.profiles.get(slug)) and p.gpu_model == profile.gpu_model)
         return held + profile.gpu_count <= self.gpu_caps.get(profile.gpu_model, 0)
 
-    def _drop(self, vm: PooledVM) -> None:
+    def drop(self, vm: PooledVM) -> None:
+        """Forget ``vm``: no start takes it, and its key is dead (its guest is refused)."""
         self.vms.pop(vm.server_id, None)
         self.by_key.pop(vm.key_hash, None)
 
@@ -454,9 +464,10 @@ class WarmPool:
                                                       client.find_flavor(profile.flavor),
                                                       client.find_network(maker.network))
         if image is None or flavor is None or network is None:
-            self.problems[profile.slug] = (f"the image, flavor or network of {profile.slug} does not exist "
-                                           "on the cloud")
-            log.error("Warm pool: %s", self.problems[profile.slug])
+            # Said once by the next look, and tried again only after MISSING_RETRY.
+            self._missing[profile.slug] = (f"the image, flavor or network of {profile.slug} does not exist "
+                                           "on the cloud", time.monotonic() + MISSING_RETRY)
+            self._wake.set()
             return
         key = secrets.token_urlsafe(32)
         port = None

@@ -291,7 +291,7 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
                                  self._log_name, str(e)[:300] or type(e).__name__, await self.boot.console_excerpt())
                 self.emit(12, "The prepared VM could not be set up for you, so it is being removed: "
                               "starting a new VM instead")
-                self.site.pool.by_key.pop(pooled.key_hash, None)  # its key is dead too
+                self.site.pool.drop(pooled)  # its key is dead too
                 await self.resources.delete_all()
                 self.vm.floating_ip_id = self.vm.floating_address = ""
         elif profile.slug in self.site.pool.settings:

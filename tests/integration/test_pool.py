@@ -1,6 +1,7 @@
 """The warm pool through the real hub and dev cloud: a start claims a pooled VM, which becomes
 the user's (their uid, home and data, mounted after its boot); the pool refills; a pooled VM
-that fails to take its user is removed and the start boots a new VM instead."""
+that fails to take its user is removed and the start boots a new VM instead; a pool whose
+image is missing is not kept, and the hub says so once, not at every look."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hepsdesk_spawner.pool import POOL_KEY
+from hepsdesk_spawner.pool import INTERVAL, POOL_KEY
 
 from ..conftest import SESSION, running_hub, sign_in_without_browser
 from ..kernel import run_in_kernel
@@ -23,7 +24,9 @@ from .test_spawner import vm_of
 pytestmark = pytest.mark.devcloud
 
 PROFILES = [{"slug": "pooled", "display_name": "Pooled desktop", "image": "hepsdesk-desktop", "flavor": "c1.small",
-             "default": True}]
+             "default": True},
+            {"slug": "pooled-missing", "display_name": "Pooled, its image deleted", "image": "hepsdesk-no-such-image",
+             "flavor": "c1.small"}]
 UID = 23517
 
 
@@ -31,7 +34,9 @@ UID = 23517
 def pool_hub(devcloud, tmp_path_factory):
     with running_hub(devcloud, tmp_path_factory.mktemp("pool-hub"), (18420, 18421, 19420), profiles=PROFILES,
                      HEPSDESK_DATA_SERVER=devcloud.settings.storage_server,
-                     HEPSDESK_WARM_POOL=json.dumps({"pooled": 1}), HEPSDESK_POOL_CLAIM_TIMEOUT="40") as hub:
+                     HEPSDESK_WARM_POOL=json.dumps({"pooled": 1, "pooled-missing": 1}),
+                     HEPSDESK_POOL_CLAIM_TIMEOUT="40") as hub:
+        hub.up_since = time.monotonic()
         yield hub
 
 
@@ -124,3 +129,13 @@ def test_a_pooled_vm_that_fails_to_take_its_user_is_removed_and_a_new_vm_boots(p
                  outcome="fallback") == 1
     assert pool_hub.api("DELETE", f"/users/{user}/server").status_code in (202, 204)
     pool_hub.api.wait_stopped(user)
+
+
+def test_a_pool_whose_image_is_missing_is_not_kept_and_is_reported_once(pool_hub, devcloud):
+    time.sleep(max(0.0, pool_hub.up_since + 3.5 * INTERVAL - time.monotonic()))  # the pool has looked 3 times
+    samples = scrape(pool_hub, pool_hub.api.session.headers)
+    assert total(samples, "hepsdesk_pool_size", profile="pooled-missing", state="target") == 0
+    assert total(samples, "hepsdesk_pool_size", profile="pooled", state="target") == 1
+    assert not [vm for vm in pooled_vms(devcloud) if vm.metadata.get("hepsdesk-profile") == "pooled-missing"]
+    said = pool_hub.log_path.read_text().count("the image, flavor or network of pooled-missing does not exist")
+    assert said == 1, said
