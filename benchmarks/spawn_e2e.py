@@ -24,8 +24,10 @@ flavor, one VM kept booted), and each round opens each from a portal-style link
 JupyterLab's own page is not on the way) until the first decoded desktop frame:
 ``cold_click_to_first_frame_s`` and ``warm_click_to_first_frame_s`` (medians), their ratio, and
 what a pooled VM costs while it waits (``pool_idle_cores_per_vm``, ``pool_idle_pss_mb_per_vm``:
-its guest's processes over ``--idle-seconds``). ``--no-pool``: the repository's profiles
-instead, without these rounds.
+its guest's processes over ``--idle-seconds``). ``cold_stages_s`` and ``warm_stages_s`` say
+where those rounds' time went (``STAGES``, medians). ``--no-pool``: the repository's profiles
+instead, without these rounds; ``--warm-only``: the warm rounds alone, for work on the warm
+start.
 
 With several ``--profile``s (the spawn page's environments: e.g. ``neutron``, the largest
 image, beside ``desktop``, the analysis desktop), each round starts each of them in turn; the
@@ -47,9 +49,11 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 from playwright.sync_api import Page, expect, sync_playwright
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -99,19 +103,61 @@ def hub_round(page: Page, url: str, api: requests.Session, profile: str) -> tupl
     return lab, frame
 
 
-def portal_round(page: Page, url: str, api: requests.Session, profile: str) -> float:
-    """A portal's link to the desktop, the server not running: from its click to the first frame."""
+def portal_round(page: Page, url: str, api: requests.Session, profile: str) -> tuple[float, dict[str, float]]:
+    """A portal's link to the desktop, the server not running: from its click to the first
+    frame, and where that time went (``STAGES``)."""
     page.goto(f"{url}/hub/home")
     page.evaluate("""(href) => {
         const link = Object.assign(document.createElement("a"), {id: "portal-link", href, textContent: "My desktop"});
         document.body.prepend(link);
     }""", f"{url}/hub/spawn?profile={profile}&next=/hub/user-redirect/desktop/")
-    clicked = page.evaluate("Date.now()") / 1000
-    page.click("#portal-link")
-    frame = first_frame_at(page, timeout_s=300) - clicked
+    hops: list[tuple[float, str, str]] = []  # (when, what, path) of the page's documents: requests, answers
+
+    def request(r):
+        if r.is_navigation_request() and r.frame == page.main_frame:
+            hops.append((time.time(), "request", urlsplit(r.url).path))
+
+    def response(r):
+        if r.request.is_navigation_request() and r.frame == page.main_frame:
+            hops.append((time.time(), str(r.status), urlsplit(r.url).path))
+
+    page.on("request", request)
+    page.on("response", response)
+    try:
+        clicked = page.evaluate("Date.now()") / 1000
+        page.click("#portal-link")
+        frame = first_frame_at(page, timeout_s=300) - clicked
+        timeline = {k: v / 1000 for k, v in page.evaluate("window.hepsdesk.timeline").items()}
+    finally:
+        page.remove_listener("request", request)
+        page.remove_listener("response", response)
     page.goto("about:blank")  # the tab closed, as the other rounds close theirs
     stop_server(url, api)
-    return frame
+    return frame, stages(clicked, hops, timeline)
+
+
+# Where a portal round's time goes, each stage from the end of the one before it:
+STAGES = (
+    ("spawn", "the click to the spawn's end (the pending page leaves for user-redirect)"),
+    ("redirects", "user-redirect and the server's OAuth to the desktop page's request"),
+    ("desktop_server", "that request to its answer (jupyter-server-proxy starts the desktop server)"),
+    ("page", "the answer to the signalling websocket's opening"),
+    ("ice_servers", "to the desktop's first message (its ICE servers, from the hub)"),
+    ("offer", "to the browser's offer (ICE gathering)"),
+    ("answer", "to the desktop's answer"),
+    ("connect", "to the connection (ICE checks, DTLS)"),
+    ("frame", "to the first decoded frame"),
+)
+
+
+def stages(clicked: float, hops: list[tuple[float, str, str]], timeline: dict[str, float]) -> dict[str, float]:
+    redirect = next(t for t, what, path in hops if what == "request" and path.startswith("/hub/user-redirect/"))
+    desktop = [(t, what) for t, what, path in hops if path == f"/user/{USER}/desktop/"]
+    asked = [t for t, what in desktop if what == "request"][-1]  # after the server's OAuth
+    answered = next(t for t, what in desktop if what == "200")
+    points = [clicked, redirect, asked, answered, timeline["websocket"], timeline["ice"], timeline["gathered"],
+              timeline["answer"], timeline["connected"], timeline["frame"]]
+    return {name: round(b - a, 3) for (name, _), a, b in zip(STAGES, points[:-1], points[1:], strict=True)}
 
 
 def stop_server(url: str, api: requests.Session) -> None:
@@ -238,6 +284,25 @@ def bare_vm_round(cloud: DevCloud, tag: str) -> float:
         conn.compute.wait_for_delete(server, interval=0.5, wait=120)
 
 
+def hub_spawn_stages(url: str, api: requests.Session) -> dict[str, dict[str, float]]:
+    """The spawner's own stages (``hepsdesk_spawn_duration_seconds`` on the hub's metrics), mean
+    seconds by profile: where the hub's part of a start went."""
+    sums: dict[tuple[str, str], list[float]] = {}
+    for family in text_string_to_metric_families(api.get(f"{url}/hub/metrics", timeout=30).text):
+        if family.name != "hepsdesk_spawn_duration_seconds":
+            continue
+        for sample in family.samples:
+            kind = sample.name.rsplit("_", 1)[-1]
+            if kind in ("sum", "count"):
+                sums.setdefault((sample.labels["profile"], sample.labels["stage"]), [0.0, 0.0])[
+                    kind == "count"] = sample.value
+    means: dict[str, dict[str, float]] = {}
+    for (profile, stage), (total, count) in sums.items():
+        if count:
+            means.setdefault(profile, {})[stage] = round(total / count, 2)
+    return means
+
+
 def median(values: list[float]) -> float:
     return round(statistics.median(values), 2)
 
@@ -254,9 +319,13 @@ def main() -> int:
                         help="comma-separated profiles (environments) to start, side by side (default: %(default)s)")
     parser.add_argument("--no-pool", dest="pool", action="store_false",
                         help="no warm-pool rounds (and the repository's profiles, for --profile)")
+    parser.add_argument("--warm-only", action="store_true",
+                        help="only the pooled (warm) rounds, for work on the warm start: prints their keys alone")
     parser.add_argument("--idle-seconds", type=float, default=20, help="how long a pooled VM's idle cost is measured")
     args = parser.parse_args()
     profiles = [p for p in args.profile.split(",") if p]
+    if args.warm_only and not args.pool:
+        parser.error("--warm-only needs the pool")
     if args.pool and profiles != ["desktop"]:
         parser.error("--profile other than 'desktop' needs --no-pool (the pool's rounds use the analysis desktop)")
     port, hub_port, oidc_port, direct_port, storage_ldap_port = free_ports(parser, args.ports)
@@ -270,10 +339,11 @@ def main() -> int:
         (hub_dir / "profiles.json").write_text(json.dumps(POOLED_PROFILES))
         demo.hub.extra_env.update({"HEPSDESK_PROFILES_FILE": str(hub_dir / "profiles.json"),
                                    "HEPSDESK_WARM_POOL": json.dumps({"desktop-pooled": 1})})
-    pool_steps = (2 * args.rounds + 1) if args.pool else 0
-    progress = StepProgress("spawn_e2e", total=3 + (2 + len(profiles)) * args.rounds + pool_steps, stream=sys.stderr)
+    per_round = 1 if args.warm_only else 2 + len(profiles) + (1 if args.pool else 0)
+    progress = StepProgress("spawn_e2e", total=3 + per_round * args.rounds + (1 if args.pool else 0),
+                            stream=sys.stderr)
     measured = {profile: {"labs": [], "frames": []} for profile in profiles}
-    directs, bares, colds, warms, idle = [], [], [], [], None
+    directs, bares, colds, warms, idle, spawner_stages = [], [], [], [], None, {}
     failed = True
     try:
         with progress.step("Starting the directories (Samba AD DC, storage LDAP)"):
@@ -292,21 +362,24 @@ def main() -> int:
                 page.wait_for_url(re.compile(r".*/hub/home"), timeout=60_000)
                 demo.run_storage_agent(every=0)  # the new account's home, as the demo's agent makes it
             for round_ in range(1, args.rounds + 1):
-                for profile in profiles:
+                for profile in [] if args.warm_only else profiles:
                     with progress.step(f"Round {round_}: Start {profile} -> JupyterLab -> Desktop -> first frame"):
                         lab, frame = hub_round(page, demo.hub.url, api, profile)
                         measured[profile]["labs"].append(lab)
                         measured[profile]["frames"].append(frame)
-                with progress.step(f"Round {round_}: the desktop alone, opened directly"):
-                    directs.append(direct_round(browser, direct_port))
-                with progress.step(f"Round {round_}: a bare VM, create to ACTIVE"):
-                    bares.append(bare_vm_round(cloud, tag))
-                if args.pool:
+                if not args.warm_only:
+                    with progress.step(f"Round {round_}: the desktop alone, opened directly"):
+                        directs.append(direct_round(browser, direct_port))
+                    with progress.step(f"Round {round_}: a bare VM, create to ACTIVE"):
+                        bares.append(bare_vm_round(cloud, tag))
+                if args.pool and not args.warm_only:
                     with progress.step(f"Round {round_}: portal link -> desktop, a new VM (cold)"):
                         colds.append(portal_round(page, demo.hub.url, api, "desktop"))
+                if args.pool:
                     with progress.step(f"Round {round_}: portal link -> desktop, a pooled VM (warm)"):
                         wait_pool_ready(cloud, tag)
                         warms.append(portal_round(page, demo.hub.url, api, "desktop-pooled"))
+            spawner_stages = hub_spawn_stages(demo.hub.url, api)
             if args.pool:
                 with progress.step(f"A pooled VM waiting, idle, for {args.idle_seconds:.0f} s"):
                     idle = guest_cost(cloud, wait_pool_ready(cloud, tag), args.idle_seconds)
@@ -325,35 +398,40 @@ def main() -> int:
         if not reused:
             cloud.down()
 
-    labs, frames = measured[profiles[0]]["labs"], measured[profiles[0]]["frames"]
-    result = {
-        "rounds": args.rounds,
-        "profile": profiles[0],
-        "click_to_lab_s": median(labs),
-        "click_to_first_frame_s": median(frames),
-        "vm_create_to_active_s": median(bares),
-        "direct_first_frame_s": median(directs),
-        "lab_to_vm_active_ratio": round(statistics.median(labs) / statistics.median(bares), 2),
-        "first_frame_to_direct_ratio": round(statistics.median(frames) / statistics.median(directs), 2),
-        "samples": {"click_to_lab_s": [round(v, 2) for v in labs],
-                    "click_to_first_frame_s": [round(v, 2) for v in frames],
-                    "vm_create_to_active_s": [round(v, 2) for v in bares],
-                    "direct_first_frame_s": [round(v, 2) for v in directs]},
-        "profiles": {profile: {"click_to_lab_s": median(m["labs"]), "click_to_first_frame_s": median(m["frames"]),
-                               "samples": {"click_to_lab_s": [round(v, 2) for v in m["labs"]],
-                                           "click_to_first_frame_s": [round(v, 2) for v in m["frames"]]}}
-                     for profile, m in measured.items()},
-        "lab_to_first_profile_ratio": {profile: round(statistics.median(m["labs"]) / statistics.median(labs), 2)
-                                       for profile, m in measured.items()},
-    }
-    if args.pool:
+    result = {"rounds": args.rounds}
+    if not args.warm_only:
+        labs, frames = measured[profiles[0]]["labs"], measured[profiles[0]]["frames"]
         result.update({
-            "cold_click_to_first_frame_s": median(colds), "warm_click_to_first_frame_s": median(warms),
-            "warm_to_cold_ratio": round(statistics.median(warms) / statistics.median(colds), 2),
-            "pool_idle_cores_per_vm": round(idle[0], 3), "pool_idle_pss_mb_per_vm": round(idle[1], 1),
+            "profile": profiles[0],
+            "click_to_lab_s": median(labs),
+            "click_to_first_frame_s": median(frames),
+            "vm_create_to_active_s": median(bares),
+            "direct_first_frame_s": median(directs),
+            "lab_to_vm_active_ratio": round(statistics.median(labs) / statistics.median(bares), 2),
+            "first_frame_to_direct_ratio": round(statistics.median(frames) / statistics.median(directs), 2),
+            "samples": {"click_to_lab_s": [round(v, 2) for v in labs],
+                        "click_to_first_frame_s": [round(v, 2) for v in frames],
+                        "vm_create_to_active_s": [round(v, 2) for v in bares],
+                        "direct_first_frame_s": [round(v, 2) for v in directs]},
+            "profiles": {profile: {"click_to_lab_s": median(m["labs"]), "click_to_first_frame_s": median(m["frames"]),
+                                   "samples": {"click_to_lab_s": [round(v, 2) for v in m["labs"]],
+                                               "click_to_first_frame_s": [round(v, 2) for v in m["frames"]]}}
+                         for profile, m in measured.items()},
+            "lab_to_first_profile_ratio": {profile: round(statistics.median(m["labs"]) / statistics.median(labs), 2)
+                                           for profile, m in measured.items()},
         })
-        result["samples"].update({"cold_click_to_first_frame_s": [round(v, 2) for v in colds],
-                                  "warm_click_to_first_frame_s": [round(v, 2) for v in warms]})
+    if args.pool:
+        samples = result.setdefault("samples", {})
+        for name, rounds in (("cold", colds), ("warm", warms)):
+            if rounds:
+                result[f"{name}_click_to_first_frame_s"] = median([frame for frame, _ in rounds])
+                result[f"{name}_stages_s"] = {stage: median([s[stage] for _, s in rounds]) for stage, _ in STAGES}
+                samples[f"{name}_click_to_first_frame_s"] = [round(frame, 2) for frame, _ in rounds]
+        if colds:
+            result["warm_to_cold_ratio"] = round(result["warm_click_to_first_frame_s"]
+                                                 / result["cold_click_to_first_frame_s"], 2)
+        result["spawner_stages_s"] = spawner_stages
+        result.update({"pool_idle_cores_per_vm": round(idle[0], 3), "pool_idle_pss_mb_per_vm": round(idle[1], 1)})
     print(json.dumps(result))
     return 0
 

@@ -19,6 +19,12 @@ let channel = null;
 const pending = [];  // input sent before the data channel opened
 const pressed = new Map();  // KeyboardEvent.code -> keysym sent on keydown
 let firstFrameAt = null;  // when the first video frame was shown (ms since the epoch)
+// When the first connection passed each stage (ms since the epoch): for benchmarks that ask
+// where a start's time goes (benchmarks/spawn_e2e.py).
+const timeline = {};
+function mark(stage) {
+  if (!(stage in timeline)) timeline[stage] = performance.timeOrigin + performance.now();
+}
 let ws = null;
 let ended = null;  // why this page was disconnected for good (a guest removed, a share revoked)
 let desktopSize = null;  // the size the desktop last took: {width, height}
@@ -80,6 +86,7 @@ async function startPeer(socket, ice) {
       video.requestVideoFrameCallback(() => {
         const now = performance.timeOrigin + performance.now();
         if (firstFrameAt === null) firstFrameAt = now;
+        mark('frame');
         resumed(now);
       });
     }
@@ -87,6 +94,7 @@ async function startPeer(socket, ice) {
   peer.onconnectionstatechange = () => {
     if (peer !== pc || ended) return;  // an earlier connection, being replaced; or the end
     if (peer.connectionState === 'connected') {
+      mark('connected');
       setStatus('Connected', 'connected');
       reconnects = 0;
     } else if (peer.connectionState === 'disconnected' || peer.connectionState === 'failed') {
@@ -105,6 +113,7 @@ async function startPeer(socket, ice) {
   };
   await peer.setLocalDescription(await peer.createOffer());
   await gatheringComplete(peer, 3000);
+  mark('gathered');
   if (ice.iceTransportPolicy === 'relay' && !relayed && statusBox.className !== 'error') {
     setStatus('The relay server (TURN) could not be reached, and this desktop sends its picture only '
               + 'through it. Ask the facility\'s administrators to check the TURN server.', 'error');
@@ -181,6 +190,7 @@ function connect() {
   url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
   ws = new WebSocket(url);
   ws.onopen = () => {
+    mark('websocket');
     if (!OWNER) return;
     requestResize();
     ws.send(JSON.stringify({ type: 'preset', name: savedPreset() }));
@@ -190,8 +200,10 @@ function connect() {
     const message = JSON.parse(event.data);
     if (desktopSharing.handle(message)) return;
     if (message.type === 'ice') {  // the desktop's first message
+      mark('ice');
       startPeer(ws, message).catch((e) => setStatus(`Cannot start the video: ${e}`, 'error'));
     } else if (message.type === 'answer') {
+      mark('answer');
       await pc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
     } else if (message.type === 'resized' || message.type === 'resize-failed') {
       desktopSize = { width: message.width, height: message.height };
@@ -624,6 +636,7 @@ window.hepsdesk = {
   get overlay() { return overlay; },
   get preset() { return preset; },
   get firstFrameAt() { return firstFrameAt; },
+  get timeline() { return { ...timeline }; },
   get outages() { return outages.map((o) => ({ ...o })); },
   get sound() { return sound; },
   get zoom() { return { ...zoom }; },
