@@ -257,20 +257,20 @@ class OpenStackSpawner(SpawnerSettings, Spawner):
             return await self._resume(profile, account)
         self.vm.profile, self.vm.idle_timeout, self.vm.mounts_digest = profile.slug, profile.idle_timeout, \
             account.digest
-        # 2. What an interrupted start of this server left behind goes first.
-        servers, ports = await self.resources.find_own()
-        if servers or ports:
-            self.emit(8, "Removing a VM left over from an interrupted start")
-            self.log.warning("Removing leftovers of %s: servers %s, ports %s", self._log_name, servers, ports)
-            await self.resources.delete(servers, ports)
-        # 3. The image, flavor and networks.
+        # 2. What an interrupted start of this server left behind goes first; meanwhile
+        # 3. the image, flavor and networks.
         self.emit(5, f"Looking up the image, flavor and network of {profile.display_name}")
         client = self.site.client
         wanted = [("image", profile.image, client.find_image), ("flavor", profile.flavor, client.find_flavor),
                   ("network", self.network, client.find_network)]
         if self.floating_ip_network:
             wanted.append(("network", self.floating_ip_network, client.find_network))
-        found = await asyncio.gather(*(find(name) for _, name, find in wanted))
+        (servers, ports), *found = await asyncio.gather(self.resources.find_own(),
+                                                        *(find(name) for _, name, find in wanted))
+        if servers or ports:
+            self.emit(8, "Removing a VM left over from an interrupted start")
+            self.log.warning("Removing leftovers of %s: servers %s, ports %s", self._log_name, servers, ports)
+            await self.resources.delete(servers, ports)
         for (kind, name, _), thing in zip(wanted, found, strict=True):
             if thing is None:
                 raise CloudFailure(f"The {kind} '{name}' does not exist on the cloud, so no VM can be started. "
