@@ -22,9 +22,13 @@ frame the browser presents (``requestVideoFrameCallback``, whose ``presentedFram
 counts the pictures shown between two reads); a stamp seen for the first time is a new
 frame, and its age is the glass-to-glass latency. ``stamps_read_fps`` says how many frames a
 second were read; ``sender`` (the desktop server's ``/stats``) and ``browser`` (WebRTC's
-``inbound-rtp``) show which side held the frame rate down. ``cpu_cores`` is the desktop side
-(the X server, which also does VNC's encoding, plus the desktop server or websockify),
-``mbps`` what the page received.
+``inbound-rtp``) show which side held the frame rate down. ``sender`` also says where the
+desktop server's time went: ``encoder`` (libx264, h264_nvenc ...), per picture ``grab_ms``
+(from the X server), ``convert_ms`` (to YUV) and ``encode_ms``, and ``cores`` per stage
+(``capture``, ``encode`` with the encoder's threads, ``loop``: sending, which aiortc does on
+asyncio's loop; ``other``: desktop_proxy/cpu.py). ``cpu_cores`` is the desktop side
+(the X server, which also does VNC's encoding, plus the desktop server or websockify: apart,
+``x_server_cores`` and ``streamer_cores``), ``mbps`` what the page received.
 Prints one JSON object whose ``results`` rows are ``{system, scene, resolution, fps,
 latency_p50_ms, latency_p95_ms, cpu_cores, mbps}`` (and a few more fields), then ``ratios``
 of hepsdesk to VNC per cell. Everything it starts, it stops.
@@ -306,11 +310,12 @@ class Bench:
                     raise RuntimeError(f"noVNC could not connect: {page.evaluate('window.__vncDisconnected')}")
             page.wait_for_timeout(self.args.warmup * 1000)
             page.evaluate(MEASURE_JS, [STAMP_BITS, STAMP_BLOCK, STAMP_LEFT, width])
-            shown_before, cpu_before, started = self.inbound(page, system), cpu_seconds(pids), time.monotonic()
+            shown_before, started = self.inbound(page, system), time.monotonic()
+            cpu_before = [cpu_seconds([pid]) for pid in pids]
             bytes_before, sent_before = self.received(system, shown_before), self.sender(system, port)
             page.wait_for_timeout(self.args.seconds * 1000)
             elapsed = time.monotonic() - started
-            cpu = cpu_seconds(pids) - cpu_before
+            spent = [cpu_seconds([pid]) - before for pid, before in zip(pids, cpu_before, strict=True)]
             sent_after, shown_after = self.sender(system, port), self.inbound(page, system)
             received = self.received(system, shown_after) - bytes_before
             measured = page.evaluate("window.__measure.running = false, "
@@ -326,15 +331,19 @@ class Bench:
             **({"browser_raised": browser_raised} if contended else {}),
             "latency_p50_ms": percentile(ages, 0.5) if scene != "idle" else None,
             "latency_p95_ms": percentile(ages, 0.95) if scene != "idle" else None,
-            "cpu_cores": round(cpu / elapsed, 3),
+            "cpu_cores": round(sum(spent) / elapsed, 3),
+            "x_server_cores": round(spent[0] / elapsed, 3), "streamer_cores": round(sum(spent[1:]) / elapsed, 3),
             "mbps": round(received * 8 / elapsed / 1e6, 3),
             "frames": frames, "unreadable": measured["unreadable"], "seconds": round(elapsed, 1),
             "stamps_read_fps": round(len(ages) / elapsed, 1), "reads_per_s": round(measured["reads"] / elapsed, 1),
             **({"sender": {
                 "encoded_fps": round((sent_after["encoded"] - sent_before["encoded"]) / elapsed, 1),
                 "grabs_fps": round((sent_after["grabs"] - sent_before["grabs"]) / elapsed, 1),
-                **{key: sent_after.get(key) for key in ("grab_ms", "encode_ms", "encoded_size")},
+                **{key: sent_after.get(key) for key in ("encoder", "grab_ms", "convert_ms", "encode_ms",
+                                                        "encoded_size")},
                 **{key: sent_after.get(key, 0) - sent_before.get(key, 0) for key in ("dropped", "skipped")},
+                "cores": {stage: round((seconds - sent_before["cpu_seconds"].get(stage, 0.0)) / elapsed, 3)
+                          for stage, seconds in sent_after.get("cpu_seconds", {}).items()},
             }} if sent_before and sent_after else {}),
             **({"browser": self.browser_figures(shown_before, shown_after, elapsed)} if shown_after else {}),
         }
@@ -370,7 +379,9 @@ class Bench:
         if not system.startswith("hepsdesk"):
             return {}
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as response:
-            return json.load(response).get("stream") or {}
+            stats = json.load(response)
+        return {**(stats.get("stream") or {}), "cpu_seconds": stats.get("cpu_seconds") or {}} if stats.get("stream") \
+            else {}
 
     @staticmethod
     def idle_frames(samples: list) -> int:

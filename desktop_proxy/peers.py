@@ -225,7 +225,7 @@ class DesktopSessions:
                        "tier": self.tracks[pc].tier if pc in self.tracks else None}
                       for pc, link in self.links.items()],
             "stream": None if stream is None else {
-                "fps": stream.fps, "encoded_size": list(stream.encoded_size),
+                "fps": stream.fps, "encoder": stream.encoder, "encoded_size": list(stream.encoded_size),
                 "low_size": list(stream.low_size), "low_target_bps": stream.low_bitrate,
                 "guest_link_bps": None if math.isinf(stream.guest_link) else int(stream.guest_link),
                 "target_bps": stream.target_bitrate, "sending_bps": int(stream.sending_rate()),

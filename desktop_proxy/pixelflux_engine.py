@@ -68,6 +68,8 @@ class PixelfluxStream(StreamBase):
         settings.use_paint_over_quality = True
         return settings
 
+    encoder = "pixelflux"
+
     def _start(self) -> None:
         # pixelflux's X11 backend connects to $DISPLAY; this process streams one display.
         os.environ["DISPLAY"] = self.display

@@ -29,6 +29,7 @@ from .apps import USER_NICE
 from .clipboard import ClipboardError, ClipboardHandler, DesktopClipboard
 from .control import MAX_REQUEST, ControlSocket, DesktopControl, control_routes
 from .control_socket import control_socket_path
+from .cpu import stage_seconds
 from .encoding import ENCODERS
 from .files import FileTransfers, file_routes
 from .hub_report import HubReporter
@@ -254,8 +255,9 @@ def owner_name() -> str:
 
 
 class StatsHandler(web.RequestHandler):
-    """What the desktop side measures (the stream's counters and settings, each viewer's link),
-    as JSON: for the curious user, for tests and benchmarks."""
+    """What the desktop side measures (the stream's counters and settings, each viewer's link,
+    the CPU seconds of each stage: ``cpu.py``), as JSON: for the curious user, for tests and
+    benchmarks."""
 
     def initialize(self, sessions: DesktopSessions, clipboard: DesktopClipboard | None = None,
                    transfers: FileTransfers | None = None):
@@ -266,7 +268,7 @@ class StatsHandler(web.RequestHandler):
     def get(self):
         self.set_header("Cache-Control", "no-store")
         self.write({**self.sessions.stats(), "clipboard": self.clipboard and self.clipboard.stats(),
-                    "files": self.transfers and self.transfers.stats()})
+                    "files": self.transfers and self.transfers.stats(), "cpu_seconds": stage_seconds()})
 
 
 class Starting(web.RequestHandler):

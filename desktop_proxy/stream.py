@@ -52,6 +52,7 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .congestion import RateMeter, SendBudget
+from .cpu import name_thread
 from .damage import Damage, DamageUnavailable
 from .encoding import (
     TIME_BASE,
@@ -72,6 +73,14 @@ from .xdisplay import without_signals
 log = logging.getLogger("desktop_proxy")
 
 
+def named(name: str, target):
+    """``target`` run in a thread named ``name`` in the kernel (``cpu.py``)."""
+    def run(*args, **kwargs):
+        name_thread(name)
+        return target(*args, **kwargs)
+    return run
+
+
 @dataclass
 class StreamStats:
     """Counters since the stream started (read from any thread; written by its threads)."""
@@ -89,7 +98,8 @@ class StreamStats:
     low_encoded: int = 0  # pictures of the low tier (guests on slow links)
     low_skipped: int = 0  # grabs the low tier skipped (its links' queue was full)
     bytes: int = 0
-    grab_ms: deque = field(default_factory=lambda: deque(maxlen=120))
+    grab_ms: deque = field(default_factory=lambda: deque(maxlen=120))  # from the X server
+    convert_ms: deque = field(default_factory=lambda: deque(maxlen=120))  # to YUV (and scaled)
     encode_ms: deque = field(default_factory=lambda: deque(maxlen=120))
 
     def as_dict(self) -> dict:
@@ -100,7 +110,8 @@ class StreamStats:
                 "keyframe_requests": self.keyframe_requests, "still_requests": self.still_requests,
                 "skipped": self.skipped, "partial_grabs": self.partial_grabs,
                 "low_encoded": self.low_encoded, "low_skipped": self.low_skipped,
-                "bytes": self.bytes, "grab_ms": mean(list(self.grab_ms)), "encode_ms": mean(list(self.encode_ms))}
+                "bytes": self.bytes, "grab_ms": mean(list(self.grab_ms)), "convert_ms": mean(list(self.convert_ms)),
+                "encode_ms": mean(list(self.encode_ms))}
 
 
 RATE_STEPS = (15, 30, 60)
@@ -390,6 +401,12 @@ class StreamBase:
         """Whether a captured picture is waiting to be encoded."""
         return False
 
+    @property
+    def encoder(self) -> str:
+        """What encodes the owner's picture: FFmpeg's encoder (libx264, h264_nvenc, libvpx), or
+        the engine's name."""
+        return ""
+
     def _keyframe_now(self) -> None:
         """``_keyframe_wanted`` was set: make the next coded picture a key frame."""
 
@@ -448,14 +465,20 @@ class ScreenStream(StreamBase):
     def _picture_pending(self) -> bool:
         return self._slot is not None
 
+    @property
+    def encoder(self) -> str:
+        with self._lock:
+            main = [e for (_, tier), e in self._encoders.items() if tier == MAIN]
+        return main[0].codec_name if main else self.h264.codec_name
+
     def _apply(self) -> None:
         self._regrab = True  # a smaller screen need not report damage
 
     # -- threads ----------------------------------------------------------------------------
 
     def _start(self) -> None:
-        for name, target in (("screen-capture", self._capture_loop), ("screen-encode", self._encode_loop)):
-            thread = threading.Thread(target=without_signals(target), name=name, daemon=True)
+        for name, target in (("hd-capture", self._capture_loop), ("hd-encode", self._encode_loop)):
+            thread = threading.Thread(target=without_signals(named(name, target)), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -500,11 +523,14 @@ class ScreenStream(StreamBase):
                     screen = None
                     time.sleep(0.05)
                     continue
+                grabbed_at = time.monotonic()
                 run = run + 1 if started - last_grab < self.MOTION_GAP else 0
                 last_grab = started
                 scaled = run >= self.MOTION_RUN and self.motion_size != encoded
-                self._offer(_Grab(self._convert(yuv, screen, areas, self.motion_size if scaled else encoded), scaled))
-                self.stats.grab_ms.append((time.monotonic() - started) * 1000)
+                frame = self._convert(yuv, screen, areas, self.motion_size if scaled else encoded)
+                self.stats.grab_ms.append((grabbed_at - started) * 1000)
+                self.stats.convert_ms.append((time.monotonic() - grabbed_at) * 1000)
+                self._offer(_Grab(frame, scaled))
                 grabbed = True
                 if damage is None:
                     time.sleep(max(0.0, next_grab - time.monotonic()))

@@ -30,6 +30,11 @@ def test_the_short_desktop_benchmark_streams_motion_and_sends_nothing_when_idle(
     # The frames the browser presented are new pictures the desktop sent, some of them read.
     motion = rows[("hepsdesk", "motion")]
     assert 0 < motion["stamps_read_fps"] <= motion["fps"] <= motion["sender"]["encoded_fps"] + 1, motion
+    # Where the desktop server's time went: each stage of each picture, and the cores by stage.
+    sender = motion["sender"]
+    assert sender["encoder"] == "libx264" and all(sender[k] > 0 for k in ("grab_ms", "convert_ms", "encode_ms")), sender
+    assert sender["cores"]["capture"] > 0 and sender["cores"]["encode"] > 0 and sender["cores"]["loop"] > 0, sender
+    assert sum(sender["cores"].values()) <= motion["streamer_cores"] * 1.2 + 0.05, motion  # /stats is the process
     idle = rows[("hepsdesk", "idle")]
     assert idle["fps"] == 0 and idle["mbps"] < 0.01, idle  # not one video frame
     assert {r["scene"] for r in result["ratios"]} == {"motion", "idle", "contended"}
